@@ -1,0 +1,47 @@
+# micropacs: `make run` starts a complete PACS, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= ./data
+
+.PHONY: run test lint typecheck bench install install-test dcmtk clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-test: $(BIN)/python dcmtk
+	$(BIN)/pip install --quiet -e '.[test]'
+
+# DCMTK (storescu, findscu, getscu, movescu, storescp) is the DICOM peer of the tests.
+dcmtk:
+	@command -v storescu >/dev/null 2>&1 || { \
+	  echo "installing DCMTK with apt-get"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) \
+	    apt-get install -y -qq --no-install-recommends dcmtk >/dev/null; }
+
+run: install
+	$(BIN)/micropacs serve --data-dir $(DATA_DIR) --host 127.0.0.1 \
+	  --dicom-port 11112 --ae-title MICROPACS --http-port 8080
+
+lint: install-test
+	$(BIN)/ruff check micropacs services tests bench
+	$(BIN)/ruff format --check micropacs services tests bench
+
+typecheck: install-test
+	$(BIN)/mypy
+
+test: install-test
+	$(BIN)/ruff check micropacs services tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+bench: install-test
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,130 @@
+"""Settings of every micropacs service, read from ``MICROPACS_`` environment variables.
+
+Nesting uses ``__``: ``MICROPACS_DICOM__PORT=104`` sets ``settings.dicom.port``.
+Each service reads only the parts it needs. Nothing is read at import: call
+:func:`load_settings` in a service's entry point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DicomSettings(BaseModel):
+    """The DIMSE endpoint: one AE title and port for every service."""
+
+    host: str = Field("127.0.0.1", description="Address the DICOM port listens on.")
+    port: int = Field(11112, ge=0, le=65535, description="DICOM TCP port (0 picks a free one).")
+    ae_title: str = Field("MICROPACS", min_length=1, max_length=16, description="Our AE title.")
+    max_pdu: int = Field(
+        0, ge=0, description="Largest PDU we accept, bytes; 0 means unlimited (fastest)."
+    )
+    network_timeout: float = Field(60.0, gt=0, description="Seconds of silence before abort.")
+    acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association PDUs.")
+    dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a DIMSE message.")
+    strict_nodes: bool = Field(
+        False, description="Reject associations from calling AE titles not in the node registry."
+    )
+    max_associations: int = Field(64, ge=1, description="Concurrent associations per process.")
+
+
+class HttpSettings(BaseModel):
+    """The HTTP endpoint: /healthz, /readyz, /metrics (and DICOMweb later)."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP port listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+
+
+class StorageSettings(BaseModel):
+    """Where objects, events and metadata live, chosen by URL scheme."""
+
+    blob_url: str | None = Field(
+        None, description="file:///path or s3://bucket; default: file://<data_dir>/objects."
+    )
+    bus_url: str | None = Field(
+        None, description="sqlite:///path or kafka://host:port; default: <data_dir>/events.db."
+    )
+    catalog_url: str | None = Field(
+        None, description="sqlite:///path or mongodb://…; default: <data_dir>/catalog.db."
+    )
+    group: str = Field("default", description="Storage group (FS group) new objects go to.")
+    fsync: bool = Field(
+        True, description="fsync each object before answering Success (survives power loss)."
+    )
+
+
+class IndexSettings(BaseModel):
+    """The index consumer."""
+
+    group: str = Field("index", description="Consumer group name on the event bus.")
+    batch_size: int = Field(200, ge=1, description="Events written to the catalog per commit.")
+    poll_interval: float = Field(0.2, gt=0, description="Seconds between polls when idle.")
+    max_retries: int = Field(5, ge=0, description="Retries of a retryable failure per event.")
+
+
+class QuerySettings(BaseModel):
+    """C-FIND and QIDO-RS behaviour."""
+
+    case_insensitive_pn: bool = Field(
+        False,
+        description="Match person names ignoring case (PS3.4 C.2.2.2.1 allows it as an option).",
+    )
+    max_results: int = Field(
+        10000, ge=1, description="Most matches one query returns, to protect the server."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything a micropacs process may need; each service reads its part."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MICROPACS_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(Path("data"), description="Root of the embedded stores.")
+    site: str = Field("default", description="Site name, recorded in every stored event.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level of log lines written."
+    )
+    dicom: DicomSettings = Field(default_factory=DicomSettings)  # type: ignore[arg-type]
+    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
+    index: IndexSettings = Field(default_factory=IndexSettings)  # type: ignore[arg-type]
+    query: QuerySettings = Field(default_factory=QuerySettings)  # type: ignore[arg-type]
+
+    @property
+    def blob_url(self) -> str:
+        """The object store URL, defaulting to files under the data directory."""
+        return self.storage.blob_url or f"file://{self.data_dir.resolve() / 'objects'}"
+
+    @property
+    def bus_url(self) -> str:
+        """The event bus URL, defaulting to a SQLite log under the data directory."""
+        return self.storage.bus_url or f"sqlite://{self.data_dir.resolve() / 'events.db'}"
+
+    @property
+    def catalog_url(self) -> str:
+        """The catalog URL, defaulting to a SQLite database under the data directory."""
+        return self.storage.catalog_url or f"sqlite://{self.data_dir.resolve() / 'catalog.db'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, then apply ``overrides`` (CLI flags).
+
+    Overrides use dotted names for nested fields: ``{"dicom.port": 104}``.
+    """
+    settings = Settings()
+    data = settings.model_dump()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return Settings.model_validate(data)

@@ -1,0 +1,129 @@
+"""The pynetdicom Application Entity every micropacs DIMSE service runs on.
+
+Speed matters here (ARCHITECTURE.md, "Performance facts"): TCP_NODELAY on
+every socket we accept or open, an unlimited maximum PDU, chunked receive of
+C-STORE datasets straight to disk, and optionally SO_REUSEPORT so several
+processes share one DICOM port.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pynetdicom import AE, _config, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from micropacs.config import DicomSettings
+
+log = logging.getLogger(__name__)
+
+_configured = threading.Lock()
+_done = False
+
+
+def configure_pynetdicom() -> None:
+    """Set pynetdicom's process-wide flags once (STYLE.md, convention 7)."""
+    global _done
+    with _configured:
+        if _done:
+            return
+        _config.LOG_REQUEST_IDENTIFIERS = False  # identifiers carry patient data
+        _config.LOG_RESPONSE_IDENTIFIERS = False
+        _config.LOG_HANDLER_LEVEL = "none"
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.STORE_SEND_CHUNKED_DATASET = True
+        # Identifiers with odd values must reach our handlers, which answer them properly.
+        _config.ENFORCE_UID_CONFORMANCE = False
+        from micropacs.dimse import retrieve_scp
+
+        retrieve_scp.install()
+        _done = True
+
+
+def set_nodelay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN handler: disable Nagle so each DIMSE response leaves at once."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            log.debug("could not set TCP_NODELAY")
+
+
+class RegistryAE(AE):  # type: ignore[misc]
+    """An AE whose accepted calling AE titles come from the node registry.
+
+    pynetdicom reads ``require_calling_aet`` at each association request, so
+    a node added with ``micropacs nodes add`` takes effect at the next one.
+    """
+
+    def __init__(self, ae_title: str, known_titles: Callable[[], Sequence[str]] | None) -> None:
+        super().__init__(ae_title=ae_title)
+        self._known_titles = known_titles
+        self._cache: tuple[float, list[str]] = (0.0, [])
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        if self._known_titles is None:
+            return []
+        stamp, titles = self._cache
+        if time.monotonic() - stamp > 1.0:
+            # An empty list means "accept anyone" to pynetdicom; strict with no nodes rejects all.
+            titles = list(self._known_titles()) or ["\x00"]
+            self._cache = (time.monotonic(), titles)
+        return titles
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        self._known_titles = (lambda: ae_titles) if ae_titles else None
+
+
+def build_ae(
+    settings: DicomSettings, known_titles: Callable[[], Sequence[str]] | None = None
+) -> AE:
+    """An AE with our timeouts and PDU size; contexts are added by each service."""
+    configure_pynetdicom()
+    ae = RegistryAE(settings.ae_title, known_titles if settings.strict_nodes else None)
+    ae.maximum_pdu_size = settings.max_pdu
+    ae.network_timeout = settings.network_timeout
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.maximum_associations = settings.max_associations
+    return ae
+
+
+class ReusePortServer(ThreadedAssociationServer):  # type: ignore[misc]
+    """An association server that may share its port with other processes."""
+
+    reuse_port = False
+
+    def server_bind(self) -> None:
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+def start_server(
+    ae: AE,
+    host: str,
+    port: int,
+    handlers: list[Any],
+    *,
+    reuse_port: bool = False,
+) -> ThreadedAssociationServer:
+    """Start accepting associations in a background thread; returns the server."""
+    server_class = type("Server", (ReusePortServer,), {"reuse_port": reuse_port})
+    server = ae.make_server(
+        (host, port),
+        evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay), *handlers],
+        server_class=server_class,
+    )
+    thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)
+    thread.start()
+    ae._servers.append(server)
+    return server

@@ -1,0 +1,269 @@
+"""C-GET and C-MOVE sub-operations that send stored files as they are.
+
+pynetdicom's own Query/Retrieve SCP asks the handler for decoded
+:class:`~pydicom.Dataset` objects and re-encodes each one: a 200 MB object is
+held whole in memory and no stored byte is sent as stored. This module swaps
+in a service class whose C-GET and C-MOVE send each stored file in chunks
+when the peer accepted its transfer syntax, and convert it (PS3.5 10) only
+when it did not. The handler bound to ``EVT_C_GET`` / ``EVT_C_MOVE`` returns
+a :class:`RetrievePlan` instead of a generator.
+
+Statuses follow PS3.4 C.4.2.1.5 (C-MOVE) and C.4.3.1.3 (C-GET): a Pending
+response after each sub-operation, then Success, Warning 0xB000 when some
+sub-operations failed, 0xA702 when all failed, Cancel 0xFE00 on C-CANCEL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pynetdicom.association
+from pydicom import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import build_context, evt
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dsutils import encode
+from pynetdicom.service_class import QueryRetrieveServiceClass
+from pynetdicom.sop_class import uid_to_service_class
+
+from micropacs.dicom.transcode import to_uncompressed
+from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
+from micropacs.ports import InstanceLocation
+
+log = logging.getLogger(__name__)
+
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+
+@dataclass
+class RetrievePlan:
+    """What a C-GET or C-MOVE handler decided: refuse, or send these instances.
+
+    ``opener`` gives a local file for an instance for as long as it is sent.
+    ``destination`` (host, port, AE title) is set for C-MOVE.
+    """
+
+    status: int = Status.SUCCESS
+    reason: str = ""
+    instances: Sequence[InstanceLocation] = ()
+    opener: Callable[[InstanceLocation], AbstractContextManager[Path]] | None = None
+    destination: tuple[str, int, str] | None = None
+    on_sent: Callable[[InstanceLocation, int], None] = field(default=lambda loc, status: None)
+
+
+def _accepted(assoc: Any, sop_class: str, syntaxes: Sequence[str]) -> UID | None:
+    """The first of ``syntaxes`` the peer accepted for ``sop_class`` as SCP of C-STORE."""
+    # On a C-GET association only the contexts where we may act as SCU carry C-STOREs.
+    accepted = {
+        (cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts if cx.as_scu
+    }
+    for syntax in syntaxes:
+        if (sop_class, syntax) in accepted:
+            return UID(syntax)
+    return None
+
+
+def send_instance(
+    assoc: Any,
+    loc: InstanceLocation,
+    path: Path,
+    msg_id: int,
+    originator: tuple[str, int] | None = None,
+) -> int:
+    """Send one stored instance with C-STORE; returns the peer's status.
+
+    Sends the file's bytes when the stored transfer syntax was accepted,
+    otherwise decompresses to Explicit or Implicit VR Little Endian.
+    """
+    kwargs: dict[str, Any] = {"msg_id": msg_id}
+    if originator is not None:
+        kwargs.update(originator_aet=originator[0], originator_id=originator[1])
+    if _accepted(assoc, loc.sop_class_uid, [loc.transfer_syntax_uid]):
+        status_ds = assoc.send_c_store(path, **kwargs)
+    else:
+        target = _accepted(assoc, loc.sop_class_uid, UNCOMPRESSED)
+        if target is None:
+            raise UnsupportedTransfer(
+                f"peer accepted no transfer syntax we can send {loc.sop_class_uid} in "
+                f"(stored as {loc.transfer_syntax_uid})"
+            )
+        status_ds = assoc.send_c_store(to_uncompressed(path, target), **kwargs)
+    return int(getattr(status_ds, "Status", Status.UNABLE_TO_PROCESS))
+
+
+class _Progress:
+    """Sub-operation counters of one C-GET or C-MOVE (PS3.4 C.4.2.1.5)."""
+
+    def __init__(self, total: int) -> None:
+        self.remaining, self.failed, self.warning, self.completed = total, 0, 0, 0
+        self.failed_uids: list[str] = []
+
+    def record(self, uid: str, status: int) -> None:
+        self.remaining -= 1
+        if status == Status.SUCCESS:
+            self.completed += 1
+        elif status in (0xB000, 0xB006, 0xB007):
+            self.warning += 1
+        else:
+            self.failed += 1
+            self.failed_uids.append(uid)
+
+    def fill(self, rsp: Any, *, final: bool) -> None:
+        if not final:
+            rsp.NumberOfRemainingSuboperations = self.remaining
+        rsp.NumberOfFailedSuboperations = self.failed + (self.remaining if final else 0)
+        rsp.NumberOfWarningSuboperations = self.warning
+        rsp.NumberOfCompletedSuboperations = self.completed
+
+
+class RetrieveServiceClass(QueryRetrieveServiceClass):  # type: ignore[misc]
+    """Query/Retrieve service class with file-streaming C-GET and C-MOVE."""
+
+    def _get_scp(self, req: C_GET, context: Any) -> None:
+        self._retrieve(req, context, C_GET, evt.EVT_C_GET, is_move=False)
+
+    def _move_scp(self, req: C_MOVE, context: Any) -> None:
+        self._retrieve(req, context, C_MOVE, evt.EVT_C_MOVE, is_move=True)
+
+    def _respond(self, rsp: Any, cx_id: int, status: int, failed: list[str] | None = None) -> None:
+        rsp.Status = status
+        if failed:
+            ds = Dataset()
+            ds.FailedSOPInstanceUIDList = failed
+            ts = self.assoc._accepted_cx[cx_id].transfer_syntax[0]
+            rsp.Identifier = BytesIO(
+                encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+            )
+        else:
+            rsp.Identifier = None
+        self.dimse.send_msg(rsp, cx_id)
+
+    def _retrieve(self, req: Any, context: Any, rsp_type: Any, event: Any, is_move: bool) -> None:
+        cx_id = int(context.context_id)
+        rsp = rsp_type()
+        rsp.MessageID = req.MessageID
+        rsp.MessageIDBeingRespondedTo = req.MessageID
+        rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+        try:
+            plan = evt.trigger(
+                self.assoc,
+                event,
+                {"request": req, "context": context.as_tuple, "_is_cancelled": self.is_cancelled},
+            )
+        except Exception:
+            log.exception("retrieve handler failed")
+            self._respond(rsp, cx_id, Status.UNABLE_TO_PROCESS)
+            return
+        if not isinstance(plan, RetrievePlan) or plan.opener is None:
+            status = plan.status if isinstance(plan, RetrievePlan) else Status.UNABLE_TO_PROCESS
+            if status == Status.SUCCESS:
+                status = Status.UNABLE_TO_PROCESS
+            self._respond(rsp, cx_id, status)
+            return
+        if plan.status != Status.SUCCESS:
+            self._respond(rsp, cx_id, plan.status)
+            return
+        if not plan.instances:
+            self._respond(rsp, cx_id, Status.SUCCESS)
+            return
+
+        store_assoc = self.assoc
+        if is_move:
+            store_assoc = self._open_destination(plan)
+            if store_assoc is None:
+                rsp.NumberOfFailedSuboperations = len(plan.instances)
+                self._respond(rsp, cx_id, Status.OUT_OF_RESOURCES_SUBOPS)
+                return
+        try:
+            self._send_all(req, rsp, cx_id, plan, store_assoc, is_move)
+        finally:
+            if is_move and store_assoc.is_established:
+                store_assoc.release()
+
+    def _open_destination(self, plan: RetrievePlan) -> Any:
+        assert plan.destination is not None
+        host, port, ae_title = plan.destination
+        contexts = []
+        seen: set[tuple[str, str]] = set()
+        for loc in plan.instances:
+            for syntaxes in ([loc.transfer_syntax_uid], list(UNCOMPRESSED)):
+                key = (loc.sop_class_uid, ",".join(syntaxes))
+                if key not in seen and len(contexts) < 128:
+                    seen.add(key)
+                    contexts.append(build_context(loc.sop_class_uid, syntaxes))
+        from micropacs.dimse.ae import set_nodelay
+
+        assoc = self.ae.associate(
+            host,
+            port,
+            contexts=contexts,
+            ae_title=ae_title,
+            max_pdu=0,
+            evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
+        )
+        if not assoc.is_established:
+            log.warning(
+                "move destination refused or unreachable",
+                extra={"destination": ae_title, "host": host, "port": port},
+            )
+            return None
+        return assoc
+
+    def _send_all(
+        self, req: Any, rsp: Any, cx_id: int, plan: RetrievePlan, store_assoc: Any, is_move: bool
+    ) -> None:
+        assert plan.opener is not None
+        progress = _Progress(len(plan.instances))
+        originator = (self.assoc.requestor.ae_title, int(req.MessageID)) if is_move else None
+        for index, loc in enumerate(plan.instances):
+            if self.is_cancelled(req.MessageID):
+                progress.fill(rsp, final=False)
+                remaining = [i.sop_instance_uid for i in plan.instances[index:]]
+                self._respond(rsp, cx_id, Status.CANCEL, progress.failed_uids + remaining)
+                return
+            if not self.assoc.is_established or not store_assoc.is_established:
+                return
+            msg_id = (int(req.MessageID) + index + 1) % 65536 or 1
+            try:
+                with plan.opener(loc) as path:
+                    status = send_instance(store_assoc, loc, path, msg_id, originator)
+            except MicropacsError as exc:
+                log.warning(
+                    "sub-operation failed",
+                    extra={"reason": str(exc), "sop_class": loc.sop_class_uid},
+                )
+                status = exc.dimse
+            except Exception:
+                log.exception("sub-operation failed", extra={"sop_class": loc.sop_class_uid})
+                status = Status.UNABLE_TO_PROCESS
+            progress.record(loc.sop_instance_uid, status)
+            plan.on_sent(loc, status)
+            if progress.remaining:
+                progress.fill(rsp, final=False)
+                self._respond(rsp, cx_id, Status.PENDING)
+        rsp.NumberOfRemainingSuboperations = None
+        progress.fill(rsp, final=True)
+        if progress.failed == 0 and progress.warning == 0:
+            self._respond(rsp, cx_id, Status.SUCCESS)
+        elif progress.completed == 0 and progress.warning == 0:
+            self._respond(rsp, cx_id, Status.OUT_OF_RESOURCES_SUBOPS, progress.failed_uids)
+        else:
+            self._respond(rsp, cx_id, Status.WARNING_SUBOPS, progress.failed_uids)
+
+
+def _service_class_for(uid: str) -> type[Any]:
+    found: type[Any] = uid_to_service_class(uid)
+    if found is QueryRetrieveServiceClass:
+        return RetrieveServiceClass
+    return found
+
+
+def install() -> None:
+    """Make pynetdicom use :class:`RetrieveServiceClass` for Query/Retrieve SOP classes."""
+    pynetdicom.association.uid_to_service_class = _service_class_for

@@ -1,0 +1,146 @@
+"""The one error hierarchy of micropacs.
+
+Every error a service can meet is a :class:`MicropacsError`. Each knows
+whether retrying the same operation later may succeed (``retryable``), and
+maps to exactly one DIMSE status (PS3.4 Annex B/C, PS3.7 Annex C) and one
+HTTP status (PS3.18 8.5)::
+
+    MicropacsError
+    ├── InvalidInput              the request itself is wrong; never retryable
+    │   ├── NotDicom              not a DICOM dataset, or truncated     -> 0xC000 / 400
+    │   ├── InvalidUid            missing or malformed UID (PS3.5 9.1)   -> 0xA900 / 400
+    │   ├── InvalidIdentifier     a query identifier we cannot match     -> 0xA900 / 400
+    │   └── UnsupportedTransfer   cannot convert to what the peer takes  -> 0xA900 / 406
+    ├── NotFound                  unknown instance, node or destination
+    │   └── UnknownDestination    C-MOVE destination not in the registry -> 0xA801 / 404
+    ├── Conflict                  an instance with that UID differs      -> 0xA900 / 409
+    └── Unavailable               a backend is down or full; retryable   -> 0xA700 / 503
+        ├── BlobStoreUnavailable
+        ├── EventBusUnavailable
+        └── CatalogUnavailable
+
+Protocol handlers catch :class:`MicropacsError` and answer with
+:func:`dimse_status` or :func:`http_status`; anything else is a bug, logged
+with its traceback and answered 0xC000 / 500.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
+
+
+class Status:
+    """DIMSE status codes used by micropacs (PS3.4 Annex B.2.3, C.4; PS3.7 C)."""
+
+    SUCCESS = 0x0000
+    PENDING = 0xFF00
+    PENDING_WARNING = 0xFF01
+    CANCEL = 0xFE00
+    WARNING_SUBOPS = 0xB000
+    OUT_OF_RESOURCES = 0xA700
+    OUT_OF_RESOURCES_SUBOPS = 0xA702
+    MOVE_DESTINATION_UNKNOWN = 0xA801
+    DATASET_DOES_NOT_MATCH = 0xA900
+    IDENTIFIER_DOES_NOT_MATCH = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+    UNABLE_TO_PROCESS = 0xC001
+
+
+class MicropacsError(Exception):
+    """Base of every error micropacs raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+    dimse: ClassVar[int] = Status.CANNOT_UNDERSTAND
+    http: ClassVar[int] = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class InvalidInput(MicropacsError):
+    """The request itself is wrong; sending it again will not help."""
+
+    dimse = Status.CANNOT_UNDERSTAND
+    http = HTTPStatus.BAD_REQUEST
+
+
+class NotDicom(InvalidInput):
+    """The bytes are not a DICOM dataset, or the dataset is truncated."""
+
+    dimse = Status.CANNOT_UNDERSTAND
+
+
+class InvalidUid(InvalidInput):
+    """A UID is missing or malformed (PS3.5 9.1)."""
+
+    dimse = Status.DATASET_DOES_NOT_MATCH
+
+
+class InvalidIdentifier(InvalidInput):
+    """A query identifier that cannot be matched (PS3.4 C.4.1.1.4)."""
+
+    dimse = Status.IDENTIFIER_DOES_NOT_MATCH
+
+
+class UnsupportedTransfer(InvalidInput):
+    """No transfer syntax both the peer accepts and we can convert to."""
+
+    dimse = Status.DATASET_DOES_NOT_MATCH
+    http = HTTPStatus.NOT_ACCEPTABLE
+
+
+class NotFound(MicropacsError):
+    """An instance, node or destination that is not known."""
+
+    dimse = Status.UNABLE_TO_PROCESS
+    http = HTTPStatus.NOT_FOUND
+
+
+class UnknownDestination(NotFound):
+    """A C-MOVE destination AE title that is not in the node registry."""
+
+    dimse = Status.MOVE_DESTINATION_UNKNOWN
+
+
+class Conflict(MicropacsError):
+    """An object already stored under the same UID differs from the new one."""
+
+    dimse = Status.DATASET_DOES_NOT_MATCH
+    http = HTTPStatus.CONFLICT
+
+
+class Unavailable(MicropacsError):
+    """A backend is down, full or too slow; the same request may succeed later."""
+
+    retryable = True
+    dimse = Status.OUT_OF_RESOURCES
+    http = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class BlobStoreUnavailable(Unavailable):
+    """The object store could not write or read an object."""
+
+
+class EventBusUnavailable(Unavailable):
+    """The event bus did not acknowledge a publish, or cannot be read."""
+
+
+class CatalogUnavailable(Unavailable):
+    """The catalog could not be read or written."""
+
+
+def dimse_status(error: BaseException) -> int:
+    """The DIMSE status that answers ``error``: its own, or 0xC000 for a bug."""
+    if isinstance(error, MicropacsError):
+        return error.dimse
+    return Status.CANNOT_UNDERSTAND
+
+
+def http_status(error: BaseException) -> int:
+    """The HTTP status that answers ``error``: its own, or 500 for a bug."""
+    if isinstance(error, MicropacsError):
+        return int(error.http)
+    return int(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether the operation that raised ``error`` may succeed if tried again."""
+    return isinstance(error, MicropacsError) and error.retryable

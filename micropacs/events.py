@@ -1,0 +1,97 @@
+"""Events that flow between services, as versioned JSON (one module for all).
+
+Every payload carries a ``type`` and a ``version``; a consumer refuses a
+version it does not know instead of guessing (it goes to the dead-letter topic).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from micropacs.errors import InvalidInput
+
+INSTANCE_STORED = "instance.stored"
+"""Topic of :class:`InstanceStored`, keyed by StudyInstanceUID."""
+
+DEAD_LETTER = "dead-letter"
+"""Topic where consumers park events they cannot process after retries."""
+
+DicomJson = dict[str, Any]
+"""A dataset in the DICOM JSON model (PS3.18 F.2): tag "GGGGEEEE" -> {vr, Value}."""
+
+
+@dataclass(frozen=True)
+class InstanceStored:
+    """An object is durable in the BlobStore (ARCHITECTURE.md, rule 1).
+
+    ``header`` is the whole dataset as DICOM JSON without bulk data
+    (PS3.18 F.2), so the index can store and match any attribute.
+    """
+
+    type: ClassVar[str] = INSTANCE_STORED
+    version: ClassVar[int] = 1
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+    issuer_of_patient_id: str
+    object_key: str
+    size: int
+    transfer_syntax_uid: str
+    calling_ae: str
+    called_ae: str
+    site: str
+    storage_group: str
+    received_at: str
+    header: DicomJson = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        """The partition key: a study's events stay in order on one partition."""
+        return self.study_instance_uid
+
+    def to_bytes(self) -> bytes:
+        """Encode as the versioned JSON payload."""
+        body = {"type": self.type, "version": self.version, **asdict(self)}
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> InstanceStored:
+        """Decode a payload, refusing other types, versions or missing fields."""
+        try:
+            body = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"event is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise InvalidInput("event is not a JSON object")
+        if body.pop("type", None) != cls.type or body.pop("version", None) != cls.version:
+            raise InvalidInput(f"not a {cls.type} v{cls.version} event")
+        try:
+            return cls(**body)
+        except TypeError as exc:
+            raise InvalidInput(f"malformed {cls.type} event: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event a consumer gave up on, with where it came from and why."""
+
+    type: ClassVar[str] = DEAD_LETTER
+    version: ClassVar[int] = 1
+
+    source_topic: str
+    partition: int
+    offset: int
+    key: str
+    consumer_group: str
+    reason: str
+    payload_base64: str
+
+    def to_bytes(self) -> bytes:
+        """Encode as the versioned JSON payload."""
+        body = {"type": self.type, "version": self.version, **asdict(self)}
+        return json.dumps(body, separators=(",", ":")).encode()

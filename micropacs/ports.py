@@ -1,0 +1,248 @@
+"""The three seams every service talks through (ARCHITECTURE.md, "ports").
+
+Each port has an embedded adapter (files, SQLite) and a distributed one
+(S3, Kafka, MongoDB); both pass the contract suites in ``tests/contract``.
+Adapters raise only :mod:`micropacs.errors` errors: the ``*Unavailable``
+family when the backend fails, so callers can retry or answer 0xA700.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from micropacs.events import DicomJson
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What the store knows of one object."""
+
+    key: str
+    size: int
+
+
+class BlobStore(Protocol):
+    """Objects (Part 10 files) keyed by validated UIDs."""
+
+    async def put(self, key: str, source: BinaryIO, size: int) -> None:
+        """Store ``size`` bytes read from ``source``; durable when this returns."""
+        ...
+
+    async def put_file(self, key: str, path: Path) -> None:
+        """Store the file at ``path``, which the store may move: do not use it afterwards."""
+        ...
+
+    def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Stream an object's bytes; raises NotFound if absent."""
+        ...
+
+    def local_path(self, key: str) -> AbstractAsyncContextManager[Path]:
+        """A local file holding the object for the duration of the context."""
+        ...
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """Size of an object, or None if it does not exist."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove an object; removing an absent object is not an error."""
+        ...
+
+    def iterate(self, prefix: str = "") -> AsyncIterator[str]:
+        """Every key that starts with ``prefix``, in no particular order."""
+        ...
+
+    async def check(self) -> None:
+        """Raise BlobStoreUnavailable unless the store can be written now."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and handles."""
+        ...
+
+
+@dataclass(frozen=True)
+class Record:
+    """One event read from the bus, with where it sits in its partition."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+
+
+class Consumer(Protocol):
+    """A member of a consumer group on one topic (at-least-once delivery)."""
+
+    async def poll(self, max_records: int, timeout: float) -> list[Record]:
+        """Up to ``max_records`` records after the committed offset; [] on timeout."""
+        ...
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Mark ``records`` (and everything before them) as processed."""
+        ...
+
+    async def close(self) -> None:
+        """Leave the group; uncommitted records are delivered again later."""
+        ...
+
+
+class EventBus(Protocol):
+    """Durable, ordered-per-key topics with consumer groups."""
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Append an event; returns only once the bus has acknowledged it durably."""
+        ...
+
+    async def consumer(self, topic: str, group: str) -> Consumer:
+        """Join ``group`` on ``topic``, resuming after its committed offsets."""
+        ...
+
+    async def check(self) -> None:
+        """Raise EventBusUnavailable unless the bus accepts publishes now."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release connections."""
+        ...
+
+
+class Level(str, Enum):
+    """Query/Retrieve levels (PS3.4 C.3)."""
+
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the index writes for one stored instance."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+    issuer_of_patient_id: str
+    object_key: str
+    size: int
+    transfer_syntax_uid: str
+    storage_group: str
+    received_at: str
+    header: DicomJson = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A C-FIND / QIDO-RS query at one level.
+
+    ``identifier`` holds the keys as DICOM JSON: a key with a value is a
+    matching key, a key without one is a return key (PS3.4 C.2.2.1).
+    """
+
+    level: Level
+    identifier: DicomJson
+    limit: int = 0
+    offset: int = 0
+    case_insensitive_pn: bool = False
+
+
+@dataclass(frozen=True)
+class InstanceLocation:
+    """Where one instance's bytes are, for C-GET, C-MOVE and WADO."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    object_key: str
+    transfer_syntax_uid: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Node:
+    """A known DICOM node (Conquest's acrnema.map, dcm4chee's AE list)."""
+
+    ae_title: str
+    host: str
+    port: int
+    description: str = ""
+    tls: bool = False
+    issuer_of_patient_id: str = ""
+    issuer_of_accession_number: str = ""
+    user_id: str = ""
+    storage_group: str = ""
+    ae_group: str = ""
+
+
+@dataclass(frozen=True)
+class CatalogCounts:
+    """How much the catalog holds."""
+
+    patients: int
+    studies: int
+    series: int
+    instances: int
+
+
+class Catalog(Protocol):
+    """Metadata of every stored instance, queryable at every level, plus the node registry."""
+
+    async def upsert_instances(self, records: Sequence[InstanceRecord]) -> None:
+        """Write instances and their patient, study and series; idempotent.
+
+        Writing the same record twice leaves the catalog as writing it once,
+        and the computed attributes (PS3.4 C.3.4) stay right.
+        """
+        ...
+
+    def query(self, query: Query) -> AsyncIterator[DicomJson]:
+        """Every entity at ``query.level`` matching the identifier (PS3.4 C.2.2.2).
+
+        Each result holds all attributes known at that level and above, plus
+        the computed ones, as DICOM JSON; the caller picks the return keys.
+        """
+        ...
+
+    async def locate(
+        self,
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_instance_uids: Sequence[str] = (),
+        patient_ids: Sequence[str] = (),
+    ) -> list[InstanceLocation]:
+        """The instances under the given entities (every non-empty filter must hold)."""
+        ...
+
+    async def counts(self) -> CatalogCounts:
+        """Numbers of patients, studies, series and instances."""
+        ...
+
+    async def put_node(self, node: Node) -> None:
+        """Add or replace a node of the registry."""
+        ...
+
+    async def remove_node(self, ae_title: str) -> bool:
+        """Remove a node; False if it was not there."""
+        ...
+
+    async def nodes(self) -> list[Node]:
+        """Every node of the registry, by AE title."""
+        ...
+
+    async def check(self) -> None:
+        """Raise CatalogUnavailable unless the catalog answers now."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

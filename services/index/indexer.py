@@ -1,0 +1,121 @@
+"""The index consumer: instance.stored events into the catalog.
+
+At-least-once (ARCHITECTURE.md, rule 2): a batch is written, then its offsets
+are committed; a crash in between redelivers the batch, and the catalog's
+idempotent upsert makes the second write a no-op. Retryable failures are
+retried with backoff for as long as they last (nothing is skipped while the
+catalog is down); an event that cannot be processed goes to the dead-letter
+topic and the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Sequence
+
+from micropacs.config import IndexSettings
+from micropacs.errors import MicropacsError, is_retryable
+from micropacs.events import DEAD_LETTER, INSTANCE_STORED, DeadLetter, InstanceStored
+from micropacs.ports import Catalog, EventBus, InstanceRecord, Record
+from services.index.metrics import IndexMetrics
+
+log = logging.getLogger(__name__)
+
+
+def to_record(event: InstanceStored) -> InstanceRecord:
+    """The catalog record of a stored instance."""
+    return InstanceRecord(
+        sop_instance_uid=event.sop_instance_uid,
+        sop_class_uid=event.sop_class_uid,
+        series_instance_uid=event.series_instance_uid,
+        study_instance_uid=event.study_instance_uid,
+        patient_id=event.patient_id,
+        issuer_of_patient_id=event.issuer_of_patient_id,
+        object_key=event.object_key,
+        size=event.size,
+        transfer_syntax_uid=event.transfer_syntax_uid,
+        storage_group=event.storage_group,
+        received_at=event.received_at,
+        header=event.header,
+    )
+
+
+class Indexer:
+    """Consumes instance.stored and upserts the catalog, batch by batch."""
+
+    def __init__(
+        self, bus: EventBus, catalog: Catalog, metrics: IndexMetrics, settings: IndexSettings
+    ) -> None:
+        self._bus = bus
+        self._catalog = catalog
+        self._metrics = metrics
+        self._settings = settings
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, committing after every written batch."""
+        consumer = await self._bus.consumer(INSTANCE_STORED, self._settings.group)
+        log.info("index consumer started", extra={"group": self._settings.group})
+        try:
+            while not stop.is_set():
+                records = await consumer.poll(self._settings.batch_size, self._settings.poll_interval)
+                if records:
+                    await self.process(records, stop)
+                    await consumer.commit(records)
+        finally:
+            await consumer.close()
+
+    async def process(self, records: Sequence[Record], stop: asyncio.Event | None = None) -> None:
+        """Write a batch of records to the catalog (dead-lettering the undecodable)."""
+        started = time.perf_counter()
+        good: list[tuple[Record, InstanceRecord]] = []
+        for record in records:
+            try:
+                good.append((record, to_record(InstanceStored.from_bytes(record.value))))
+            except MicropacsError as exc:
+                await self._dead_letter(record, str(exc))
+        if good:
+            try:
+                await self._write([r for _, r in good], stop)
+            except MicropacsError:
+                # One bad record must not block its batch: write them one by one.
+                for record, instance in good:
+                    try:
+                        await self._write([instance], stop)
+                    except MicropacsError as exc:
+                        await self._dead_letter(record, str(exc))
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _write(self, instances: list[InstanceRecord], stop: asyncio.Event | None) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._catalog.upsert_instances(instances)
+                self._metrics.upserts.inc(len(instances))
+                return
+            except MicropacsError as exc:
+                if not is_retryable(exc) or (stop is not None and stop.is_set()):
+                    raise
+                self._metrics.retries.inc()
+                log.warning("catalog write failed, retrying", extra={"reason": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        letter = DeadLetter(
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            consumer_group=self._settings.group,
+            reason=reason,
+            payload_base64=base64.b64encode(record.value).decode(),
+        )
+        await self._bus.publish(DEAD_LETTER, record.key, letter.to_bytes())
+        self._metrics.dead_letters.inc()
+        log.error(
+            "event dead-lettered",
+            extra={"topic": record.topic, "offset": record.offset, "reason": reason},
+        )

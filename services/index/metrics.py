@@ -1,0 +1,35 @@
+"""Prometheus metrics of the index service, on an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class IndexMetrics:
+    """Counters of events indexed and dead-lettered, and batch latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.upserts = Counter(
+            "micropacs_index_upserts_total", "Instances written to the catalog.", registry=registry
+        )
+        self.dead_letters = Counter(
+            "micropacs_index_dead_letters_total",
+            "Events sent to the dead-letter topic.",
+            registry=registry,
+        )
+        self.retries = Counter(
+            "micropacs_index_retries_total",
+            "Catalog writes retried after a retryable failure.",
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "micropacs_index_batch_seconds",
+            "Time to write one batch of events to the catalog.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "micropacs_index_consumer_lag_events",
+            "Events published but not yet indexed.",
+            registry=registry,
+        )

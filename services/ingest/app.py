@@ -1,0 +1,47 @@
+"""Builds the ingest service from settings and adapters (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from pynetdicom import AE
+
+from micropacs.bridge import LoopBridge
+from micropacs.config import Settings
+from micropacs.http import Check
+from micropacs.ports import BlobStore, EventBus
+from services.ingest import dimse
+from services.ingest.metrics import IngestMetrics
+from services.ingest.store_service import StoreService
+
+
+@dataclass
+class IngestApp:
+    """The ingest service: C-ECHO and C-STORE over a StoreService."""
+
+    store: StoreService
+    checks: dict[str, Check]
+
+    def add_contexts(self, ae: AE) -> None:
+        """Accept verification and every storage SOP class."""
+        dimse.add_contexts(ae)
+
+    def handlers(self, bridge: LoopBridge) -> list[Any]:
+        """DIMSE handler bindings, calling into ``bridge``'s loop."""
+        return dimse.handlers(self.store, bridge)
+
+
+def build(
+    settings: Settings, blobs: BlobStore, bus: EventBus, registry: CollectorRegistry
+) -> IngestApp:
+    """The ingest service over the given adapters."""
+    store = StoreService(
+        blobs,
+        bus,
+        IngestMetrics(registry),
+        site=settings.site,
+        storage_group=settings.storage.group,
+    )
+    return IngestApp(store=store, checks={"blob_store": blobs.check, "event_bus": bus.check})

@@ -1,0 +1,132 @@
+"""StoreService: the one path every received object takes (ARCHITECTURE.md, rule 1).
+
+C-STORE (and later STOW-RS) hand it a received Part 10 file. It validates the
+UIDs, puts the bytes as received into the BlobStore, publishes
+``instance.stored`` and only then reports success. Any failure raises a
+:mod:`micropacs.errors` error and nothing is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydicom import Dataset
+
+from micropacs.dicom.json_model import to_json
+from micropacs.dicom.part10 import read_header
+from micropacs.dicom.uids import require_uid
+from micropacs.errors import InvalidUid, MicropacsError
+from micropacs.events import INSTANCE_STORED, InstanceStored
+from micropacs.ports import BlobStore, EventBus
+from services.ingest.metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A dataset received into a local Part 10 file, and who sent it."""
+
+    path: Path
+    calling_ae: str
+    called_ae: str
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    owned: bool = True
+    """Whether the store may move ``path`` (a received temporary file) or must copy it."""
+
+
+def object_key(group: str, study: str, series: str, instance: str) -> str:
+    """Where an instance lives in the BlobStore; every part is a validated UID."""
+    return f"{group}/{study}/{series}/{instance}.dcm"
+
+
+class StoreService:
+    """Stores received objects durably and announces them."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        bus: EventBus,
+        metrics: IngestMetrics,
+        *,
+        site: str,
+        storage_group: str,
+    ) -> None:
+        self._blobs = blobs
+        self._bus = bus
+        self._metrics = metrics
+        self._site = site
+        self._group = storage_group
+
+    async def store(self, received: Received) -> InstanceStored:
+        """Store one object; returns its event once blob and event are durable."""
+        started = time.perf_counter()
+        try:
+            event = await self._store(received)
+        except MicropacsError as exc:
+            self._metrics.stored.labels(status=f"0x{exc.dimse:04X}").inc()
+            log.warning(
+                "store refused",
+                extra={"reason": str(exc), "calling_ae": received.calling_ae},
+            )
+            raise
+        self._metrics.stored.labels(status="0x0000").inc()
+        self._metrics.stored_bytes.inc(event.size)
+        self._metrics.store_seconds.observe(time.perf_counter() - started)
+        return event
+
+    async def _store(self, received: Received) -> InstanceStored:
+        ds = await asyncio.to_thread(read_header, received.path)
+        uids = _uids(ds, received)
+        size = received.path.stat().st_size
+        key = object_key(self._group, uids["study"], uids["series"], uids["instance"])
+        event = InstanceStored(
+            sop_class_uid=uids["class"],
+            sop_instance_uid=uids["instance"],
+            series_instance_uid=uids["series"],
+            study_instance_uid=uids["study"],
+            patient_id=str(ds.get("PatientID", "") or ""),
+            issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or ""),
+            object_key=key,
+            size=size,
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            calling_ae=received.calling_ae,
+            called_ae=received.called_ae,
+            site=self._site,
+            storage_group=self._group,
+            received_at=datetime.now(UTC).isoformat(),
+            header=to_json(ds),
+        )
+        blob_started = time.perf_counter()
+        if received.owned:
+            await self._blobs.put_file(key, received.path)
+        else:
+            with received.path.open("rb") as source:
+                await self._blobs.put(key, source, size)
+        self._metrics.blob_seconds.observe(time.perf_counter() - blob_started)
+        # If publishing fails the object stays in the store un-announced: deleting it
+        # could destroy an earlier, acknowledged copy of the same instance.
+        publish_started = time.perf_counter()
+        await self._bus.publish(INSTANCE_STORED, event.key, event.to_bytes())
+        self._metrics.publish_seconds.observe(time.perf_counter() - publish_started)
+        return event
+
+
+def _uids(ds: Dataset, received: Received) -> dict[str, str]:
+    uids = {
+        "class": require_uid(ds.get("SOPClassUID"), "SOPClassUID"),
+        "instance": require_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID"),
+        "series": require_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID"),
+        "study": require_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID"),
+    }
+    if received.sop_instance_uid and received.sop_instance_uid != uids["instance"]:
+        raise InvalidUid("SOPInstanceUID of the dataset differs from the C-STORE request's")
+    if received.sop_class_uid and received.sop_class_uid != uids["class"]:
+        raise InvalidUid("SOPClassUID of the dataset differs from the C-STORE request's")
+    return uids

@@ -1,0 +1,49 @@
+"""Builds the qr service from settings and adapters (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from pynetdicom import AE
+
+from micropacs.bridge import LoopBridge
+from micropacs.config import Settings
+from micropacs.http import Check
+from micropacs.ports import BlobStore, Catalog
+from services.qr import dimse
+from services.qr.metrics import QrMetrics
+from services.qr.query_service import QueryService
+from services.qr.retrieve_service import RetrieveService
+
+
+@dataclass
+class QrApp:
+    """The qr service: C-FIND, C-GET and C-MOVE."""
+
+    query: QueryService
+    retrieve: RetrieveService
+    metrics: QrMetrics
+    checks: dict[str, Check]
+
+    def add_contexts(self, ae: AE) -> None:
+        """Accept the Patient Root and Study Root information models."""
+        dimse.add_contexts(ae)
+
+    def handlers(self, bridge: LoopBridge) -> list[Any]:
+        """DIMSE handler bindings, calling into ``bridge``'s loop."""
+        return dimse.handlers(self.query, self.retrieve, bridge, self.metrics)
+
+
+def build(
+    settings: Settings, catalog: Catalog, blobs: BlobStore, registry: CollectorRegistry
+) -> QrApp:
+    """The qr service over the given adapters."""
+    metrics = QrMetrics(registry)
+    return QrApp(
+        query=QueryService(catalog, metrics, settings.query, settings.dicom.ae_title),
+        retrieve=RetrieveService(catalog, blobs),
+        metrics=metrics,
+        checks={"catalog": catalog.check, "blob_store": blobs.check},
+    )

@@ -1,0 +1,144 @@
+"""C-FIND, C-GET and C-MOVE SCP handlers: translate DIMSE to the qr services and back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from micropacs.bridge import LoopBridge
+from micropacs.dicom.charset import response_charset
+from micropacs.dicom.json_model import from_json, to_json
+from micropacs.dimse.retrieve_scp import RetrievePlan
+from micropacs.errors import MicropacsError, Status
+from micropacs.ports import InstanceLocation
+from services.qr.metrics import QrMetrics
+from services.qr.query_service import QueryService
+from services.qr.retrieve_service import RetrieveService
+
+log = logging.getLogger(__name__)
+
+IDENTIFIER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+]
+QR_CLASSES = [
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+]
+
+
+def add_contexts(ae: AE) -> None:
+    """Accept the Patient Root and Study Root information models (PS3.4 C.6.1, C.6.2)."""
+    for sop_class in QR_CLASSES:
+        ae.add_supported_context(sop_class, IDENTIFIER_SYNTAXES)
+
+
+def _identifier(event: evt.Event) -> dict[str, Any]:
+    try:
+        return to_json(event.identifier)
+    except Exception as exc:
+        raise MicropacsError(f"identifier cannot be decoded: {exc}") from exc
+
+
+def handle_find(
+    event: evt.Event, service: QueryService, bridge: LoopBridge
+) -> Iterator[tuple[int, Dataset | None]]:
+    """C-FIND (PS3.4 C.4.1.2): one Pending response per match, then Success."""
+    try:
+        request = event.identifier
+        requested_charset = request.get("SpecificCharacterSet")
+        matches = bridge.run(service.find(_identifier(event)))
+    except MicropacsError as exc:
+        log.warning("C-FIND refused", extra={"reason": str(exc)})
+        yield exc.dimse, None
+        return
+    except Exception:
+        log.exception("C-FIND failed")
+        yield Status.UNABLE_TO_PROCESS, None
+        return
+    for match in matches:
+        if event.is_cancelled:
+            yield Status.CANCEL, None
+            return
+        ds = from_json(match)
+        charset = response_charset(match, requested_charset)
+        if charset:
+            ds.SpecificCharacterSet = charset
+        yield Status.PENDING, ds
+
+
+def _plan(
+    event: evt.Event, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics, op: str
+) -> RetrievePlan:
+    locations = bridge.run(service.locate(_identifier(event)))
+
+    def on_sent(location: InstanceLocation, status: int) -> None:
+        metrics.suboperations.labels(operation=op, status=f"0x{status:04X}").inc()
+        if status == Status.SUCCESS:
+            metrics.retrieved_bytes.inc(location.size)
+
+    return RetrievePlan(
+        instances=locations,
+        opener=lambda location: bridge.enter(service.local_path(location)),
+        on_sent=on_sent,
+    )
+
+
+def handle_get(
+    event: evt.Event, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics
+) -> RetrievePlan:
+    """C-GET (PS3.4 C.4.3): send the named instances over this association."""
+    try:
+        return _plan(event, service, bridge, metrics, "get")
+    except MicropacsError as exc:
+        log.warning("C-GET refused", extra={"reason": str(exc)})
+        return RetrievePlan(status=exc.dimse, reason=str(exc))
+
+
+def handle_move(
+    event: evt.Event, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics
+) -> RetrievePlan:
+    """C-MOVE (PS3.4 C.4.2): send the named instances to a registered node."""
+    try:
+        node = bridge.run(service.destination(str(event.move_destination or "")))
+        plan = _plan(event, service, bridge, metrics, "move")
+    except MicropacsError as exc:
+        log.warning("C-MOVE refused", extra={"reason": str(exc)})
+        return RetrievePlan(status=exc.dimse, reason=str(exc))
+    plan.destination = (node.host, node.port, node.ae_title)
+    return plan
+
+
+def handlers(
+    query: QueryService, retrieve: RetrieveService, bridge: LoopBridge, metrics: QrMetrics
+) -> list[Any]:
+    """The (event, handler, args) bindings of the qr service."""
+    return [
+        (evt.EVT_C_FIND, handle_find, [query, bridge]),
+        (evt.EVT_C_GET, handle_get, [retrieve, bridge, metrics]),
+        (evt.EVT_C_MOVE, handle_move, [retrieve, bridge, metrics]),
+    ]
