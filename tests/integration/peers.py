@@ -1,0 +1,168 @@
+"""Real DICOM peers for tests: DCMTK's tools as subprocesses, and pynetdicom as SCU."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    Verification,
+)
+
+from tests.integration.server import Server
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 300, check: bool = True,
+          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool; DCMTK leaves Nagle on unless TCP_NODELAY=1 is set."""
+    result = subprocess.run([tool, *args], capture_output=True, text=True, env=DCMTK_ENV,
+                            timeout=timeout, cwd=cwd)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def storescu(server: Server, files: Sequence[Path], *extra: str,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Send files with one storescu association, proposing each file's own syntax."""
+    return dcmtk("storescu", "-aec", server.ae_title, "-aet", "STORESCU", *extra,
+                 server.host, str(server.dicom_port), *map(str, files), check=check)
+
+
+def keys(identifier: dict[str, str]) -> list[str]:
+    args: list[str] = []
+    for key, value in identifier.items():
+        args += ["-k", f"{key}={value}" if value is not None else key]
+    return args
+
+
+def findscu(server: Server, identifier: dict[str, str], out: Path, *,
+            root: str = "-S") -> list[Dataset]:
+    """C-FIND with DCMTK's findscu; returns the responses it extracted."""
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("rsp*.dcm"):
+        old.unlink()
+    dcmtk("findscu", root, "-aec", server.ae_title, "-X", "-od", str(out), *keys(identifier),
+          server.host, str(server.dicom_port))
+    return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
+
+
+def associate(server: Server, contexts: Iterable[Any], **kwargs: Any) -> Any:
+    ae = AE(ae_title="PYSCU")
+    for cx in contexts:
+        ae.add_requested_context(cx)
+    assoc = ae.associate(server.host, server.dicom_port, ae_title=server.ae_title, **kwargs)
+    assert assoc.is_established, "association with micropacs was not established"
+    return assoc
+
+
+def pyfind(server: Server, identifier: Dataset, *, patient_root: bool = False
+           ) -> tuple[list[Dataset], int]:
+    """C-FIND with pynetdicom; returns the matches and the final status."""
+    model = (PatientRootQueryRetrieveInformationModelFind if patient_root
+             else StudyRootQueryRetrieveInformationModelFind)
+    assoc = associate(server, [model])
+    try:
+        matches: list[Dataset] = []
+        final = -1
+        for status, found in assoc.send_c_find(identifier, model):
+            if status is None:
+                raise AssertionError("C-FIND timed out or aborted")
+            if status.Status in (0xFF00, 0xFF01):
+                matches.append(found)
+            else:
+                final = int(status.Status)
+        return matches, final
+    finally:
+        assoc.release()
+
+
+def study_identifier(**values: Any) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    for key, value in values.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def wait_indexed(server: Server, level: str, expected: int, timeout: float = 60,
+                 **match: Any) -> list[Dataset]:
+    """Poll C-FIND until ``expected`` matches appear (the index is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    found: list[Dataset] = []
+    while time.monotonic() < deadline:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = level
+        ds.StudyInstanceUID = ""
+        for key, value in match.items():
+            setattr(ds, key, value)
+        if level in ("SERIES", "IMAGE"):
+            ds.SeriesInstanceUID = ""
+        if level == "IMAGE":
+            ds.SOPInstanceUID = ""
+        found, status = pyfind(server, ds)
+        if len(found) >= expected:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"only {len(found)} of {expected} {level} matches after {timeout}s")
+
+
+def echo(server: Server) -> int:
+    assoc = associate(server, [Verification])
+    try:
+        return int(assoc.send_c_echo().Status)
+    finally:
+        assoc.release()
+
+
+def pyget(server: Server, identifier: Dataset, sop_classes: Sequence[str],
+          syntaxes: Sequence[str] | None = None) -> tuple[list[Dataset], int]:
+    """C-GET with pynetdicom, offering the SCP role for ``sop_classes``."""
+    received: list[Dataset] = []
+
+    def on_store(event: evt.Event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received.append(ds)
+        return 0x0000
+
+    ae = AE(ae_title="PYGET")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    roles = []
+    for sop_class in sop_classes:
+        if syntaxes:
+            ae.add_requested_context(sop_class, list(syntaxes))
+        else:
+            ae.add_requested_context(sop_class)
+        roles.append(build_role(sop_class, scp_role=True))
+    assoc = ae.associate(server.host, server.dicom_port, ae_title=server.ae_title,
+                         ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    final = -1
+    try:
+        for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet):
+            if status is None:
+                raise AssertionError("C-GET timed out or aborted")
+            if status.Status not in (0xFF00, 0xFF01):
+                final = int(status.Status)
+    finally:
+        assoc.release()
+    return received, final

@@ -1,0 +1,187 @@
+"""Bad input gets a standard failure status, and the server keeps serving."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from tests.integration.peers import associate, echo, pyfind, study_identifier
+from tests.integration.server import Server, micropacs
+
+
+def ct_dataset(**overrides: object) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientID = "BAD-1"
+    ds.PatientName = "Bad^Input"
+    ds.Modality = "CT"
+    for key, value in overrides.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", generate_uid())
+    return ds
+
+
+def raw_file(path: Path, body: bytes, sop_instance: str | None = None) -> Path:
+    """A Part 10 file whose dataset is exactly ``body``, sent without decoding."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_instance or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    with path.open("wb") as fp:
+        fp.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(fp, meta, enforce_standard=True)
+        fp.write(body)
+    return path
+
+
+def send_raw(server: Server, path: Path) -> int:
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    try:
+        assoc = associate(server, [CTImageStorage])
+        try:
+            return int(assoc.send_c_store(path).Status)
+        finally:
+            assoc.release()
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+
+
+def encoded(ds: Dataset, path: Path) -> bytes:
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    return data[data.index(b"DICM") + 4:]
+
+
+def test_non_dicom_dataset_is_refused_with_c000(server: Server, tmp_path: Path) -> None:
+    status = send_raw(server, raw_file(tmp_path / "junk.dcm", b"this is not a dataset at all\n" * 50))
+    assert status == 0xC000
+    assert echo(server) == 0x0000
+
+
+def test_truncated_dataset_is_refused_with_c000(server: Server, tmp_path: Path) -> None:
+    ds = ct_dataset()
+    ds.PixelData = b"\x00\x01" * 4096
+    ds["PixelData"].VR = "OW"
+    whole = tmp_path / "whole.dcm"
+    ds.save_as(whole, enforce_file_format=True)
+    data = whole.read_bytes()
+    meta_end = len(data) - len(encoded(ds, tmp_path / "again.dcm"))
+    body = data[meta_end:-1000]
+    status = send_raw(server, raw_file(tmp_path / "cut.dcm", body, ds.SOPInstanceUID))
+    assert status == 0xC000
+    assert echo(server) == 0x0000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status"),
+    [
+        ({"StudyInstanceUID": None}, 0xA900),
+        ({"SeriesInstanceUID": "1.2.abc"}, 0xA900),
+        ({"StudyInstanceUID": "1.2.3/../../etc"}, 0xA900),
+        ({"SeriesInstanceUID": "1." + "2" * 70}, 0xA900),
+    ],
+)
+def test_missing_or_invalid_uids_are_refused(
+    server: Server, overrides: dict[str, object], status: int
+) -> None:
+    assoc = associate(server, [CTImageStorage])
+    try:
+        answer = assoc.send_c_store(ct_dataset(**overrides))
+    finally:
+        assoc.release()
+    assert int(answer.Status) == status
+    assert echo(server) == 0x0000
+
+
+def test_malformed_pdu_is_aborted_and_server_keeps_serving(server: Server) -> None:
+    with socket.create_connection((server.host, server.dicom_port), timeout=10) as sock:
+        sock.sendall(b"\x01\x00\x00\x00\x00\x10" + b"\xff" * 16)  # A-ASSOCIATE-RQ, garbage body
+        reply = b""
+        try:
+            while chunk := sock.recv(1024):
+                reply += chunk
+        except OSError:
+            pass
+    assert reply == b"" or reply[0] in (0x03, 0x07)  # closed, A-ASSOCIATE-RJ or A-ABORT
+    with socket.create_connection((server.host, server.dicom_port), timeout=10) as sock:
+        sock.sendall(b"\x42\x00garbage that is no PDU type at all")
+    assert echo(server) == 0x0000
+
+
+def test_bad_query_level_and_bad_uid_in_identifier(server: Server) -> None:
+    bad_level = Dataset()
+    bad_level.QueryRetrieveLevel = "EVERYTHING"
+    bad_level.PatientID = ""
+    _, status = pyfind(server, bad_level)
+    assert status == 0xA900
+    _, status = pyfind(server, study_identifier(StudyInstanceUID="1.2.x.3"))
+    assert status == 0xA900
+
+
+def test_move_to_unknown_destination_answers_a801(server: Server) -> None:
+    assoc = associate(server, [StudyRootQueryRetrieveInformationModelMove])
+    try:
+        responses = list(
+            assoc.send_c_move(
+                study_identifier(StudyInstanceUID="1.2.3"),
+                "NOBODY",
+                StudyRootQueryRetrieveInformationModelMove,
+            )
+        )
+    finally:
+        assoc.release()
+    assert int(responses[-1][0].Status) == 0xA801
+
+
+def test_get_without_unique_key_is_refused(server: Server) -> None:
+    assoc = associate(server, [StudyRootQueryRetrieveInformationModelGet])
+    try:
+        responses = list(
+            assoc.send_c_get(
+                study_identifier(PatientName="*"), StudyRootQueryRetrieveInformationModelGet
+            )
+        )
+    finally:
+        assoc.release()
+    assert int(responses[-1][0].Status) == 0xA900
+
+
+def test_strict_registry_rejects_unknown_callers_until_added(tmp_path: Path) -> None:
+    from tests.integration.server import start_server
+
+    strict = start_server(tmp_path / "data", env={"MICROPACS_DICOM__STRICT_NODES": "true"})
+    try:
+        ae = AE(ae_title="STRANGER")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate(strict.host, strict.dicom_port, ae_title=strict.ae_title)
+        assert assoc.is_rejected
+        micropacs("nodes", "add", "STRANGER", "127.0.0.1", "104", data_dir=strict.data_dir)
+        import time
+
+        time.sleep(1.2)  # the registry is re-read at most once a second
+        assoc = ae.associate(strict.host, strict.dicom_port, ae_title=strict.ae_title)
+        assert assoc.is_established
+        assoc.release()
+        assert '"calling AE title not recognised"' in strict.log() or strict.process.poll() is None
+    finally:
+        strict.stop()

@@ -1,0 +1,223 @@
+"""The PACS round trip with real peers: storescu in, findscu/pynetdicom queries, getscu/movescu out."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+
+from tests import dicomdata
+from tests.integration.peers import (
+    DCMTK_ENV,
+    dcmtk,
+    findscu,
+    free_port,
+    pyfind,
+    pyget,
+    storescu,
+    study_identifier,
+    wait_indexed,
+)
+from tests.integration.server import Server, micropacs
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return dicomdata.make_mixed_set(tmp_path_factory.mktemp("mixed"))
+
+
+@pytest.fixture(scope="module")
+def stored(server: Server, mixed: list[Path]) -> list[Dataset]:
+    storescu(server, mixed)
+    studies = {dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in mixed}
+    wait_indexed(server, "IMAGE", len(mixed), timeout=60)
+    assert studies
+    return [dcmread(p) for p in mixed]
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The encoded dataset of a Part 10 file, without preamble and file meta."""
+    ds = dcmread(path, stop_before_pixels=True)
+    data = path.read_bytes()
+    # The meta group length says where the dataset starts.
+    start = 132 + 12 + int(ds.file_meta.FileMetaInformationGroupLength)
+    return data[start:]
+
+
+def test_every_instance_is_found_at_image_level(server: Server, stored: list[Dataset]) -> None:
+    for ds in stored:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "IMAGE"
+        identifier.StudyInstanceUID = ds.StudyInstanceUID
+        identifier.SeriesInstanceUID = ds.SeriesInstanceUID
+        identifier.SOPInstanceUID = ds.SOPInstanceUID
+        identifier.SOPClassUID = ""
+        matches, status = pyfind(server, identifier)
+        assert status == 0x0000
+        assert [m.SOPClassUID for m in matches] == [ds.SOPClassUID]
+
+
+def test_study_level_find_with_findscu_returns_requested_keys(
+    server: Server, stored: list[Dataset], tmp_path: Path
+) -> None:
+    first = stored[0]
+    responses = findscu(
+        server,
+        {
+            "QueryRetrieveLevel": "STUDY",
+            "PatientID": first.PatientID,
+            "StudyInstanceUID": "",
+            "PatientName": "",
+            "ModalitiesInStudy": "",
+            "NumberOfStudyRelatedInstances": "",
+            "NumberOfStudyRelatedSeries": "",
+        },
+        tmp_path,
+    )
+    expected = {d.StudyInstanceUID for d in stored if d.PatientID == first.PatientID}
+    assert {r.StudyInstanceUID for r in responses} == expected
+    for response in responses:
+        members = [d for d in stored if d.StudyInstanceUID == response.StudyInstanceUID]
+        assert int(response.NumberOfStudyRelatedInstances) == len(members)
+        assert int(response.NumberOfStudyRelatedSeries) == len({d.SeriesInstanceUID for d in members})
+        assert set(response.ModalitiesInStudy) == {d.Modality for d in members}
+        assert "StudyDescription" not in response  # not asked for, not returned
+
+
+@pytest.mark.parametrize("patient_root", [False, True])
+def test_find_at_every_level_in_both_models(
+    server: Server, stored: list[Dataset], patient_root: bool
+) -> None:
+    first = stored[0]
+    for level in ("PATIENT", "STUDY", "SERIES", "IMAGE"):
+        if level == "PATIENT" and not patient_root:
+            continue
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = level
+        identifier.PatientID = first.PatientID
+        if level != "PATIENT":
+            identifier.StudyInstanceUID = first.StudyInstanceUID
+        if level in ("SERIES", "IMAGE"):
+            identifier.SeriesInstanceUID = first.SeriesInstanceUID if level == "IMAGE" else ""
+            identifier.Modality = ""
+        if level == "IMAGE":
+            identifier.SOPInstanceUID = ""
+        identifier.PatientName = ""
+        matches, status = pyfind(server, identifier, patient_root=patient_root)
+        assert status == 0x0000, level
+        assert matches, level
+        assert all(m.QueryRetrieveLevel == level for m in matches)
+        assert all(m.PatientName == first.PatientName for m in matches)
+
+
+def test_query_by_non_ascii_name_prefix(server: Server, stored: list[Dataset]) -> None:
+    identifier = study_identifier(PatientName="Dvo*", StudyInstanceUID="")
+    identifier.SpecificCharacterSet = "ISO_IR 192"
+    matches, status = pyfind(server, identifier)
+    assert status == 0x0000
+    assert matches
+    assert {str(m.PatientName) for m in matches} == {"Dvořák^Antonín"}
+    latin = study_identifier(PatientName="Müller*", StudyInstanceUID="")
+    latin.SpecificCharacterSet = "ISO_IR 100"
+    matches, _ = pyfind(server, latin)
+    assert {str(m.PatientName) for m in matches} == {"Müller^Jürgen"}
+    assert all(m.SpecificCharacterSet == "ISO_IR 100" for m in matches)
+
+
+def test_date_range_and_wildcards_narrow_results(server: Server, stored: list[Dataset]) -> None:
+    first = stored[0]
+    hit = study_identifier(
+        StudyDate=f"{first.StudyDate}-{first.StudyDate}", PatientID=first.PatientID[:2] + "*",
+        StudyInstanceUID="",
+    )
+    matches, _ = pyfind(server, hit)
+    assert first.StudyInstanceUID in {m.StudyInstanceUID for m in matches}
+    miss = study_identifier(StudyDate="19000101-19001231", StudyInstanceUID="")
+    matches, status = pyfind(server, miss)
+    assert status == 0x0000 and matches == []
+
+
+def test_getscu_retrieves_every_study_byte_for_byte(
+    server: Server, stored: list[Dataset], mixed: list[Path], tmp_path: Path
+) -> None:
+    by_uid = {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in mixed}
+    for study in {d.StudyInstanceUID for d in stored}:
+        out = tmp_path / study
+        out.mkdir()
+        dcmtk("getscu", "-S", "-aec", server.ae_title, "+xa", "-od", str(out),
+              "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+              server.host, str(server.dicom_port))
+        received = list(out.iterdir())
+        expected = [d for d in stored if d.StudyInstanceUID == study]
+        assert len(received) == len(expected)
+        for path in received:
+            uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+            assert dataset_bytes(path) == dataset_bytes(by_uid[uid])
+
+
+def test_get_converts_compressed_to_what_the_receiver_accepts(
+    server: Server, stored: list[Dataset]
+) -> None:
+    compressed = [d for d in stored if d.file_meta.TransferSyntaxUID == RLELossless]
+    assert compressed, "the mixed set must hold an RLE object"
+    original = compressed[0]
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = original.StudyInstanceUID
+    identifier.SeriesInstanceUID = original.SeriesInstanceUID
+    identifier.SOPInstanceUID = original.SOPInstanceUID
+    received, status = pyget(server, identifier, [original.SOPClassUID],
+                             [ImplicitVRLittleEndian])
+    assert status == 0x0000
+    assert len(received) == 1
+    assert received[0].file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert (received[0].pixel_array == original.pixel_array).all()
+
+
+@pytest.fixture
+def move_receiver(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
+    port = free_port()
+    out = tmp_path / "moved"
+    out.mkdir()
+    scp = subprocess.Popen(["storescp", "-aet", "MOVEDEST", "+xa", "-od", str(out), str(port)],
+                           env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    yield "MOVEDEST", port, out
+    scp.terminate()
+    scp.wait(10)
+
+
+def test_movescu_sends_a_study_to_a_registered_node(
+    server: Server, stored: list[Dataset], move_receiver: tuple[str, int, Path]
+) -> None:
+    ae_title, port, out = move_receiver
+    micropacs("nodes", "add", ae_title, "127.0.0.1", str(port), "--description", "test receiver",
+              data_dir=server.data_dir)
+    study = stored[0].StudyInstanceUID
+    dcmtk("movescu", "-S", "-aec", server.ae_title, "-aem", ae_title,
+          "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+          server.host, str(server.dicom_port))
+    expected = {d.SOPInstanceUID for d in stored if d.StudyInstanceUID == study}
+    got = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in out.iterdir()}
+    assert got == expected
+
+
+def test_series_level_counts_and_modalities(server: Server, stored: list[Dataset]) -> None:
+    first = stored[0]
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    identifier.StudyInstanceUID = first.StudyInstanceUID
+    identifier.SeriesInstanceUID = ""
+    identifier.NumberOfSeriesRelatedInstances = ""
+    identifier.Modality = ""
+    matches, _ = pyfind(server, identifier)
+    for match in matches:
+        members = [d for d in stored if d.SeriesInstanceUID == match.SeriesInstanceUID]
+        assert int(match.NumberOfSeriesRelatedInstances) == len(members)
+        assert match.Modality == members[0].Modality
+    assert ExplicitVRLittleEndian  # the default syntax of storescu's proposals
