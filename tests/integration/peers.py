@@ -19,6 +19,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from tests import dicomdata
 from tests.integration.server import Server
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -42,9 +43,16 @@ def dcmtk(tool: str, *args: str, timeout: float = 300, check: bool = True,
 
 def storescu(server: Server, files: Sequence[Path], *extra: str,
              check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Send files with one storescu association, proposing each file's own syntax."""
-    return dcmtk("storescu", "-aec", server.ae_title, "-aet", "STORESCU", *extra,
-                 server.host, str(server.dicom_port), *map(str, files), check=check)
+    """Send files with storescu, one association per transfer syntax, proposing that syntax
+    so every file arrives as it is (storescu otherwise converts to uncompressed)."""
+    result = None
+    for syntax, group in dicomdata.by_transfer_syntax(files).items():
+        proposal = dicomdata.STORESCU_PROPOSAL.get(syntax, "-xe")
+        result = dcmtk("storescu", "-aec", server.ae_title, "-aet", "STORESCU", proposal,
+                       *extra, server.host, str(server.dicom_port), *map(str, group),
+                       check=check)
+    assert result is not None, "no files to send"
+    return result
 
 
 def keys(identifier: dict[str, str]) -> list[str]:

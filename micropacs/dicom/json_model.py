@@ -1,0 +1,103 @@
+"""The DICOM JSON model (PS3.18 F.2) without bulk data.
+
+The catalog keeps every instance's header in this form, so any attribute can
+be matched or returned. Bulk data (pixel data, waveforms, large binary
+values) is left out entirely: it stays in the stored object.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.tag import BaseTag
+
+from micropacs.events import DicomJson
+
+log = logging.getLogger(__name__)
+
+BULK_THRESHOLD = 1024
+"""Binary values longer than this many bytes are bulk data (PS3.18 F.2.7 leaves it to us)."""
+
+BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+BULK_TAGS = {
+    0x7FE00008,  # Float Pixel Data
+    0x7FE00009,  # Double Float Pixel Data
+    0x7FE00010,  # Pixel Data
+    0x54001010,  # Waveform Data
+    0x00420011,  # Encapsulated Document
+    0x56000020,  # Spectroscopy Data
+}
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _vr_of(raw: Any) -> str:
+    if raw.VR:
+        return str(raw.VR)
+    try:
+        return str(dictionary_VR(raw.tag))
+    except KeyError:
+        return "UN"
+
+
+def _is_bulk(tag: BaseTag, vr: str, length: int | None) -> bool:
+    if int(tag) in BULK_TAGS or (tag.group & 0xFF01) == 0x6000 and tag.element == 0x3000:
+        return True  # pixel, waveform, document data and Overlay Data (60xx,3000)
+    return vr in BINARY_VRS and (length is None or length > BULK_THRESHOLD)
+
+
+def to_json(ds: Dataset) -> DicomJson:
+    """``ds`` as DICOM JSON (PS3.18 F.2), leaving out file meta, group lengths and bulk data.
+
+    Never raises on an odd value: an element pydicom cannot convert is kept
+    with its VR and no Value.
+    """
+    out: DicomJson = {}
+    for raw in ds.elements():
+        tag = BaseTag(raw.tag)
+        if tag.group in (0x0000, 0x0002) or tag.element == 0:
+            continue
+        vr = _vr_of(raw)
+        length = getattr(raw, "length", None)
+        if _is_bulk(tag, vr, None if length == UNDEFINED_LENGTH else length):
+            continue
+        key = f"{int(tag):08X}"
+        try:
+            element = ds[tag]
+            if element.VR == "SQ":
+                out[key] = {"vr": "SQ", "Value": [to_json(item) for item in element.value or []]}
+            elif element.VR in BINARY_VRS and len(element.value or b"") > BULK_THRESHOLD:
+                continue
+            else:
+                out[key] = element.to_json_dict(None, BULK_THRESHOLD)
+        except Exception:
+            log.debug("attribute kept without value", extra={"tag": key})
+            out[key] = {"vr": vr}
+    return out
+
+
+def from_json(data: DicomJson) -> Dataset:
+    """A pydicom Dataset from DICOM JSON (PS3.18 F.2)."""
+    return Dataset.from_json(data)
+
+
+def text_of(element: dict[str, Any]) -> list[str]:
+    """The values of one DICOM JSON element as text (PN as its Alphabetic group)."""
+    values: list[Any] = element.get("Value") or []
+    texts: list[str] = []
+    for value in values:
+        if isinstance(value, dict):
+            texts.append(str(value.get("Alphabetic", "")))
+        elif value is None:
+            texts.append("")
+        else:
+            texts.append(str(value))
+    return texts
+
+
+def first_text(data: DicomJson, tag: str) -> str:
+    """The first value of ``tag`` in ``data`` as text, or "" when absent or empty."""
+    texts = text_of(data.get(tag, {}))
+    return texts[0] if texts else ""

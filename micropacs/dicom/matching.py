@@ -1,0 +1,299 @@
+"""Attribute matching for C-FIND and QIDO-RS, as PS3.4 C.2.2.2 defines it.
+
+A stored record (DICOM JSON) matches an identifier (DICOM JSON) when every
+matching key of the identifier matches. Each key becomes a condition:
+
+* :class:`Universal` - no value, or ``*`` alone (C.2.2.2.3): matches anything;
+* :class:`Single` - one value (C.2.2.2.1), exact and case-sensitive, except
+  person names when the documented option ``case_insensitive_pn`` is on;
+* :class:`Wildcard` - ``*`` any run of characters, ``?`` one (C.2.2.2.4),
+  not for dates, times, UIDs or numbers;
+* :class:`Range` - ``A-B``, ``A-`` or ``-B`` of dates, times or datetimes
+  (C.2.2.2.5), partial times covering what they name (``-1015`` reaches
+  10:15:59.999999);
+* :class:`UidList` - several UIDs, any of which may match (C.2.2.2.2);
+* :class:`AnyOf` - several values of another VR (e.g. ModalitiesInStudy
+  ``CT\\MR``), any of which may match;
+* :class:`SequenceMatch` - a sequence key with one item: some stored item
+  must match all the item's keys (C.2.2.2.6).
+
+A stored attribute that is absent or empty matches only universal matching;
+a multi-valued stored attribute matches if any of its values does.
+Datetime ranges compare the values with their UTC offsets removed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Union
+
+from micropacs.errors import InvalidIdentifier
+from micropacs.events import DicomJson
+
+IGNORED = {
+    "00080005",  # Specific Character Set
+    "00080052",  # Query/Retrieve Level
+    "00080054",  # Retrieve AE Title
+    "00080056",  # Instance Availability
+    "00880130",  # Storage Media File-Set ID
+    "00880140",  # Storage Media File-Set UID
+}
+NUMERIC_VRS = {"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV"}
+DATE_TIME_VRS = {"DA", "TM", "DT"}
+
+
+@dataclass(frozen=True)
+class Universal:
+    """Matches every value, present or not (C.2.2.2.3)."""
+
+
+@dataclass(frozen=True)
+class Single:
+    """Matches one value exactly (C.2.2.2.1)."""
+
+    value: str
+
+
+@dataclass(frozen=True)
+class Wildcard:
+    """Matches a pattern with ``*`` and ``?`` (C.2.2.2.4)."""
+
+    pattern: str
+
+
+@dataclass(frozen=True)
+class Range:
+    """Matches dates, times or datetimes between two bounds, either open (C.2.2.2.5)."""
+
+    low: str | None
+    high: str | None
+
+
+@dataclass(frozen=True)
+class UidList:
+    """Matches any of several UIDs (C.2.2.2.2)."""
+
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Matches when any of several conditions does (a multi-valued key of another VR)."""
+
+    conditions: tuple[Single | Wildcard | Range, ...]
+
+
+@dataclass(frozen=True)
+class SequenceMatch:
+    """Matches when some item of a stored sequence matches ``item`` (C.2.2.2.6)."""
+
+    item: DicomJson
+
+
+Condition = Union[Universal, Single, Wildcard, Range, UidList, AnyOf, SequenceMatch]  # noqa: UP007
+
+
+def _texts(element: DicomJson) -> list[str]:
+    values: list[Any] = element.get("Value") or []
+    texts = []
+    for value in values:
+        if isinstance(value, dict):
+            texts.append(str(value.get("Alphabetic", "")))
+        elif value is None:
+            texts.append("")
+        else:
+            texts.append(str(value))
+    return texts
+
+
+def _normal_pn(text: str) -> str:
+    """A person name without padding or trailing empty components (PS3.5 6.2.1.1)."""
+    return text.strip().rstrip("^ ").strip()
+
+
+def _one(text: str, vr: str) -> Single | Wildcard | Range | Universal:
+    text = text.strip()
+    if not text or (vr not in NUMERIC_VRS and text.strip("*") == ""):
+        return Universal()
+    if vr in DATE_TIME_VRS:
+        if _is_range(text, vr):
+            low, _, high = text.partition("-") if vr != "DT" else _split_dt_range(text)
+            return Range(low.strip() or None, high.strip() or None)
+        return Single(text)
+    if vr in NUMERIC_VRS or vr == "UI":
+        return Single(text)
+    if "*" in text or "?" in text:
+        return Wildcard(_normal_pn(text) if vr == "PN" else text)
+    return Single(_normal_pn(text) if vr == "PN" else text)
+
+
+def _is_range(text: str, vr: str) -> bool:
+    if vr == "DT":
+        return _split_dt_range(text) != (text, "", "")
+    return "-" in text
+
+
+def _split_dt_range(text: str) -> tuple[str, str, str]:
+    """Split a DT range; a '-' right after 14+ digits may be a UTC offset, not the separator."""
+    match = re.fullmatch(r"([0-9.]*(?:[+-][0-9]{4})?)-([0-9.]*(?:[+-][0-9]{4})?)", text)
+    if match is None:
+        return text, "", ""
+    return match.group(1), "-", match.group(2)
+
+
+def condition(element: DicomJson) -> Condition:
+    """The condition one identifier element (``{"vr": …, "Value": […]}``) stands for."""
+    vr = str(element.get("vr", "UN"))
+    if vr == "SQ":
+        items = element.get("Value") or []
+        if not items or not isinstance(items[0], dict) or not matching_keys(items[0]):
+            return Universal()
+        if len(items) > 1:
+            raise InvalidIdentifier("a sequence matching key holds exactly one item")
+        return SequenceMatch(items[0])
+    texts = [t for t in _texts(element) if t.strip()]
+    if not texts:
+        return Universal()
+    if vr == "UI":
+        uids = tuple(t.strip() for t in texts)
+        return Universal() if uids == ("*",) else UidList(uids) if len(uids) > 1 else Single(uids[0])
+    conditions = [_one(t, vr) for t in texts]
+    if any(isinstance(c, Universal) for c in conditions):
+        return Universal()
+    if len(conditions) == 1:
+        return conditions[0]
+    return AnyOf(tuple(c for c in conditions if not isinstance(c, Universal)))
+
+
+def matching_keys(
+    identifier: DicomJson, *, case_insensitive_pn: bool = False
+) -> dict[str, Condition]:
+    """The identifier's matching keys: every key whose condition is not universal.
+
+    ``case_insensitive_pn`` changes how names compare, not which keys match;
+    it is accepted so pre-filters can pass their query options through.
+    """
+    keys: dict[str, Condition] = {}
+    for tag, element in identifier.items():
+        if tag in IGNORED or tag.startswith(("0000", "0002")) or not isinstance(element, dict):
+            continue
+        found = condition(element)
+        if not isinstance(found, Universal):
+            keys[tag] = found
+    return keys
+
+
+def literal_prefix(pattern: str) -> str:
+    """The part of a wildcard pattern before its first ``*`` or ``?``."""
+    match = re.search(r"[*?]", pattern)
+    return pattern if match is None else pattern[: match.start()]
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str, fold: bool) -> re.Pattern[str]:
+    parts = ["." if c == "?" else ".*" if c == "*" else re.escape(c) for c in pattern]
+    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if fold else 0))
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"[^0-9.]", "", text)
+
+
+def _time_bound(text: str, upper: bool) -> str:
+    """A TM value as 'HHMMSS.ffffff'; a partial bound covers what it names."""
+    text = _digits(text.replace(":", ""))
+    whole, _, fraction = text.partition(".")
+    if upper:
+        whole = whole + "235959"[len(whole):] if len(whole) < 6 else whole[:6]
+        fraction = (fraction + "999999")[:6] if fraction else "999999"
+    else:
+        whole = (whole + "000000")[:6]
+        fraction = (fraction + "000000")[:6]
+    return f"{whole}.{fraction}"
+
+
+def _datetime_bound(text: str, upper: bool) -> str:
+    text = re.sub(r"[+-][0-9]{4}$", "", text.strip())
+    whole, _, fraction = _digits(text).partition(".")
+    full = "99991231235959" if upper else "00000101000000"
+    if upper and len(whole) in (4, 6):
+        whole += "31" if len(whole) == 6 else "1231"  # a month or year reaches its last day
+    whole = whole + full[len(whole):] if len(whole) < 14 else whole[:14]
+    fraction = (fraction + ("999999" if upper else "000000"))[:6]
+    return f"{whole}.{fraction}"
+
+
+def _date(text: str) -> str:
+    return text.strip().replace(".", "")[:8]
+
+
+def _in_range(value: str, vr: str, low: str | None, high: str | None) -> bool:
+    if vr == "DA":
+        stored = _date(value)
+        return (low is None or _date(low) <= stored) and (high is None or stored <= _date(high))
+    if vr == "TM":
+        stored = _time_bound(value, upper=False)
+        return (low is None or _time_bound(low, False) <= stored) and (
+            high is None or stored <= _time_bound(high, True)
+        )
+    stored = _datetime_bound(value, upper=False)
+    return (low is None or _datetime_bound(low, False) <= stored) and (
+        high is None or stored <= _datetime_bound(high, True)
+    )
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _value_matches(value: str, cond: Condition, vr: str, fold: bool) -> bool:
+    if isinstance(cond, AnyOf):
+        return any(_value_matches(value, c, vr, fold) for c in cond.conditions)
+    if isinstance(cond, UidList):
+        return value.strip() in cond.values
+    if isinstance(cond, Range):
+        return _in_range(value, vr, cond.low, cond.high)
+    if isinstance(cond, Wildcard):
+        stored = _normal_pn(value) if vr == "PN" else value.strip()
+        return _regex(cond.pattern, fold and vr == "PN").fullmatch(stored) is not None
+    if isinstance(cond, Single):
+        if vr in DATE_TIME_VRS:
+            return _in_range(value, vr, cond.value, cond.value)
+        if vr in NUMERIC_VRS:
+            stored, wanted = _number(value), _number(cond.value)
+            if stored is not None and wanted is not None:
+                return stored == wanted
+        if vr == "PN":
+            stored = _normal_pn(value)
+            return stored.casefold() == cond.value.casefold() if fold else stored == cond.value
+        return value.strip() == cond.value
+    return True
+
+
+def _key_matches(stored: DicomJson | None, cond: Condition, vr: str, fold: bool) -> bool:
+    if isinstance(cond, Universal):
+        return True
+    if stored is None:
+        return False
+    if isinstance(cond, SequenceMatch):
+        items = stored.get("Value") or []
+        return any(
+            isinstance(item, dict) and matches(item, cond.item, case_insensitive_pn=fold)
+            for item in items
+        )
+    values = [v for v in _texts(stored) if v.strip()]
+    return any(_value_matches(v, cond, vr, fold) for v in values)
+
+
+def matches(record: DicomJson, identifier: DicomJson, *, case_insensitive_pn: bool = False) -> bool:
+    """Whether ``record`` matches every matching key of ``identifier`` (PS3.4 C.2.2.2)."""
+    for tag, cond in matching_keys(identifier).items():
+        vr = str(identifier[tag].get("vr", "UN"))
+        if not _key_matches(record.get(tag), cond, vr, case_insensitive_pn):
+            return False
+    return True
