@@ -110,9 +110,9 @@ def _catalog_call(settings: Settings, action: Callable[[Any], Any]) -> Any:
 
 
 @nodes.command("add")
-@click.argument("ae_title")
-@click.argument("host")
-@click.argument("port", type=click.IntRange(1, 65535))
+@click.argument("node_ae_title", metavar="AE_TITLE")
+@click.argument("node_host", metavar="HOST")
+@click.argument("node_port", metavar="PORT", type=click.IntRange(1, 65535))
 @click.option("--description", default="", help="What the node is (e.g. 'CT console, room 2').")
 @click.option("--tls", is_flag=True, help="The node speaks DICOM over TLS.")
 @click.option("--issuer-of-patient-id", default="", help="Issuer of Patient ID of its patients.")
@@ -122,23 +122,24 @@ def _catalog_call(settings: Settings, action: Callable[[Any], Any]) -> Any:
 @click.option("--ae-group", default="", help="AE group, e.g. diagnostic or radiotherapy.")
 @settings_options
 def nodes_add(
-    ae_title: str, host: str, port: int, description: str, tls: bool,
+    node_ae_title: str, node_host: str, node_port: int, description: str, tls: bool,
     issuer_of_patient_id: str, issuer_of_accession_number: str, user_id: str,
     storage_group: str, ae_group: str, **flags: Any,
 ) -> None:
     """Add or replace a node; a running server uses it from its next association."""
     from micropacs.ports import Node
 
-    if not 0 < len(ae_title.strip()) <= 16 or "\\" in ae_title:
+    if not 0 < len(node_ae_title.strip()) <= 16 or "\\" in node_ae_title:
         raise click.BadParameter("an AE title has 1 to 16 characters and no backslash")
     node = Node(
-        ae_title=ae_title.strip(), host=host, port=port, description=description, tls=tls,
+        ae_title=node_ae_title.strip(), host=node_host, port=node_port,
+        description=description, tls=tls,
         issuer_of_patient_id=issuer_of_patient_id,
         issuer_of_accession_number=issuer_of_accession_number, user_id=user_id,
         storage_group=storage_group, ae_group=ae_group,
     )
     _catalog_call(_settings(**flags), lambda catalog: catalog.put_node(node))
-    click.echo(f"node {node.ae_title} -> {host}:{port} saved")
+    click.echo(f"node {node.ae_title} -> {node.host}:{node.port} saved")
 
 
 @nodes.command("list")
@@ -158,14 +159,16 @@ def nodes_list(**flags: Any) -> None:
 
 
 @nodes.command("remove")
-@click.argument("ae_title")
+@click.argument("node_ae_title", metavar="AE_TITLE")
 @settings_options
-def nodes_remove(ae_title: str, **flags: Any) -> None:
+def nodes_remove(node_ae_title: str, **flags: Any) -> None:
     """Remove a node."""
-    removed = _catalog_call(_settings(**flags), lambda catalog: catalog.remove_node(ae_title))
+    removed = _catalog_call(
+        _settings(**flags), lambda catalog: catalog.remove_node(node_ae_title)
+    )
     if not removed:
-        raise click.ClickException(f"no node {ae_title!r}; see: micropacs nodes list")
-    click.echo(f"node {ae_title} removed")
+        raise click.ClickException(f"no node {node_ae_title!r}; see: micropacs nodes list")
+    click.echo(f"node {node_ae_title} removed")
 
 
 @main.command(name="import")

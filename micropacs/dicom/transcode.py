@@ -38,4 +38,10 @@ def to_uncompressed(path: Path, target: UID) -> Dataset:
                 "the receiver must accept the stored transfer syntax"
             ) from exc
     ds.file_meta.TransferSyntaxUID = target
+    # Convert every still-raw element, so pydicom re-encodes them instead of copying
+    # their original bytes; then pynetdicom accepts the dataset under the new syntax.
+    ds.walk(lambda dataset, element: None)
+    ds.set_original_encoding(
+        target.is_implicit_VR, target.is_little_endian, ds.original_character_set
+    )
     return ds

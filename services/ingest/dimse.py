@@ -6,7 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, AE, evt
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from micropacs.bridge import LoopBridge
@@ -16,17 +23,48 @@ from services.ingest.store_service import Received, StoreService
 log = logging.getLogger(__name__)
 
 
+LOSSLESS = {
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 Multi-component (Lossless Only)
+    "1.2.840.10008.1.2.4.201",  # HTJ2K (Lossless Only)
+    "1.2.840.10008.1.2.4.202",  # HTJ2K with RPCL Options (Lossless Only)
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.8.1",  # Deflated Image Frame Compression
+    "1.2.840.10008.1.2.4.110",  # JPEG XL Lossless
+}
+
+
+def preferred_syntaxes() -> list[str]:
+    """Every transfer syntax, in the order we pick one when a peer offers several.
+
+    pynetdicom accepts the first of *our* list that the peer proposed in a
+    context, so: lossless compressed first (keep what the modality has),
+    then uncompressed, then lossy and video (accepted, never preferred over a
+    lossless offer).
+    """
+    uncompressed = [
+        ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+        ExplicitVRBigEndian,
+    ]
+    compressed = [UID(ts) for ts in ALL_TRANSFER_SYNTAXES if ts not in uncompressed]
+    lossless = [ts for ts in compressed if ts in LOSSLESS]
+    lossy = [ts for ts in compressed if ts not in LOSSLESS]
+    return [*lossless, *uncompressed, *lossy]
+
+
 def add_contexts(ae: AE) -> None:
     """Accept every storage SOP class pynetdicom knows in every transfer syntax.
 
     Both roles are accepted so that C-GET requestors may take the SCP role on
     the same association (PS3.7 D.3.3.4).
     """
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+    syntaxes = preferred_syntaxes()
+    ae.add_supported_context(Verification, syntaxes)
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(
-            cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
-        )
+        ae.add_supported_context(cx.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
 
 
 def handle_echo(event: evt.Event) -> int:

@@ -76,7 +76,10 @@ def findscu(server: Server, identifier: dict[str, str], out: Path, *,
 def associate(server: Server, contexts: Iterable[Any], **kwargs: Any) -> Any:
     ae = AE(ae_title="PYSCU")
     for cx in contexts:
-        ae.add_requested_context(cx)
+        if isinstance(cx, tuple):
+            ae.add_requested_context(*cx)
+        else:
+            ae.add_requested_context(cx)
     assoc = ae.associate(server.host, server.dicom_port, ae_title=server.ae_title, **kwargs)
     assert assoc.is_established, "association with micropacs was not established"
     return assoc
@@ -149,6 +152,7 @@ def pyget(server: Server, identifier: Dataset, sop_classes: Sequence[str],
     def on_store(event: evt.Event) -> int:
         ds = event.dataset
         ds.file_meta = event.file_meta
+        ds.encoded = event.encoded_dataset(include_meta=False)  # the bytes as sent
         received.append(ds)
         return 0x0000
 

@@ -19,6 +19,11 @@ from pynetdicom.sop_class import (
 from tests.integration.peers import associate, echo, pyfind, study_identifier
 from tests.integration.server import Server, micropacs
 
+# pydicom warns when these tests build the malformed datasets they send on purpose.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Invalid value for VR UI", "ignore:The value length .* exceeds"
+)
+
 
 def ct_dataset(**overrides: object) -> Dataset:
     ds = Dataset()
@@ -57,7 +62,7 @@ def raw_file(path: Path, body: bytes, sop_instance: str | None = None) -> Path:
 def send_raw(server: Server, path: Path) -> int:
     _config.STORE_SEND_CHUNKED_DATASET = True
     try:
-        assoc = associate(server, [CTImageStorage])
+        assoc = associate(server, [(CTImageStorage, [ExplicitVRLittleEndian])])
         try:
             return int(assoc.send_c_store(path).Status)
         finally:

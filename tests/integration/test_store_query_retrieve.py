@@ -85,7 +85,9 @@ def test_study_level_find_with_findscu_returns_requested_keys(
         members = [d for d in stored if d.StudyInstanceUID == response.StudyInstanceUID]
         assert int(response.NumberOfStudyRelatedInstances) == len(members)
         assert int(response.NumberOfStudyRelatedSeries) == len({d.SeriesInstanceUID for d in members})
-        assert set(response.ModalitiesInStudy) == {d.Modality for d in members}
+        modalities = response.ModalitiesInStudy
+        modalities = [modalities] if isinstance(modalities, str) else list(modalities)
+        assert set(modalities) == {d.Modality for d in members}
         assert "StudyDescription" not in response  # not asked for, not returned
 
 
@@ -142,22 +144,62 @@ def test_date_range_and_wildcards_narrow_results(server: Server, stored: list[Da
     assert status == 0x0000 and matches == []
 
 
-def test_getscu_retrieves_every_study_byte_for_byte(
+GETSCU_PREFERENCE = {
+    "1.2.840.10008.1.2.1": "+xe",
+    "1.2.840.10008.1.2.1.99": "+xd",
+    "1.2.840.10008.1.2.5": "+xr",
+    "1.2.840.10008.1.2.4.90": "+xv",
+    "1.2.840.10008.1.2.4.80": "+xt",
+}
+
+
+def test_getscu_retrieves_every_instance_byte_for_byte(
     server: Server, stored: list[Dataset], mixed: list[Path], tmp_path: Path
 ) -> None:
-    by_uid = {dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in mixed}
+    """Each instance comes back exactly as stored when getscu accepts its transfer syntax."""
+    for path in mixed:
+        ds = dcmread(path, stop_before_pixels=True)
+        if ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian:
+            continue  # getscu proposes no implicit storage context; see the pynetdicom test
+        out = tmp_path / ds.SOPInstanceUID
+        out.mkdir()
+        dcmtk("getscu", "-S", "-aec", server.ae_title,
+              GETSCU_PREFERENCE[ds.file_meta.TransferSyntaxUID], "-od", str(out),
+              "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+              "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+              "-k", f"SOPInstanceUID={ds.SOPInstanceUID}",
+              server.host, str(server.dicom_port))
+        (received,) = list(out.iterdir())
+        assert dataset_bytes(received) == dataset_bytes(path), ds.file_meta.TransferSyntaxUID.name
+
+
+def test_implicit_vr_instance_comes_back_as_stored(
+    server: Server, stored: list[Dataset], mixed: list[Path]
+) -> None:
+    implicit = [p for p in mixed if dicomdata.transfer_syntax_of(p) == ImplicitVRLittleEndian]
+    assert implicit, "the mixed set must hold an implicit VR object"
+    ds = dcmread(implicit[0], stop_before_pixels=True)
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = ds.StudyInstanceUID
+    identifier.SeriesInstanceUID = ds.SeriesInstanceUID
+    identifier.SOPInstanceUID = ds.SOPInstanceUID
+    received, status = pyget(server, identifier, [ds.SOPClassUID], [ImplicitVRLittleEndian])
+    assert status == 0x0000
+    assert received[0].encoded == dataset_bytes(implicit[0])
+
+
+def test_getscu_retrieves_whole_studies(
+    server: Server, stored: list[Dataset], tmp_path: Path
+) -> None:
     for study in {d.StudyInstanceUID for d in stored}:
         out = tmp_path / study
         out.mkdir()
-        dcmtk("getscu", "-S", "-aec", server.ae_title, "+xa", "-od", str(out),
+        dcmtk("getscu", "-S", "-aec", server.ae_title, "-od", str(out),
               "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
               server.host, str(server.dicom_port))
-        received = list(out.iterdir())
-        expected = [d for d in stored if d.StudyInstanceUID == study]
-        assert len(received) == len(expected)
-        for path in received:
-            uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
-            assert dataset_bytes(path) == dataset_bytes(by_uid[uid])
+        got = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in out.iterdir()}
+        assert got == {d.SOPInstanceUID for d in stored if d.StudyInstanceUID == study}
 
 
 def test_get_converts_compressed_to_what_the_receiver_accepts(
