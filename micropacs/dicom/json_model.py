@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR
 from pydicom.tag import BaseTag
 
@@ -60,8 +61,12 @@ def to_json(ds: Dataset) -> DicomJson:
         if tag.group in (0x0000, 0x0002) or tag.element == 0:
             continue
         vr = _vr_of(raw)
-        length = getattr(raw, "length", None)
-        if _is_bulk(tag, vr, None if length == UNDEFINED_LENGTH else length):
+        if isinstance(raw, RawDataElement):
+            length: int | None = None if raw.length == UNDEFINED_LENGTH else raw.length
+        else:
+            value = raw.value
+            length = len(value) if isinstance(value, bytes | bytearray) else 0
+        if _is_bulk(tag, vr, length):
             continue
         key = f"{int(tag):08X}"
         try:
