@@ -31,7 +31,7 @@ def to_uncompressed(path: Path, target: UID) -> Dataset:
     stored = UID(ds.file_meta.TransferSyntaxUID)
     if stored.is_compressed and stored != DeflatedExplicitVRLittleEndian:
         try:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)
         except Exception as exc:
             raise UnsupportedTransfer(
                 f"cannot decompress {stored.name} ({stored}): {exc}; "

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 
 from tests import dicomdata
 from tests.integration.peers import (
@@ -159,11 +164,11 @@ def test_getscu_retrieves_every_instance_byte_for_byte(
     """Each instance comes back exactly as stored when getscu accepts its transfer syntax."""
     for path in mixed:
         ds = dcmread(path, stop_before_pixels=True)
-        if ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian:
-            continue  # getscu proposes no implicit storage context; see the pynetdicom test
+        if ds.file_meta.TransferSyntaxUID in PYNETDICOM_ONLY:
+            continue  # getscu cannot be made to take these as they are; see the next test
         out = tmp_path / ds.SOPInstanceUID
         out.mkdir()
-        dcmtk("getscu", "-S", "-aec", server.ae_title,
+        dcmtk("getscu", "-S", "+B", "-aec", server.ae_title,
               GETSCU_PREFERENCE[ds.file_meta.TransferSyntaxUID], "-od", str(out),
               "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
               "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
@@ -173,20 +178,26 @@ def test_getscu_retrieves_every_instance_byte_for_byte(
         assert dataset_bytes(received) == dataset_bytes(path), ds.file_meta.TransferSyntaxUID.name
 
 
-def test_implicit_vr_instance_comes_back_as_stored(
-    server: Server, stored: list[Dataset], mixed: list[Path]
+PYNETDICOM_ONLY = (ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize("syntax", PYNETDICOM_ONLY)
+def test_implicit_and_deflated_instances_come_back_as_stored(
+    server: Server, stored: list[Dataset], mixed: list[Path], syntax: str
 ) -> None:
-    implicit = [p for p in mixed if dicomdata.transfer_syntax_of(p) == ImplicitVRLittleEndian]
-    assert implicit, "the mixed set must hold an implicit VR object"
-    ds = dcmread(implicit[0], stop_before_pixels=True)
+    """getscu proposes Explicit VR for storage even with +xi, and we prefer Explicit over
+    Deflated when offered both, so pynetdicom proposes exactly the stored syntax here."""
+    found = [p for p in mixed if dicomdata.transfer_syntax_of(p) == syntax]
+    assert found, f"the mixed set must hold a {syntax} object"
+    ds = dcmread(found[0], stop_before_pixels=True)
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "IMAGE"
     identifier.StudyInstanceUID = ds.StudyInstanceUID
     identifier.SeriesInstanceUID = ds.SeriesInstanceUID
     identifier.SOPInstanceUID = ds.SOPInstanceUID
-    received, status = pyget(server, identifier, [ds.SOPClassUID], [ImplicitVRLittleEndian])
+    received, status = pyget(server, identifier, [ds.SOPClassUID], [syntax])
     assert status == 0x0000
-    assert received[0].encoded == dataset_bytes(implicit[0])
+    assert received[0].encoded == dataset_bytes(found[0])
 
 
 def test_getscu_retrieves_whole_studies(
