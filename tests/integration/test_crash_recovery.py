@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +38,7 @@ def test_sigkill_during_storescu_loses_nothing_acknowledged(tmp_path: Path) -> N
                 server.kill()
                 break
     sender.stdout.read()
+    sender.stdout.close()
     sender.wait(60)
     assert acknowledged == 100, "".join(log_lines[-20:])
 
@@ -66,7 +66,5 @@ def test_sigkill_during_storescu_loses_nothing_acknowledged(tmp_path: Path) -> N
               restarted.host, str(restarted.dicom_port))
         back = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in out.iterdir()}
         assert uids <= back
-        leftovers = list((data_dir / "tmp").iterdir())
-        assert time.time() and all(p.stat().st_size >= 0 for p in leftovers)
     finally:
         restarted.stop()
