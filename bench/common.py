@@ -46,12 +46,24 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
-def start_serve(data_dir: Path, dicom_port: int, http_port: int,
-                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_serve(
+    data_dir: Path, dicom_port: int, http_port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "micropacs", "serve", "--data-dir", str(data_dir),
-         "--dicom-port", str(dicom_port), "--http-port", str(http_port)],
-        stdout=subprocess.DEVNULL, stderr=(data_dir.parent / "serve.log").open("wb"),
+        [
+            sys.executable,
+            "-m",
+            "micropacs",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--dicom-port",
+            str(dicom_port),
+            "--http-port",
+            str(http_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(data_dir.parent / "serve.log").open("wb"),
         env={**os.environ, "MICROPACS_LOG_LEVEL": "WARNING", **(env or {})},
         start_new_session=True,
     )

@@ -49,16 +49,29 @@ async def load(catalog_path: Path, instances: int) -> dict[str, Any]:
     for i in tqdm(range(instances), unit="inst", desc="index", mininterval=2):
         ds = dicomdata.synthetic_header(i)
         if i == 0:
-            sample = {"PatientID": ds.PatientID, "PatientName": str(ds.PatientName),
-                      "StudyDate": ds.StudyDate, "AccessionNumber": ds.AccessionNumber,
-                      "StudyInstanceUID": ds.StudyInstanceUID,
-                      "SeriesInstanceUID": ds.SeriesInstanceUID}
+            sample = {
+                "PatientID": ds.PatientID,
+                "PatientName": str(ds.PatientName),
+                "StudyDate": ds.StudyDate,
+                "AccessionNumber": ds.AccessionNumber,
+                "StudyInstanceUID": ds.StudyInstanceUID,
+                "SeriesInstanceUID": ds.SeriesInstanceUID,
+            }
         event = InstanceStored(
-            sop_class_uid=ds.SOPClassUID, sop_instance_uid=ds.SOPInstanceUID,
-            series_instance_uid=ds.SeriesInstanceUID, study_instance_uid=ds.StudyInstanceUID,
-            patient_id=ds.PatientID, issuer_of_patient_id="", object_key=f"x/{i}.dcm",
-            size=0, transfer_syntax_uid="1.2.840.10008.1.2.1", calling_ae="BENCH",
-            called_ae="MICROPACS", site="bench", storage_group="default", received_at=now,
+            sop_class_uid=ds.SOPClassUID,
+            sop_instance_uid=ds.SOPInstanceUID,
+            series_instance_uid=ds.SeriesInstanceUID,
+            study_instance_uid=ds.StudyInstanceUID,
+            patient_id=ds.PatientID,
+            issuer_of_patient_id="",
+            object_key=f"x/{i}.dcm",
+            size=0,
+            transfer_syntax_uid="1.2.840.10008.1.2.1",
+            calling_ae="BENCH",
+            called_ae="MICROPACS",
+            site="bench",
+            storage_group="default",
+            received_at=now,
             header=to_json(ds),
         )
         batch.append(Record("instance.stored", 0, i, event.key, event.to_bytes()))
@@ -70,8 +83,12 @@ async def load(catalog_path: Path, instances: int) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     counts = await catalog.counts()
     await catalog.close()
-    return {"sample": sample, "load_seconds": round(seconds, 1),
-            "index_events_per_s": round(instances / seconds, 1), "counts": counts.__dict__}
+    return {
+        "sample": sample,
+        "load_seconds": round(seconds, 1),
+        "index_events_per_s": round(instances / seconds, 1),
+        "counts": counts.__dict__,
+    }
 
 
 QUERIES = {
@@ -103,14 +120,27 @@ def identifier(level: str, keys: dict[str, str]) -> Dataset:
 
 def measure(port: int, sample: dict[str, Any], queries: int) -> dict[str, Any]:
     cases: dict[str, tuple[str, dict[str, str]]] = {
-        name: ("STUDY", {**make(sample), "StudyInstanceUID": "", "PatientName": "",
-                         "StudyDescription": "", "NumberOfStudyRelatedInstances": ""})
+        name: (
+            "STUDY",
+            {
+                **make(sample),
+                "StudyInstanceUID": "",
+                "PatientName": "",
+                "StudyDescription": "",
+                "NumberOfStudyRelatedInstances": "",
+            },
+        )
         for name, make in QUERIES.items()
     }
-    cases["image_level_250_series"] = ("IMAGE", {
-        "StudyInstanceUID": sample["StudyInstanceUID"],
-        "SeriesInstanceUID": sample["SeriesInstanceUID"], "SOPInstanceUID": "",
-        "InstanceNumber": ""})
+    cases["image_level_250_series"] = (
+        "IMAGE",
+        {
+            "StudyInstanceUID": sample["StudyInstanceUID"],
+            "SeriesInstanceUID": sample["SeriesInstanceUID"],
+            "SOPInstanceUID": "",
+            "InstanceNumber": "",
+        },
+    )
     results: dict[str, Any] = {}
     ae = AE(ae_title="BENCH")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
@@ -118,18 +148,26 @@ def measure(port: int, sample: dict[str, Any], queries: int) -> dict[str, Any]:
     assert assoc.is_established
     try:
         for name, (level, keys) in cases.items():
-            dcmtk_samples, matches = [], 0
+            dcmtk_samples: list[float] = []
             for _ in range(queries):
-                elapsed, matches = findscu_once(port, {k: v for k, v in keys.items()}, level)
+                elapsed, _ = findscu_once(port, dict(keys), level)
                 dcmtk_samples.append(elapsed)
-            py_samples = []
+            py_samples: list[float] = []
             for _ in range(queries):
                 started = time.perf_counter()
-                found = [r for s, r in assoc.send_c_find(identifier(level, keys),
-                         StudyRootQueryRetrieveInformationModelFind) if s and s.Status == 0xFF00]
+                found = [
+                    r
+                    for s, r in assoc.send_c_find(
+                        identifier(level, keys), StudyRootQueryRetrieveInformationModelFind
+                    )
+                    if s and s.Status == 0xFF00
+                ]
                 py_samples.append(time.perf_counter() - started)
-            results[name] = {"matches": len(found), "findscu": summary_ms(dcmtk_samples),
-                             "persistent_association": summary_ms(py_samples)}
+            results[name] = {
+                "matches": len(found),
+                "findscu": summary_ms(dcmtk_samples),
+                "persistent_association": summary_ms(py_samples),
+            }
             print(name, json.dumps(results[name]), flush=True)
     finally:
         assoc.release()
@@ -151,10 +189,19 @@ def main() -> None:
             latencies = measure(port, loaded["sample"], args.queries)
         finally:
             stop(server)
-        save("find_latency", {"instances": args.instances, **loaded, "queries": latencies,
-                              "orthanc_52k_reference_ms": {
-                                  "study_findscu_p95": "30-45", "study_persistent_p95": "14-30",
-                                  "image_250_findscu": 113}})
+        save(
+            "find_latency",
+            {
+                "instances": args.instances,
+                **loaded,
+                "queries": latencies,
+                "orthanc_52k_reference_ms": {
+                    "study_findscu_p95": "30-45",
+                    "study_persistent_p95": "14-30",
+                    "image_250_findscu": 113,
+                },
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -45,20 +45,27 @@ def main() -> None:
         sampler.start()
         started = time.perf_counter()
         try:
-            subprocess.run(["storescu", "-aec", "MICROPACS", "127.0.0.1", str(port), str(big)],
-                           env=DCMTK_ENV, check=True, capture_output=True)
+            subprocess.run(
+                ["storescu", "-aec", "MICROPACS", "127.0.0.1", str(port), str(big)],
+                env=DCMTK_ENV,
+                check=True,
+                capture_output=True,
+            )
             seconds = time.perf_counter() - started
         finally:
             done.set()
             sampler.join()
             stop(server)
-        save("peak_rss", {
-            "object_mb": args.size_mb,
-            "idle_rss_mb": round(baseline / 2**20, 1),
-            "peak_rss_mb": round(peak / 2**20, 1),
-            "receive_seconds": round(seconds, 2),
-            "target_mb": 300,
-        })
+        save(
+            "peak_rss",
+            {
+                "object_mb": args.size_mb,
+                "idle_rss_mb": round(baseline / 2**20, 1),
+                "peak_rss_mb": round(peak / 2**20, 1),
+                "receive_seconds": round(seconds, 2),
+                "target_mb": 300,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ def send(port: int, ae: str, files: list[Path], associations: int) -> float:
     chunks = [files[i::associations] for i in range(associations)]
     started = time.perf_counter()
     senders = [
-        subprocess.Popen(["storescu", "-aec", ae, "127.0.0.1", str(port), *map(str, chunk)],
-                         env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            ["storescu", "-aec", ae, "127.0.0.1", str(port), *map(str, chunk)],
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         for chunk in chunks
     ]
     for sender in senders:
@@ -40,8 +44,12 @@ def storescp_rate(files: list[Path], associations: int, work: Path) -> float:
     out = work / f"storescp-{associations}"
     out.mkdir()
     port = free_port()
-    scp = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
-                           env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scp = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "-od", str(out), str(port)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port(port)
         seconds = send(port, "STORESCP", files, associations)

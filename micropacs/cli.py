@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def settings_options(func: F) -> F:
     """The flags every command shares; each is also settable by environment."""
     options = [
-        click.option("--data-dir", type=click.Path(path_type=Path), help="Data directory [MICROPACS_DATA_DIR]."),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            help="Data directory [MICROPACS_DATA_DIR].",
+        ),
         click.option("--host", help="Listen address of DICOM and HTTP [MICROPACS_DICOM__HOST]."),
         click.option("--dicom-port", type=int, help="DICOM port [MICROPACS_DICOM__PORT]."),
         click.option("--http-port", type=int, help="HTTP port [MICROPACS_HTTP__PORT]."),
@@ -32,7 +35,10 @@ def settings_options(func: F) -> F:
 
 
 def _settings(
-    data_dir: Path | None, host: str | None, dicom_port: int | None, http_port: int | None,
+    data_dir: Path | None,
+    host: str | None,
+    dicom_port: int | None,
+    http_port: int | None,
     ae_title: str | None,
 ) -> Settings:
     return load_settings(
@@ -122,9 +128,17 @@ def _catalog_call(settings: Settings, action: Callable[[Any], Any]) -> Any:
 @click.option("--ae-group", default="", help="AE group, e.g. diagnostic or radiotherapy.")
 @settings_options
 def nodes_add(
-    node_ae_title: str, node_host: str, node_port: int, description: str, tls: bool,
-    issuer_of_patient_id: str, issuer_of_accession_number: str, user_id: str,
-    storage_group: str, ae_group: str, **flags: Any,
+    node_ae_title: str,
+    node_host: str,
+    node_port: int,
+    description: str,
+    tls: bool,
+    issuer_of_patient_id: str,
+    issuer_of_accession_number: str,
+    user_id: str,
+    storage_group: str,
+    ae_group: str,
+    **flags: Any,
 ) -> None:
     """Add or replace a node; a running server uses it from its next association."""
     from micropacs.ports import Node
@@ -132,11 +146,16 @@ def nodes_add(
     if not 0 < len(node_ae_title.strip()) <= 16 or "\\" in node_ae_title:
         raise click.BadParameter("an AE title has 1 to 16 characters and no backslash")
     node = Node(
-        ae_title=node_ae_title.strip(), host=node_host, port=node_port,
-        description=description, tls=tls,
+        ae_title=node_ae_title.strip(),
+        host=node_host,
+        port=node_port,
+        description=description,
+        tls=tls,
         issuer_of_patient_id=issuer_of_patient_id,
-        issuer_of_accession_number=issuer_of_accession_number, user_id=user_id,
-        storage_group=storage_group, ae_group=ae_group,
+        issuer_of_accession_number=issuer_of_accession_number,
+        user_id=user_id,
+        storage_group=storage_group,
+        ae_group=ae_group,
     )
     _catalog_call(_settings(**flags), lambda catalog: catalog.put_node(node))
     click.echo(f"node {node.ae_title} -> {node.host}:{node.port} saved")
@@ -163,9 +182,7 @@ def nodes_list(**flags: Any) -> None:
 @settings_options
 def nodes_remove(node_ae_title: str, **flags: Any) -> None:
     """Remove a node."""
-    removed = _catalog_call(
-        _settings(**flags), lambda catalog: catalog.remove_node(node_ae_title)
-    )
+    removed = _catalog_call(_settings(**flags), lambda catalog: catalog.remove_node(node_ae_title))
     if not removed:
         raise click.ClickException(f"no node {node_ae_title!r}; see: micropacs nodes list")
     click.echo(f"node {node_ae_title} removed")

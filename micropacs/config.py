@@ -90,11 +90,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level of log lines written."
     )
-    dicom: DicomSettings = Field(default_factory=DicomSettings)  # type: ignore[arg-type]
-    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
-    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
-    index: IndexSettings = Field(default_factory=IndexSettings)  # type: ignore[arg-type]
-    query: QuerySettings = Field(default_factory=QuerySettings)  # type: ignore[arg-type]
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
 
     @property
     def blob_url(self) -> str:

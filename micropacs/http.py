@@ -34,7 +34,7 @@ def build_http_app(registry: CollectorRegistry, checks: Mapping[str, Check]) -> 
         for name, check in checks.items():
             try:
                 await asyncio.wait_for(check(), timeout=5)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - report every failure
                 failures[name] = str(exc) or type(exc).__name__
         if failures:
             return JSONResponse({"status": "unavailable", "failed": failures}, status_code=503)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -80,7 +80,7 @@ class Record:
 class Consumer(Protocol):
     """A member of a consumer group on one topic (at-least-once delivery)."""
 
-    async def poll(self, max_records: int, timeout: float) -> list[Record]:
+    async def poll(self, max_records: int, timeout: float) -> list[Record]:  # noqa: ASYNC109
         """Up to ``max_records`` records after the committed offset; [] on timeout."""
         ...
 
@@ -113,7 +113,7 @@ class EventBus(Protocol):
         ...
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """Query/Retrieve levels (PS3.4 C.3)."""
 
     PATIENT = "PATIENT"

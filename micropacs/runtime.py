@@ -9,6 +9,7 @@ one DICOM port, as users expect of one PACS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import tempfile
@@ -62,10 +63,9 @@ async def run(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        # Outside the main thread (a test running the server in a thread) there are no signals.
+        with contextlib.suppress(RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-        except (RuntimeError, ValueError):
-            pass  # not the main thread (tests run the server in a thread)
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     received = settings.data_dir / "tmp"

@@ -11,8 +11,8 @@ import logging
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.tag import BaseTag
 
 from micropacs.events import DicomJson
@@ -44,7 +44,7 @@ def _vr_of(raw: Any) -> str:
 
 
 def _is_bulk(tag: BaseTag, vr: str, length: int | None) -> bool:
-    if int(tag) in BULK_TAGS or (tag.group & 0xFF01) == 0x6000 and tag.element == 0x3000:
+    if int(tag) in BULK_TAGS or ((tag.group & 0xFF01) == 0x6000 and tag.element == 0x3000):
         return True  # pixel, waveform, document data and Overlay Data (60xx,3000)
     return vr in BINARY_VRS and (length is None or length > BULK_THRESHOLD)
 
@@ -77,7 +77,7 @@ def to_json(ds: Dataset) -> DicomJson:
                 continue
             else:
                 out[key] = element.to_json_dict(None, BULK_THRESHOLD)
-        except Exception:
+        except Exception:  # noqa: BLE001 - odd values must not stop a store
             log.debug("attribute kept without value", extra={"tag": key})
             out[key] = {"vr": vr}
     return out

@@ -158,7 +158,9 @@ def condition(element: DicomJson) -> Condition:
         return Universal()
     if vr == "UI":
         uids = tuple(t.strip() for t in texts)
-        return Universal() if uids == ("*",) else UidList(uids) if len(uids) > 1 else Single(uids[0])
+        return (
+            Universal() if uids == ("*",) else UidList(uids) if len(uids) > 1 else Single(uids[0])
+        )
     conditions = [_one(t, vr) for t in texts]
     if any(isinstance(c, Universal) for c in conditions):
         return Universal()
@@ -206,7 +208,7 @@ def _time_bound(text: str, upper: bool) -> str:
     text = _digits(text.replace(":", ""))
     whole, _, fraction = text.partition(".")
     if upper:
-        whole = whole + "235959"[len(whole):] if len(whole) < 6 else whole[:6]
+        whole = whole + "235959"[len(whole) :] if len(whole) < 6 else whole[:6]
         fraction = (fraction + "999999")[:6] if fraction else "999999"
     else:
         whole = (whole + "000000")[:6]
@@ -220,7 +222,7 @@ def _datetime_bound(text: str, upper: bool) -> str:
     full = "99991231235959" if upper else "00000101000000"
     if upper and len(whole) in (4, 6):
         whole += "31" if len(whole) == 6 else "1231"  # a month or year reaches its last day
-    whole = whole + full[len(whole):] if len(whole) < 14 else whole[:14]
+    whole = whole + full[len(whole) :] if len(whole) < 14 else whole[:14]
     fraction = (fraction + ("999999" if upper else "000000"))[:6]
     return f"{whole}.{fraction}"
 
@@ -265,9 +267,9 @@ def _value_matches(value: str, cond: Condition, vr: str, fold: bool) -> bool:
         if vr in DATE_TIME_VRS:
             return _in_range(value, vr, cond.value, cond.value)
         if vr in NUMERIC_VRS:
-            stored, wanted = _number(value), _number(cond.value)
-            if stored is not None and wanted is not None:
-                return stored == wanted
+            number, wanted = _number(value), _number(cond.value)
+            if number is not None and wanted is not None:
+                return number == wanted
         if vr == "PN":
             stored = _normal_pn(value)
             return stored.casefold() == cond.value.casefold() if fold else stored == cond.value

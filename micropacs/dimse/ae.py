@@ -55,7 +55,7 @@ def set_nodelay(event: evt.Event) -> None:
             log.debug("could not set TCP_NODELAY")
 
 
-class RegistryAE(AE):  # type: ignore[misc]
+class RegistryAE(AE):
     """An AE whose accepted calling AE titles come from the node registry.
 
     pynetdicom reads ``require_calling_aet`` at each association request, so
@@ -67,7 +67,7 @@ class RegistryAE(AE):  # type: ignore[misc]
         self._known_titles = known_titles
         self._cache: tuple[float, list[str]] = (0.0, [])
 
-    @property  # type: ignore[override]
+    @property
     def require_calling_aet(self) -> list[str]:
         if self._known_titles is None:
             return []
@@ -97,13 +97,13 @@ def build_ae(
     return ae
 
 
-class ReusePortServer(ThreadedAssociationServer):  # type: ignore[misc]
+class ReusePortServer(ThreadedAssociationServer):
     """An association server that may share its port with other processes."""
 
     reuse_port = False
 
     def server_bind(self) -> None:
-        if self.reuse_port:
+        if self.reuse_port and self.socket is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 

@@ -29,6 +29,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import encode
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
@@ -122,7 +123,7 @@ class _Progress:
         rsp.NumberOfCompletedSuboperations = self.completed
 
 
-class RetrieveServiceClass(QueryRetrieveServiceClass):  # type: ignore[misc]
+class RetrieveServiceClass(QueryRetrieveServiceClass):
     """Query/Retrieve service class with file-streaming C-GET and C-MOVE."""
 
     def _get_scp(self, req: C_GET, context: Any) -> None:
@@ -137,9 +138,8 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):  # type: ignore[misc]
             ds = Dataset()
             ds.FailedSOPInstanceUIDList = failed
             ts = self.assoc._accepted_cx[cx_id].transfer_syntax[0]
-            rsp.Identifier = BytesIO(
-                encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
-            )
+            encoded = encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+            rsp.Identifier = BytesIO(encoded or b"")
         else:
             rsp.Identifier = None
         self.dimse.send_msg(rsp, cx_id)
@@ -189,10 +189,11 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):  # type: ignore[misc]
     def _open_destination(self, plan: RetrievePlan) -> Any:
         assert plan.destination is not None
         host, port, ae_title = plan.destination
-        contexts = []
+        contexts: list[PresentationContext] = []
         seen: set[tuple[str, str]] = set()
         for loc in plan.instances:
-            for syntaxes in ([loc.transfer_syntax_uid], list(UNCOMPRESSED)):
+            proposals: list[list[str | UID]] = [[loc.transfer_syntax_uid], [*UNCOMPRESSED]]
+            for syntaxes in proposals:
                 key = (loc.sop_class_uid, ",".join(syntaxes))
                 if key not in seen and len(contexts) < 128:
                     seen.add(key)
@@ -266,4 +267,4 @@ def _service_class_for(uid: str) -> type[Any]:
 
 def install() -> None:
     """Make pynetdicom use :class:`RetrieveServiceClass` for Query/Retrieve SOP classes."""
-    pynetdicom.association.uid_to_service_class = _service_class_for
+    pynetdicom.association.uid_to_service_class = _service_class_for  # type: ignore[attr-defined]

@@ -60,7 +60,9 @@ class Indexer:
         log.info("index consumer started", extra={"group": self._settings.group})
         try:
             while not stop.is_set():
-                records = await consumer.poll(self._settings.batch_size, self._settings.poll_interval)
+                records = await consumer.poll(
+                    self._settings.batch_size, self._settings.poll_interval
+                )
                 if records:
                     await self.process(records, stop)
                     await consumer.commit(records)

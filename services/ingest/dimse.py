@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.uid import (
     UID,
@@ -14,7 +14,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
 
 from micropacs.bridge import LoopBridge
 from micropacs.errors import MicropacsError, Status, dimse_status
@@ -22,6 +22,8 @@ from services.ingest.store_service import Received, StoreService
 
 log = logging.getLogger(__name__)
 
+
+VERIFICATION = "1.2.840.10008.1.1"
 
 LOSSLESS = {
     "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
@@ -46,7 +48,9 @@ def preferred_syntaxes() -> list[str]:
     lossless offer).
     """
     uncompressed = [
-        ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        DeflatedExplicitVRLittleEndian,
         ExplicitVRBigEndian,
     ]
     compressed = [UID(ts) for ts in ALL_TRANSFER_SYNTAXES if ts not in uncompressed]
@@ -62,9 +66,9 @@ def add_contexts(ae: AE) -> None:
     the same association (PS3.7 D.3.3.4).
     """
     syntaxes = preferred_syntaxes()
-    ae.add_supported_context(Verification, syntaxes)
+    ae.add_supported_context(VERIFICATION, syntaxes)
     for cx in AllStoragePresentationContexts:
-        ae.add_supported_context(cx.abstract_syntax, syntaxes, scu_role=True, scp_role=True)
+        ae.add_supported_context(str(cx.abstract_syntax), syntaxes, scu_role=True, scp_role=True)
 
 
 def handle_echo(event: evt.Event) -> int:
@@ -74,7 +78,7 @@ def handle_echo(event: evt.Event) -> int:
 
 def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) -> int:
     """C-STORE (PS3.4 B.2): Success only once the object and its event are durable."""
-    request = event.request
+    request = cast(C_STORE, event.request)
     received = Received(
         path=Path(event.dataset_path),
         calling_ae=event.assoc.requestor.ae_title,

@@ -6,6 +6,7 @@ the index service (of a running or the next ``micropacs serve``) indexes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ class ImportSummary:
 
 async def import_directory(settings: Settings, directory: Path) -> ImportSummary:
     """Store every file under ``directory`` that is DICOM, with a progress bar."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    files = await asyncio.to_thread(lambda: sorted(p for p in directory.rglob("*") if p.is_file()))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     blobs = await open_blob_store(settings.blob_url, fsync=settings.storage.fsync)
     bus = await open_event_bus(settings.bus_url)

@@ -14,14 +14,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 from micropacs.bridge import LoopBridge
 from micropacs.dicom.charset import response_charset
@@ -42,12 +34,12 @@ IDENTIFIER_SYNTAXES = [
     ExplicitVRBigEndian,
 ]
 QR_CLASSES = [
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Query/Retrieve Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root - MOVE
+    "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root - GET
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Query/Retrieve Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root - MOVE
+    "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root - GET
 ]
 
 

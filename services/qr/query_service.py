@@ -23,7 +23,12 @@ QUERY_RETRIEVE_LEVEL = "00080052"
 SPECIFIC_CHARACTER_SET = "00080005"
 RETRIEVE_AE_TITLE = "00080054"
 INSTANCE_AVAILABILITY = "00080056"
-NOT_MATCHED = {SPECIFIC_CHARACTER_SET, QUERY_RETRIEVE_LEVEL, RETRIEVE_AE_TITLE, INSTANCE_AVAILABILITY}
+NOT_MATCHED = {
+    SPECIFIC_CHARACTER_SET,
+    QUERY_RETRIEVE_LEVEL,
+    RETRIEVE_AE_TITLE,
+    INSTANCE_AVAILABILITY,
+}
 
 PATIENT_ID = "00100020"
 STUDY_UID = "0020000D"
@@ -94,9 +99,7 @@ class QueryService:
             self._response(level, identifier, keys, found)
             async for found in self._catalog.query(query)
         ]
-        self._metrics.query_seconds.labels(level=level.value).observe(
-            time.perf_counter() - started
-        )
+        self._metrics.query_seconds.labels(level=level.value).observe(time.perf_counter() - started)
         return responses
 
     def _response(

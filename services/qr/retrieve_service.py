@@ -46,7 +46,9 @@ class RetrieveService:
             Level.IMAGE: SOP_INSTANCE_UID,
         }[level]
         if not values(unique):
-            raise InvalidIdentifier(f"a {level.value} level retrieve needs ({unique[:4]},{unique[4:]})")
+            raise InvalidIdentifier(
+                f"a {level.value} level retrieve needs ({unique[:4]},{unique[4:]})"
+            )
         return await self._catalog.locate(
             patient_ids=values(PATIENT_ID) if level is Level.PATIENT else (),
             study_uids=values(STUDY_UID),

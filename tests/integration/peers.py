@@ -31,26 +31,41 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def dcmtk(tool: str, *args: str, timeout: float = 300, check: bool = True,
-          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def dcmtk(
+    tool: str, *args: str, timeout: float = 300, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK tool; DCMTK leaves Nagle on unless TCP_NODELAY=1 is set."""
-    result = subprocess.run([tool, *args], capture_output=True, text=True, env=DCMTK_ENV,
-                            timeout=timeout, cwd=cwd)
+    result = subprocess.run(
+        [tool, *args], capture_output=True, text=True, env=DCMTK_ENV, timeout=timeout, cwd=cwd
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{tool} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{tool} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
-def storescu(server: Server, files: Sequence[Path], *extra: str,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
+def storescu(
+    server: Server, files: Sequence[Path], *extra: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Send files with storescu, one association per transfer syntax, proposing that syntax
     so every file arrives as it is (storescu otherwise converts to uncompressed)."""
     result = None
     for syntax, group in dicomdata.by_transfer_syntax(files).items():
         proposal = dicomdata.STORESCU_PROPOSAL.get(syntax, "-xe")
-        result = dcmtk("storescu", "-aec", server.ae_title, "-aet", "STORESCU", proposal,
-                       *extra, server.host, str(server.dicom_port), *map(str, group),
-                       check=check)
+        result = dcmtk(
+            "storescu",
+            "-aec",
+            server.ae_title,
+            "-aet",
+            "STORESCU",
+            proposal,
+            *extra,
+            server.host,
+            str(server.dicom_port),
+            *map(str, group),
+            check=check,
+        )
     assert result is not None, "no files to send"
     return result
 
@@ -62,14 +77,25 @@ def keys(identifier: dict[str, str]) -> list[str]:
     return args
 
 
-def findscu(server: Server, identifier: dict[str, str], out: Path, *,
-            root: str = "-S") -> list[Dataset]:
+def findscu(
+    server: Server, identifier: dict[str, str], out: Path, *, root: str = "-S"
+) -> list[Dataset]:
     """C-FIND with DCMTK's findscu; returns the responses it extracted."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("rsp*.dcm"):
         old.unlink()
-    dcmtk("findscu", root, "-aec", server.ae_title, "-X", "-od", str(out), *keys(identifier),
-          server.host, str(server.dicom_port))
+    dcmtk(
+        "findscu",
+        root,
+        "-aec",
+        server.ae_title,
+        "-X",
+        "-od",
+        str(out),
+        *keys(identifier),
+        server.host,
+        str(server.dicom_port),
+    )
     return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
 
@@ -85,11 +111,15 @@ def associate(server: Server, contexts: Iterable[Any], **kwargs: Any) -> Any:
     return assoc
 
 
-def pyfind(server: Server, identifier: Dataset, *, patient_root: bool = False
-           ) -> tuple[list[Dataset], int]:
+def pyfind(
+    server: Server, identifier: Dataset, *, patient_root: bool = False
+) -> tuple[list[Dataset], int]:
     """C-FIND with pynetdicom; returns the matches and the final status."""
-    model = (PatientRootQueryRetrieveInformationModelFind if patient_root
-             else StudyRootQueryRetrieveInformationModelFind)
+    model = (
+        PatientRootQueryRetrieveInformationModelFind
+        if patient_root
+        else StudyRootQueryRetrieveInformationModelFind
+    )
     assoc = associate(server, [model])
     try:
         matches: list[Dataset] = []
@@ -114,8 +144,9 @@ def study_identifier(**values: Any) -> Dataset:
     return ds
 
 
-def wait_indexed(server: Server, level: str, expected: int, timeout: float = 60,
-                 **match: Any) -> list[Dataset]:
+def wait_indexed(
+    server: Server, level: str, expected: int, timeout: float = 60, **match: Any
+) -> list[Dataset]:
     """Poll C-FIND until ``expected`` matches appear (the index is asynchronous)."""
     deadline = time.monotonic() + timeout
     found: list[Dataset] = []
@@ -129,7 +160,7 @@ def wait_indexed(server: Server, level: str, expected: int, timeout: float = 60,
             ds.SeriesInstanceUID = ""
         if level == "IMAGE":
             ds.SOPInstanceUID = ""
-        found, status = pyfind(server, ds)
+        found, _ = pyfind(server, ds)
         if len(found) >= expected:
             return found
         time.sleep(0.2)
@@ -144,8 +175,12 @@ def echo(server: Server) -> int:
         assoc.release()
 
 
-def pyget(server: Server, identifier: Dataset, sop_classes: Sequence[str],
-          syntaxes: Sequence[str] | None = None) -> tuple[list[Dataset], int]:
+def pyget(
+    server: Server,
+    identifier: Dataset,
+    sop_classes: Sequence[str],
+    syntaxes: Sequence[str] | None = None,
+) -> tuple[list[Dataset], int]:
     """C-GET with pynetdicom, offering the SCP role for ``sop_classes``."""
     received: list[Dataset] = []
 
@@ -165,8 +200,13 @@ def pyget(server: Server, identifier: Dataset, sop_classes: Sequence[str],
         else:
             ae.add_requested_context(sop_class)
         roles.append(build_role(sop_class, scp_role=True))
-    assoc = ae.associate(server.host, server.dicom_port, ae_title=server.ae_title,
-                         ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = ae.associate(
+        server.host,
+        server.dicom_port,
+        ae_title=server.ae_title,
+        ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
     final = -1
     try:

@@ -56,25 +56,45 @@ def micropacs_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def micropacs(*args: str, data_dir: Path, env: dict[str, str] | None = None,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
+def micropacs(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run a ``micropacs`` CLI command to completion."""
     return subprocess.run(
         [sys.executable, "-m", "micropacs", *args, "--data-dir", str(data_dir)],
-        capture_output=True, text=True, env=micropacs_env(env), check=check, timeout=300,
+        capture_output=True,
+        text=True,
+        env=micropacs_env(env),
+        check=check,
+        timeout=300,
     )
 
 
-def start_server(data_dir: Path, *, env: dict[str, str] | None = None,
-                 dicom_port: int = 0, timeout: float = 60) -> Server:
+def start_server(
+    data_dir: Path, *, env: dict[str, str] | None = None, dicom_port: int = 0, timeout: float = 60
+) -> Server:
     """Start ``micropacs serve`` and wait until it announces its ports."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-serve-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "micropacs", "serve", "--data-dir", str(data_dir),
-             "--host", "127.0.0.1", "--dicom-port", str(dicom_port), "--http-port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, env=micropacs_env(env),
+            [
+                sys.executable,
+                "-m",
+                "micropacs",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "--dicom-port",
+                str(dicom_port),
+                "--http-port",
+                "0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=micropacs_env(env),
             start_new_session=True,
         )
     server = Server(data_dir=data_dir, process=process, log_path=log_path, env=env or {})

@@ -74,11 +74,13 @@ def send_raw(server: Server, path: Path) -> int:
 def encoded(ds: Dataset, path: Path) -> bytes:
     ds.save_as(path, enforce_file_format=True)
     data = path.read_bytes()
-    return data[data.index(b"DICM") + 4:]
+    return data[data.index(b"DICM") + 4 :]
 
 
 def test_non_dicom_dataset_is_refused_with_c000(server: Server, tmp_path: Path) -> None:
-    status = send_raw(server, raw_file(tmp_path / "junk.dcm", b"this is not a dataset at all\n" * 50))
+    status = send_raw(
+        server, raw_file(tmp_path / "junk.dcm", b"this is not a dataset at all\n" * 50)
+    )
     assert status == 0xC000
     assert echo(server) == 0x0000
 

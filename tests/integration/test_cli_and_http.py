@@ -26,8 +26,20 @@ def test_import_stores_dicom_and_skips_the_rest(fresh_server: Server, tmp_path: 
 
 def test_nodes_add_list_remove(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    micropacs("nodes", "add", "CT_ROOM2", "10.1.2.3", "104", "--description", "CT console",
-              "--ae-group", "diagnostic", "--issuer-of-patient-id", "HOSP", data_dir=data)
+    micropacs(
+        "nodes",
+        "add",
+        "CT_ROOM2",
+        "10.1.2.3",
+        "104",
+        "--description",
+        "CT console",
+        "--ae-group",
+        "diagnostic",
+        "--issuer-of-patient-id",
+        "HOSP",
+        data_dir=data,
+    )
     micropacs("nodes", "add", "RT_PLAN", "10.1.2.9", "4006", data_dir=data)
     listed = micropacs("nodes", "list", data_dir=data).stdout
     assert "CT_ROOM2" in listed and "10.1.2.3" in listed and "CT console" in listed

@@ -23,9 +23,19 @@ def test_sigkill_during_storescu_loses_nothing_acknowledged(tmp_path: Path) -> N
     data_dir = tmp_path / "data"
     server = start_server(data_dir)
     sender = subprocess.Popen(
-        ["storescu", "-v", "-aec", server.ae_title, server.host, str(server.dicom_port),
-         *map(str, files)],
-        env=DCMTK_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            "storescu",
+            "-v",
+            "-aec",
+            server.ae_title,
+            server.host,
+            str(server.dicom_port),
+            *map(str, files),
+        ],
+        env=DCMTK_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     log_lines: list[str] = []
     assert sender.stdout is not None
@@ -61,9 +71,20 @@ def test_sigkill_during_storescu_loses_nothing_acknowledged(tmp_path: Path) -> N
         assert uids <= {m.SOPInstanceUID for m in found}
         out = tmp_path / "back"
         out.mkdir()
-        dcmtk("getscu", "-S", "-aec", restarted.ae_title, "-od", str(out),
-              "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
-              restarted.host, str(restarted.dicom_port))
+        dcmtk(
+            "getscu",
+            "-S",
+            "-aec",
+            restarted.ae_title,
+            "-od",
+            str(out),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study}",
+            restarted.host,
+            str(restarted.dicom_port),
+        )
         back = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in out.iterdir()}
         assert uids <= back
     finally:

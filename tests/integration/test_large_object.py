@@ -32,8 +32,19 @@ def test_200_mb_multiframe_round_trip(fresh_server: Server, tmp_path: Path) -> N
     wait_indexed(fresh_server, "IMAGE", 1, StudyInstanceUID=ds.StudyInstanceUID)
     out = tmp_path / "back"
     out.mkdir()
-    dcmtk("getscu", "-S", "-aec", fresh_server.ae_title, "-od", str(out),
-          "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
-          fresh_server.host, str(fresh_server.dicom_port))
+    dcmtk(
+        "getscu",
+        "-S",
+        "-aec",
+        fresh_server.ae_title,
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={ds.StudyInstanceUID}",
+        fresh_server.host,
+        str(fresh_server.dicom_port),
+    )
     (received,) = list(out.iterdir())
     assert digest(received) == digest(big)

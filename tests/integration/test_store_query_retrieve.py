@@ -1,4 +1,4 @@
-"""The PACS round trip with real peers: storescu in, findscu/pynetdicom queries, getscu/movescu out."""
+"""The PACS round trip with real peers: storescu in; findscu, getscu, movescu and pynetdicom out."""
 
 from __future__ import annotations
 
@@ -89,7 +89,9 @@ def test_study_level_find_with_findscu_returns_requested_keys(
     for response in responses:
         members = [d for d in stored if d.StudyInstanceUID == response.StudyInstanceUID]
         assert int(response.NumberOfStudyRelatedInstances) == len(members)
-        assert int(response.NumberOfStudyRelatedSeries) == len({d.SeriesInstanceUID for d in members})
+        assert int(response.NumberOfStudyRelatedSeries) == len(
+            {d.SeriesInstanceUID for d in members}
+        )
         modalities = response.ModalitiesInStudy
         modalities = [modalities] if isinstance(modalities, str) else list(modalities)
         assert set(modalities) == {d.Modality for d in members}
@@ -139,7 +141,8 @@ def test_query_by_non_ascii_name_prefix(server: Server, stored: list[Dataset]) -
 def test_date_range_and_wildcards_narrow_results(server: Server, stored: list[Dataset]) -> None:
     first = stored[0]
     hit = study_identifier(
-        StudyDate=f"{first.StudyDate}-{first.StudyDate}", PatientID=first.PatientID[:2] + "*",
+        StudyDate=f"{first.StudyDate}-{first.StudyDate}",
+        PatientID=first.PatientID[:2] + "*",
         StudyInstanceUID="",
     )
     matches, _ = pyfind(server, hit)
@@ -168,12 +171,26 @@ def test_getscu_retrieves_every_instance_byte_for_byte(
             continue  # getscu cannot be made to take these as they are; see the next test
         out = tmp_path / ds.SOPInstanceUID
         out.mkdir()
-        dcmtk("getscu", "-S", "+B", "-aec", server.ae_title,
-              GETSCU_PREFERENCE[ds.file_meta.TransferSyntaxUID], "-od", str(out),
-              "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
-              "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
-              "-k", f"SOPInstanceUID={ds.SOPInstanceUID}",
-              server.host, str(server.dicom_port))
+        dcmtk(
+            "getscu",
+            "-S",
+            "+B",
+            "-aec",
+            server.ae_title,
+            GETSCU_PREFERENCE[ds.file_meta.TransferSyntaxUID],
+            "-od",
+            str(out),
+            "-k",
+            "QueryRetrieveLevel=IMAGE",
+            "-k",
+            f"StudyInstanceUID={ds.StudyInstanceUID}",
+            "-k",
+            f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+            "-k",
+            f"SOPInstanceUID={ds.SOPInstanceUID}",
+            server.host,
+            str(server.dicom_port),
+        )
         (received,) = list(out.iterdir())
         assert dataset_bytes(received) == dataset_bytes(path), ds.file_meta.TransferSyntaxUID.name
 
@@ -206,9 +223,20 @@ def test_getscu_retrieves_whole_studies(
     for study in {d.StudyInstanceUID for d in stored}:
         out = tmp_path / study
         out.mkdir()
-        dcmtk("getscu", "-S", "-aec", server.ae_title, "-od", str(out),
-              "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
-              server.host, str(server.dicom_port))
+        dcmtk(
+            "getscu",
+            "-S",
+            "-aec",
+            server.ae_title,
+            "-od",
+            str(out),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study}",
+            server.host,
+            str(server.dicom_port),
+        )
         got = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in out.iterdir()}
         assert got == {d.SOPInstanceUID for d in stored if d.StudyInstanceUID == study}
 
@@ -224,8 +252,7 @@ def test_get_converts_compressed_to_what_the_receiver_accepts(
     identifier.StudyInstanceUID = original.StudyInstanceUID
     identifier.SeriesInstanceUID = original.SeriesInstanceUID
     identifier.SOPInstanceUID = original.SOPInstanceUID
-    received, status = pyget(server, identifier, [original.SOPClassUID],
-                             [ImplicitVRLittleEndian])
+    received, status = pyget(server, identifier, [original.SOPClassUID], [ImplicitVRLittleEndian])
     assert status == 0x0000
     assert len(received) == 1
     assert received[0].file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
@@ -237,8 +264,12 @@ def move_receiver(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
     port = free_port()
     out = tmp_path / "moved"
     out.mkdir()
-    scp = subprocess.Popen(["storescp", "-aet", "MOVEDEST", "+xa", "-od", str(out), str(port)],
-                           env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scp = subprocess.Popen(
+        ["storescp", "-aet", "MOVEDEST", "+xa", "-od", str(out), str(port)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     yield "MOVEDEST", port, out
     scp.terminate()
@@ -249,12 +280,31 @@ def test_movescu_sends_a_study_to_a_registered_node(
     server: Server, stored: list[Dataset], move_receiver: tuple[str, int, Path]
 ) -> None:
     ae_title, port, out = move_receiver
-    micropacs("nodes", "add", ae_title, "127.0.0.1", str(port), "--description", "test receiver",
-              data_dir=server.data_dir)
+    micropacs(
+        "nodes",
+        "add",
+        ae_title,
+        "127.0.0.1",
+        str(port),
+        "--description",
+        "test receiver",
+        data_dir=server.data_dir,
+    )
     study = stored[0].StudyInstanceUID
-    dcmtk("movescu", "-S", "-aec", server.ae_title, "-aem", ae_title,
-          "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
-          server.host, str(server.dicom_port))
+    dcmtk(
+        "movescu",
+        "-S",
+        "-aec",
+        server.ae_title,
+        "-aem",
+        ae_title,
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study}",
+        server.host,
+        str(server.dicom_port),
+    )
     expected = {d.SOPInstanceUID for d in stored if d.StudyInstanceUID == study}
     got = {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in out.iterdir()}
     assert got == expected

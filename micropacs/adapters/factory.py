@@ -1,0 +1,84 @@
+"""Adapters chosen by URL scheme (ARCHITECTURE.md, "The three seams").
+
+``file:///path`` and ``sqlite:///path`` open the embedded adapters, creating
+their folders; ``s3://``, ``kafka://`` and ``mongodb://`` name the distributed
+ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from micropacs.errors import CatalogUnavailable, EventBusUnavailable, InvalidInput, Unavailable
+from micropacs.ports import BlobStore, Catalog, EventBus
+
+_DISTRIBUTED = {"s3": "BlobStore", "kafka": "EventBus", "mongodb": "Catalog"}
+
+
+def _scheme(url: str) -> str:
+    scheme = urlsplit(url).scheme.lower()
+    if not scheme or "://" not in url:
+        raise InvalidInput(f"{url!r} is not a URL such as file:///var/lib/micropacs/objects")
+    return scheme
+
+
+def _local_path(url: str) -> Path:
+    """The file system path of ``file://…`` or ``sqlite://…`` (``sqlite:///abs``, ``sqlite://rel``)."""
+    rest = unquote(url.split("://", 1)[1])
+    if not rest:
+        raise InvalidInput(f"{url!r} names no path")
+    return Path(rest)
+
+
+def _refuse(url: str, scheme: str, port: str) -> InvalidInput:
+    if scheme in _DISTRIBUTED:
+        return InvalidInput(
+            f"{scheme}:// ({_DISTRIBUTED[scheme]}) arrives with the distributed adapters;"
+            f" use the embedded one for the {port} for now"
+        )
+    return InvalidInput(f"unsupported {port} URL {url!r}")
+
+
+def _parent(path: Path, error: type[Unavailable]) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"cannot create the folder {path.parent}: {exc.strerror}") from exc
+    return path
+
+
+async def open_blob_store(url: str, *, fsync: bool) -> BlobStore:
+    """The BlobStore at ``url``: ``file:///folder`` (created if missing)."""
+    scheme = _scheme(url)
+    if scheme == "file":
+        from micropacs.adapters.files import FileBlobStore
+
+        store = FileBlobStore(_local_path(url), fsync=fsync)
+        await store.check()
+        return store
+    raise _refuse(url, scheme, "BlobStore (file:///path)")
+
+
+async def open_event_bus(url: str) -> EventBus:
+    """The EventBus at ``url``: ``sqlite:///file.db`` (created if missing)."""
+    scheme = _scheme(url)
+    if scheme == "sqlite":
+        from micropacs.adapters.sqlite_bus import SqliteEventBus
+
+        bus = SqliteEventBus(_parent(_local_path(url), EventBusUnavailable))
+        await bus.open()
+        return bus
+    raise _refuse(url, scheme, "EventBus (sqlite:///path)")
+
+
+async def open_catalog(url: str) -> Catalog:
+    """The Catalog at ``url``: ``sqlite:///file.db`` (created if missing)."""
+    scheme = _scheme(url)
+    if scheme == "sqlite":
+        from micropacs.adapters.sqlite_catalog import SqliteCatalog
+
+        catalog = SqliteCatalog(_parent(_local_path(url), CatalogUnavailable))
+        await catalog.open()
+        return catalog
+    raise _refuse(url, scheme, "Catalog (sqlite:///path)")

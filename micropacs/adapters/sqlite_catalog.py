@@ -1,0 +1,360 @@
+"""The embedded Catalog: patients, studies, series and instances in one SQLite file.
+
+Each level has a table with the keys users search by as indexed columns and
+all of that level's attributes as DICOM JSON (PS3.18 F.2), so any attribute
+can be returned or matched. A query (PS3.4 C.2.2.2) runs in two steps: an SQL
+pre-filter on the indexed columns that never excludes a true match, then
+:func:`micropacs.dicom.matching.matches` on every candidate for the answer.
+
+The computed attributes (PS3.4 C.3.4: Number of … Related …, Modalities and
+SOP Classes in Study) are counters and sets kept up to date as instances
+arrive; nothing counts a whole study per insert.
+
+Durability and concurrency: WAL mode with ``synchronous=FULL``, because the
+index commits its event offsets right after a write returns (ARCHITECTURE.md
+rule 2) and a write lost on power failure would then never be redone. One
+writer connection, guarded by a lock, writes each batch in one
+``BEGIN IMMEDIATE`` transaction; queries use a pool of read connections and
+never wait for the writer (WAL readers see the last committed state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import astuple
+from pathlib import Path
+from typing import Any, TypeVar
+
+from micropacs.adapters._catalog_query import Decoder, next_matches, select_sql
+from micropacs.adapters._catalog_schema import SCHEMA, SCHEMA_VERSION
+from micropacs.adapters._catalog_write import Batch, prepare
+from micropacs.errors import CatalogUnavailable, InvalidInput
+from micropacs.events import DicomJson
+from micropacs.ports import CatalogCounts, InstanceLocation, InstanceRecord, Node, Query
+
+T = TypeVar("T")
+
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _begin_read(conn: sqlite3.Connection) -> set[str]:
+    """Open a read transaction; the columns where some row holds several values (NULL)."""
+    conn.execute("BEGIN")
+    return {row[0] for row in conn.execute("SELECT name FROM irregular_columns")}
+
+
+class SqliteCatalog:
+    """The Catalog in the SQLite file at ``path`` (created with its tables on first use).
+
+    ``busy_timeout`` is how long (seconds) a write waits while another
+    process holds the write lock before failing with CatalogUnavailable.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        self._path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()  # guards the writer connection
+        self._pool_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._idle: list[sqlite3.Connection] = []
+        self._all: list[sqlite3.Connection] = []
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file holding the catalog."""
+        return self._path
+
+    async def open(self) -> None:
+        """Create the file and its tables if needed; later calls do nothing."""
+        await self._write(lambda conn: None)
+
+    async def upsert_instances(self, records: Sequence[InstanceRecord]) -> None:
+        """Write a batch of instances in one transaction; idempotent (see the module doc)."""
+        if not records:
+            return
+        latest: dict[str, InstanceRecord] = {}
+        for record in records:
+            latest.pop(record.sop_instance_uid, None)
+            latest[record.sop_instance_uid] = record
+        prepared = await asyncio.to_thread(lambda: [prepare(r) for r in latest.values()])
+        await self._write(lambda conn: Batch(conn).write(prepared), transaction=True)
+
+    async def query(self, query: Query) -> AsyncIterator[DicomJson]:
+        """Entities at ``query.level`` matching its identifier, offset and limit applied."""
+        if query.limit < 0 or query.offset < 0:
+            raise InvalidInput("a query's limit and offset cannot be negative")
+        conn = await self._run(self._acquire)
+        cursor: sqlite3.Cursor | None = None
+        try:
+            # One read transaction, so the irregular columns and the rows share a snapshot.
+            irregular = await self._run(_begin_read, conn)
+            sql, params = select_sql(query, irregular)
+            cursor = await self._run(conn.execute, sql, params)
+            decode = Decoder(query.level)
+            skip, left = query.offset, query.limit or -1
+            while left:
+                matched = await self._run(next_matches, cursor, decode, query)
+                if matched is None:
+                    return
+                for result in matched:
+                    if skip:
+                        skip -= 1
+                        continue
+                    yield result
+                    left -= 1
+                    if not left:
+                        return
+        finally:
+            if cursor is not None:
+                cursor.close()
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            self._release(conn)
+
+    async def locate(
+        self,
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_instance_uids: Sequence[str] = (),
+        patient_ids: Sequence[str] = (),
+    ) -> list[InstanceLocation]:
+        """The instances under the given entities; every non-empty filter must hold."""
+        where: list[str] = []
+        params: list[Any] = []
+        join = ""
+        for column, values in (
+            ("i.study_uid", study_uids),
+            ("i.series_uid", series_uids),
+            ("i.sop_instance_uid", sop_instance_uids),
+            ("p.patient_id", patient_ids),
+        ):
+            if values:
+                where.append(f"{column} IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps([str(v) for v in values]))
+        if not where:
+            return []
+        if patient_ids:
+            join = (
+                " JOIN studies s ON s.study_uid = i.study_uid"
+                " JOIN patients p ON p.pk = s.patient_pk"
+            )
+        sql = (
+            "SELECT i.sop_instance_uid, i.sop_class_uid, i.series_uid, i.study_uid,"
+            " i.object_key, i.transfer_syntax_uid, i.size"
+            f" FROM instances i{join} WHERE {' AND '.join(where)}"
+            " ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid"
+        )
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [InstanceLocation(*row) for row in rows]
+
+    async def counts(self) -> CatalogCounts:
+        """Numbers of patients, studies, series and instances."""
+
+        def count(conn: sqlite3.Connection) -> CatalogCounts:
+            conn.execute("BEGIN")  # one snapshot for the four numbers
+            try:
+                patients = conn.execute("SELECT count(*) FROM patients").fetchone()[0]
+                series = conn.execute("SELECT count(*) FROM series").fetchone()[0]
+                # The studies' counters, not a scan of every instance.
+                studies, instances = conn.execute(
+                    "SELECT count(*), coalesce(sum(n_instances), 0) FROM studies"
+                ).fetchone()
+            finally:
+                conn.execute("ROLLBACK")
+            return CatalogCounts(patients, studies, series, instances)
+
+        return await self._read(count)
+
+    async def put_node(self, node: Node) -> None:
+        """Add a node, or replace the one with the same AE title."""
+        if not node.ae_title.strip():
+            raise InvalidInput("a node needs an AE title")
+        if not 0 < node.port < 65536:
+            raise InvalidInput(f"port {node.port} of {node.ae_title} is not a TCP port")
+        values = astuple(node)
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO nodes (ae_title, host, port, description, tls,"
+                " issuer_of_patient_id, issuer_of_accession_number, user_id, storage_group,"
+                " ae_group) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            ),
+            transaction=True,
+        )
+
+    async def remove_node(self, ae_title: str) -> bool:
+        """Remove the node with this AE title; False if there was none."""
+
+        def remove(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM nodes WHERE ae_title = ?", (ae_title,)).rowcount > 0
+
+        return bool(await self._write(remove, transaction=True))
+
+    async def nodes(self) -> list[Node]:
+        """Every node of the registry, by AE title."""
+        rows = await self._read(
+            lambda conn: conn.execute(
+                "SELECT ae_title, host, port, description, tls, issuer_of_patient_id,"
+                " issuer_of_accession_number, user_id, storage_group, ae_group FROM nodes"
+                " ORDER BY ae_title"
+            ).fetchall()
+        )
+        return [
+            Node(
+                ae_title=row[0],
+                host=row[1],
+                port=row[2],
+                description=row[3],
+                tls=bool(row[4]),
+                issuer_of_patient_id=row[5],
+                issuer_of_accession_number=row[6],
+                user_id=row[7],
+                storage_group=row[8],
+                ae_group=row[9],
+            )
+            for row in rows
+        ]
+
+    async def check(self) -> None:
+        """Read from the catalog; raise CatalogUnavailable if it does not answer."""
+        await self.open()
+        await self._read(lambda conn: conn.execute("SELECT count(*) FROM nodes").fetchone())
+
+    async def close(self) -> None:
+        """Close every connection; the catalog cannot be used afterwards."""
+
+        def close() -> None:
+            with self._lock, self._pool_lock:
+                self._closed = True
+                if self._writer is not None:
+                    with contextlib.suppress(sqlite3.Error):  # only a planner hint
+                        self._writer.execute("PRAGMA optimize")
+                for conn in self._all:
+                    conn.close()
+                self._all.clear()
+                self._idle.clear()
+                self._writer = None
+
+        await asyncio.to_thread(close)
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path,
+            isolation_level=None,
+            timeout=min(self._busy_timeout, 5.0),
+            check_same_thread=False,
+        )
+        conn.execute("PRAGMA cache_size = -65536")
+        if writer:
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            conn.execute("PRAGMA synchronous = FULL")
+            self._retry(lambda: conn.executescript(SCHEMA))
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                conn.close()
+                raise CatalogUnavailable(
+                    f"catalog {self._path} has schema version {version}, this micropacs"
+                    f" knows {SCHEMA_VERSION}: migrate it or use a matching release"
+                )
+        else:
+            conn.execute("PRAGMA query_only = 1")
+        self._all.append(conn)
+        return conn
+
+    def _acquire(self) -> sqlite3.Connection:
+        with self._pool_lock:
+            if self._closed:
+                raise CatalogUnavailable("the catalog is closed")
+            if self._idle:
+                return self._idle.pop()
+        if self._writer is None:
+            with self._lock:
+                self._writer_connection()
+        with self._pool_lock:
+            return self._connect(writer=False)
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        with self._pool_lock:
+            if not self._closed:
+                self._idle.append(conn)
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        """The writer connection (creating the schema the first time); hold ``_lock``."""
+        if self._closed:
+            raise CatalogUnavailable("the catalog is closed")
+        if self._writer is None:
+            with self._pool_lock:
+                self._writer = self._connect(writer=True)
+        return self._writer
+
+    def _retry(self, attempt: Callable[[], T]) -> T:
+        """Run ``attempt``, again while another process holds the lock, up to busy_timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if code not in _BUSY or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(func, *args)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _read(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        def read() -> T:
+            conn = self._acquire()
+            try:
+                return self._retry(lambda: func(conn))
+            finally:
+                self._release(conn)
+
+        return await self._run(read)
+
+    async def _write(
+        self, func: Callable[[sqlite3.Connection], T], *, transaction: bool = False
+    ) -> T:
+        def write() -> T:
+            with self._lock:
+                conn = self._writer_connection()
+                if not transaction:
+                    return func(conn)
+
+                def attempt() -> T:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = func(conn)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    return result
+
+                return self._retry(attempt)
+
+        return await self._run(write)
+
+    def _unavailable(self, exc: sqlite3.Error) -> CatalogUnavailable:
+        return CatalogUnavailable(
+            f"catalog {self._path}: {exc}; check that its disk has space and the file is"
+            " writable by the micropacs user"
+        )
