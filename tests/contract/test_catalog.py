@@ -1,0 +1,845 @@
+"""Catalog contract: what every catalog adapter must do (micropacs.ports.Catalog).
+
+Headers are DICOM JSON (PS3.18 F.2); queries follow PS3.4 C.2.2.2. Each
+query test uses an indexed key (which an adapter may pre-filter on) and a key
+found only in the stored JSON, so both paths are exercised.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from pydicom.datadict import tag_for_keyword
+
+from micropacs.dicom import levels, matching
+from micropacs.errors import InvalidInput
+from micropacs.events import DicomJson
+from micropacs.ports import Catalog, CatalogCounts, InstanceRecord, Level, Node, Query
+from tests.contract.conftest import Runner
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+GSPS = "1.2.840.10008.5.1.4.1.1.11.1"
+ROOT = "1.2.826.0.1.3680043.10.543"
+
+PATIENT_NAME = "00100010"
+PATIENT_ID = "00100020"
+ETHNIC_GROUP = "00102160"  # patient level, not indexed
+STUDY_UID = "0020000D"
+STUDY_DATE = "00080020"
+ACCESSION = "00080050"
+STUDY_DESCRIPTION = "00081030"
+READING_PHYSICIAN = "00081060"  # study level, not indexed
+PATIENT_AGE = "00101010"  # study level (Patient Study module), not indexed
+PROCEDURE_CODE = "00081032"
+SERIES_UID = "0020000E"
+MODALITY = "00080060"
+SERIES_DESCRIPTION = "0008103E"
+SERIES_DATE = "00080021"
+PATIENT_POSITION = "00185100"  # series level, not indexed
+PPS_START_DATE = "00400244"  # series level, not indexed
+SOP_UID = "00080018"
+SOP_CLASS = "00080016"
+CONTENT_DATE = "00080023"  # image level, not indexed
+IMAGE_TYPE = "00080008"
+ACQUISITION_NUMBER = "00200012"
+
+
+def el(vr: str, *values: Any) -> DicomJson:
+    """A DICOM JSON element; empty strings mean no value."""
+    kept = [value for value in values if value != ""]
+    return {"vr": vr, "Value": kept} if kept else {"vr": vr}
+
+
+def pn(*names: str) -> DicomJson:
+    return {"vr": "PN", "Value": [{"Alphabetic": name} for name in names]}
+
+
+def uid(*parts: int) -> str:
+    return ".".join([ROOT, *map(str, parts)])
+
+
+def instance(
+    study: int,
+    series: int,
+    number: int,
+    *,
+    patient_id: str = "PAT1",
+    issuer: str = "",
+    name: str = "Doe^John",
+    modality: str = "CT",
+    sop_class: str = CT_IMAGE,
+    study_date: str = "20240115",
+    accession: str = "ACC1",
+    study_description: str = "CT Chest",
+    series_description: str = "Axial 5mm",
+    **extra: DicomJson,
+) -> InstanceRecord:
+    """An instance record whose UIDs derive from (study, series, number)."""
+    study_uid, series_uid, sop_uid = uid(study), uid(study, series), uid(study, series, number)
+    header: DicomJson = {
+        SOP_CLASS: el("UI", sop_class),
+        SOP_UID: el("UI", sop_uid),
+        STUDY_DATE: el("DA", study_date),
+        "00080030": el("TM", "101500"),
+        ACCESSION: el("SH", accession),
+        MODALITY: el("CS", modality),
+        STUDY_DESCRIPTION: el("LO", study_description),
+        SERIES_DESCRIPTION: el("LO", series_description),
+        PATIENT_NAME: pn(name),
+        PATIENT_ID: el("LO", patient_id),
+        "00100030": el("DA", "19700101"),
+        "00100040": el("CS", "M"),
+        STUDY_UID: el("UI", study_uid),
+        SERIES_UID: el("UI", series_uid),
+        "00200010": el("SH", f"S{study}"),
+        "00200011": el("IS", series),
+        "00200013": el("IS", number),
+    }
+    if issuer:
+        header["00100021"] = el("LO", issuer)
+    header.update({f"{tag_for_keyword(key):08X}": value for key, value in extra.items()})
+    return InstanceRecord(
+        sop_instance_uid=sop_uid,
+        sop_class_uid=sop_class,
+        series_instance_uid=series_uid,
+        study_instance_uid=study_uid,
+        patient_id=patient_id,
+        issuer_of_patient_id=issuer,
+        object_key=f"default/{study_uid}/{series_uid}/{sop_uid}.dcm",
+        size=1000 + number,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        storage_group="default",
+        received_at="2024-01-15T10:20:00+00:00",
+        header=header,
+    )
+
+
+async def _query(catalog: Catalog, query: Query) -> list[DicomJson]:
+    return [found async for found in catalog.query(query)]
+
+
+def find(
+    run: Runner, catalog: Catalog, level: Level, identifier: DicomJson, **options: Any
+) -> list[DicomJson]:
+    return run(_query(catalog, Query(level=level, identifier=identifier, **options)))
+
+
+def first(found: DicomJson, tag: str) -> Any:
+    values = found.get(tag, {}).get("Value", [])
+    return values[0] if values else None
+
+
+def all_of(found: DicomJson, tag: str) -> list[Any]:
+    return list(found.get(tag, {}).get("Value", []))
+
+
+def uids(results: Iterable[DicomJson], tag: str) -> list[str]:
+    return sorted(first(found, tag) for found in results)
+
+
+UNIQUE = {Level.PATIENT: PATIENT_ID, Level.STUDY: STUDY_UID, Level.SERIES: SERIES_UID}
+UNIQUE[Level.IMAGE] = SOP_UID
+
+
+def test_upsert_is_idempotent(catalog: Catalog, run: Runner) -> None:
+    batch = [instance(1, 1, n) for n in range(1, 4)] + [instance(1, 2, 1, modality="PR")]
+
+    run(catalog.upsert_instances(batch))
+    once = (run(catalog.counts()), find(run, catalog, Level.STUDY, {}))
+    run(catalog.upsert_instances(batch))
+    run(catalog.upsert_instances(batch[1:2] + batch[:1]))
+    twice = (run(catalog.counts()), find(run, catalog, Level.STUDY, {}))
+
+    assert once[0] == CatalogCounts(patients=1, studies=1, series=2, instances=4)
+    assert twice == once
+    assert first(twice[1][0], levels.NUMBER_OF_STUDY_RELATED_INSTANCES) == 4
+
+
+def test_same_instance_twice_in_one_batch_counts_once(catalog: Catalog, run: Runner) -> None:
+    record = instance(1, 1, 1)
+
+    run(catalog.upsert_instances([record, record, instance(1, 1, 2), record]))
+
+    assert run(catalog.counts()) == CatalogCounts(patients=1, studies=1, series=1, instances=2)
+    (series,) = find(run, catalog, Level.SERIES, {})
+    assert first(series, levels.NUMBER_OF_SERIES_RELATED_INSTANCES) == 2
+
+
+def test_computed_attributes(catalog: Catalog, run: Runner) -> None:
+    run(catalog.upsert_instances([instance(1, 1, n) for n in range(1, 4)]))
+    run(
+        catalog.upsert_instances([instance(1, 2, n, modality="PR", sop_class=GSPS) for n in (1, 2)])
+    )
+    run(catalog.upsert_instances([instance(2, 1, 1, modality="MR", sop_class=MR_IMAGE)]))
+
+    studies = {first(s, STUDY_UID): s for s in find(run, catalog, Level.STUDY, {})}
+    study = studies[uid(1)]
+    assert first(study, levels.NUMBER_OF_STUDY_RELATED_SERIES) == 2
+    assert first(study, levels.NUMBER_OF_STUDY_RELATED_INSTANCES) == 5
+    assert sorted(all_of(study, levels.MODALITIES_IN_STUDY)) == ["CT", "PR"]
+    assert sorted(all_of(study, levels.SOP_CLASSES_IN_STUDY)) == sorted([CT_IMAGE, GSPS])
+    assert all_of(studies[uid(2)], levels.MODALITIES_IN_STUDY) == ["MR"]
+
+    series = {first(s, SERIES_UID): s for s in find(run, catalog, Level.SERIES, {})}
+    assert first(series[uid(1, 1)], levels.NUMBER_OF_SERIES_RELATED_INSTANCES) == 3
+    assert first(series[uid(1, 2)], levels.NUMBER_OF_SERIES_RELATED_INSTANCES) == 2
+    assert first(series[uid(1, 2)], STUDY_UID) == uid(1)
+
+    (patient,) = find(run, catalog, Level.PATIENT, {})
+    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
+    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_SERIES) == 3
+    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 6
+    assert run(catalog.counts()) == CatalogCounts(patients=1, studies=2, series=3, instances=6)
+
+
+def test_latest_upper_level_attributes_win(catalog: Catalog, run: Runner) -> None:
+    run(catalog.upsert_instances([instance(1, 1, 1, name="Doe^Jon", study_description="old")]))
+    run(catalog.upsert_instances([instance(1, 1, 2, name="Doe^John", study_description="new")]))
+
+    (study,) = find(run, catalog, Level.STUDY, {})
+    assert first(study, PATIENT_NAME) == {"Alphabetic": "Doe^John"}
+    assert first(study, STUDY_DESCRIPTION) == "new"
+    assert find(run, catalog, Level.STUDY, {PATIENT_NAME: pn("Doe^Jon")}) == []
+
+
+def test_a_corrected_patient_id_moves_the_study(catalog: Catalog, run: Runner) -> None:
+    run(catalog.upsert_instances([instance(1, 1, n, patient_id="WRONG") for n in (1, 2)]))
+    run(catalog.upsert_instances([instance(2, 1, 1, patient_id="RIGHT")]))
+    run(catalog.upsert_instances([instance(1, 1, n, patient_id="RIGHT") for n in (1, 2)]))
+
+    patients = find(run, catalog, Level.PATIENT, {})
+    assert [first(p, PATIENT_ID) for p in patients] == ["RIGHT"]
+    assert first(patients[0], levels.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
+    assert first(patients[0], levels.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 3
+    assert run(catalog.counts()) == CatalogCounts(patients=1, studies=2, series=2, instances=3)
+
+
+def test_patient_identity_includes_the_issuer(catalog: Catalog, run: Runner) -> None:
+    run(catalog.upsert_instances([instance(1, 1, 1, patient_id="123", issuer="HOSP_A")]))
+    run(catalog.upsert_instances([instance(2, 1, 1, patient_id="123", issuer="HOSP_B")]))
+
+    patients = find(run, catalog, Level.PATIENT, {PATIENT_ID: el("LO", "123")})
+
+    assert len(patients) == 2
+    assert sorted(first(p, "00100021") for p in patients) == ["HOSP_A", "HOSP_B"]
+
+
+def test_results_hold_the_attributes_of_their_level_and_above(
+    catalog: Catalog, run: Runner
+) -> None:
+    record = instance(1, 1, 1, ContentDate=el("DA", "20240115"))
+    run(catalog.upsert_instances([record]))
+
+    (patient,) = find(run, catalog, Level.PATIENT, {})
+    (study,) = find(run, catalog, Level.STUDY, {})
+    (series,) = find(run, catalog, Level.SERIES, {})
+    (image,) = find(run, catalog, Level.IMAGE, {})
+
+    assert first(patient, PATIENT_NAME) == {"Alphabetic": "Doe^John"}
+    assert STUDY_DESCRIPTION not in patient
+    assert first(study, PATIENT_NAME) == {"Alphabetic": "Doe^John"}
+    assert first(study, STUDY_DESCRIPTION) == "CT Chest"
+    assert SERIES_DESCRIPTION not in study and CONTENT_DATE not in study
+    assert first(series, STUDY_UID) == uid(1)
+    assert first(series, SERIES_DESCRIPTION) == "Axial 5mm"
+    assert CONTENT_DATE not in series and SOP_UID not in series
+    for tag in (PATIENT_NAME, STUDY_DESCRIPTION, SERIES_DESCRIPTION, STUDY_UID, SERIES_UID):
+        assert image[tag] == record.header[tag]
+    assert first(image, SOP_UID) == record.sop_instance_uid
+    assert first(image, SOP_CLASS) == CT_IMAGE
+    assert first(image, CONTENT_DATE) == "20240115"
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def archive(catalog: Catalog, run: Runner) -> Catalog:
+    """Three patients, four studies, varied enough for every kind of matching key."""
+    records = [
+        instance(
+            1,
+            1,
+            n,
+            patient_id="PAT1",
+            name="Doe^John",
+            study_date="20240115",
+            accession="ACC1",
+            study_description="CT Chest",
+            EthnicGroup=el("SH", "Nordic"),
+            PatientAge=el("AS", "054Y"),
+            NameOfPhysiciansReadingStudy=pn("House^Gregory"),
+            ProcedureCodeSequence=el(
+                "SQ", {"00080100": el("SH", "CTCH"), "00080102": el("SH", "L")}
+            ),
+            PatientPosition=el("CS", "HFS"),
+            PerformedProcedureStepStartDate=el("DA", "20240115"),
+            ContentDate=el("DA", "20240115"),
+            ImageType=el("CS", "ORIGINAL", "PRIMARY", "AXIAL"),
+            AcquisitionNumber=el("IS", n),
+            FrameOfReferenceUID=el("UI", uid(900, 1)),
+        )
+        for n in (1, 2, 3)
+    ]
+    records.append(
+        instance(
+            1,
+            2,
+            1,
+            patient_id="PAT1",
+            name="Doe^John",
+            study_date="20240115",
+            accession="ACC1",
+            study_description="CT Chest",
+            modality="PR",
+            sop_class=GSPS,
+            series_description="Key images",
+            EthnicGroup=el("SH", "Nordic"),
+            PatientAge=el("AS", "054Y"),
+            NameOfPhysiciansReadingStudy=pn("House^Gregory"),
+            PatientPosition=el("CS", "FFS"),
+            ContentDate=el("DA", "20240116"),
+        )
+    )
+    records += [
+        instance(
+            2,
+            1,
+            n,
+            patient_id="PAT1",
+            name="Doe^John",
+            study_date="20230301",
+            accession="ACC2",
+            study_description="MR Knee",
+            modality="MR",
+            sop_class=MR_IMAGE,
+            series_description="Sag PD",
+            EthnicGroup=el("SH", "Nordic"),
+            PatientAge=el("AS", "053Y"),
+            NameOfPhysiciansReadingStudy=pn("Wilson^James"),
+            PatientPosition=el("CS", "FFS"),
+            PerformedProcedureStepStartDate=el("DA", "20230301"),
+            ContentDate=el("DA", "20230301"),
+            ImageType=el("CS", "ORIGINAL", "PRIMARY", "OTHER"),
+            AcquisitionNumber=el("IS", 7),
+        )
+        for n in (1, 2)
+    ]
+    records += [
+        instance(
+            3,
+            1,
+            1,
+            patient_id="PAT2",
+            name="Dvořák^Antonín",
+            study_date="20240201",
+            accession="ACC3",
+            study_description="CT Head",
+            EthnicGroup=el("SH", "Czech"),
+            PatientAge=el("AS", "062Y"),
+            NameOfPhysiciansReadingStudy=pn("Cuddy^Lisa"),
+            PatientPosition=el("CS", "HFS"),
+            ContentDate=el("DA", "20240201"),
+        ),
+        instance(
+            4,
+            1,
+            1,
+            patient_id="PAT3",
+            name="O[Brien]^Pat",
+            study_date="",
+            accession="",
+            study_description="US [Abdomen]",
+            modality="US",
+            sop_class="1.2.840.10008.5.1.4.1.1.6.1",
+            series_description="",
+        ),
+    ]
+    run(catalog.upsert_instances(records))
+    return catalog
+
+
+def _expect(
+    run: Runner,
+    catalog: Catalog,
+    level: Level,
+    identifier: DicomJson,
+    expected: list[str],
+    **options: Any,
+) -> list[DicomJson]:
+    """Assert the query finds exactly ``expected`` (unique keys), as a brute-force scan does."""
+    found = find(run, catalog, level, identifier, **options)
+    assert uids(found, UNIQUE[level]) == sorted(expected), identifier
+    # Whatever an adapter pre-filters, the answer is what matching every entity gives.
+    everything = find(run, catalog, level, {})
+    brute = [
+        e
+        for e in everything
+        if matching.matches(
+            e, identifier, case_insensitive_pn=options.get("case_insensitive_pn", False)
+        )
+    ]
+    assert uids(found, UNIQUE[level]) == uids(brute, UNIQUE[level]), identifier
+    return found
+
+
+def test_patient_level_queries(archive: Catalog, run: Runner) -> None:
+    level = Level.PATIENT
+    _expect(run, archive, level, {PATIENT_ID: el("LO", "PAT2")}, ["PAT2"])
+    _expect(run, archive, level, {PATIENT_NAME: pn("Doe*")}, ["PAT1"])
+    _expect(run, archive, level, {PATIENT_NAME: pn("D*")}, ["PAT1", "PAT2"])
+    _expect(run, archive, level, {PATIENT_NAME: pn("?o?^J*")}, ["PAT1"])
+    _expect(run, archive, level, {ETHNIC_GROUP: el("SH", "Czech")}, ["PAT2"])
+    _expect(run, archive, level, {ETHNIC_GROUP: el("SH", "Nor*")}, ["PAT1"])
+    _expect(
+        run, archive, level, {PATIENT_NAME: pn("D*"), ETHNIC_GROUP: el("SH", "Nordic")}, ["PAT1"]
+    )
+    _expect(run, archive, level, {PATIENT_NAME: pn("Doe*"), ETHNIC_GROUP: el("SH", "Czech")}, [])
+    _expect(
+        run, archive, level, {"00100030": el("DA", "19690101-19701231")}, ["PAT1", "PAT2", "PAT3"]
+    )
+    _expect(run, archive, level, {"00100030": el("DA", "19710101-")}, [])
+
+
+def test_study_level_queries(archive: Catalog, run: Runner) -> None:
+    level = Level.STUDY
+    _expect(run, archive, level, {PATIENT_ID: el("LO", "PAT1")}, [uid(1), uid(2)])
+    _expect(run, archive, level, {ACCESSION: el("SH", "ACC3")}, [uid(3)])
+    _expect(run, archive, level, {STUDY_DATE: el("DA", "20240115")}, [uid(1)])
+    _expect(run, archive, level, {STUDY_DATE: el("DA", "20240101-20241231")}, [uid(1), uid(3)])
+    _expect(run, archive, level, {STUDY_DATE: el("DA", "-20231231")}, [uid(2)])
+    _expect(run, archive, level, {STUDY_DATE: el("DA", "20240116-")}, [uid(3)])
+    _expect(run, archive, level, {STUDY_DESCRIPTION: el("LO", "CT*")}, [uid(1), uid(3)])
+    _expect(run, archive, level, {STUDY_DESCRIPTION: el("LO", "*Knee")}, [uid(2)])
+    _expect(run, archive, level, {STUDY_UID: el("UI", uid(1), uid(3), uid(99))}, [uid(1), uid(3)])
+    _expect(run, archive, level, {PATIENT_NAME: pn("Dvo*")}, [uid(3)])
+    # keys only in the stored JSON
+    _expect(run, archive, level, {PATIENT_AGE: el("AS", "053Y")}, [uid(2)])
+    _expect(run, archive, level, {READING_PHYSICIAN: pn("*Gregory")}, [uid(1)])
+    _expect(
+        run,
+        archive,
+        level,
+        {PROCEDURE_CODE: el("SQ", {"00080100": el("SH", "CTCH")})},
+        [uid(1)],
+    )
+    # an indexed key and a JSON-only key together
+    _expect(
+        run,
+        archive,
+        level,
+        {STUDY_DATE: el("DA", "20240101-20241231"), PATIENT_AGE: el("AS", "062Y")},
+        [uid(3)],
+    )
+    _expect(
+        run,
+        archive,
+        level,
+        {PATIENT_ID: el("LO", "PAT1"), READING_PHYSICIAN: pn("Cuddy^Lisa")},
+        [],
+    )
+    _expect(
+        run,
+        archive,
+        level,
+        {levels.MODALITIES_IN_STUDY: el("CS", "PR")},
+        [uid(1)],
+    )
+
+
+def test_series_level_queries(archive: Catalog, run: Runner) -> None:
+    level = Level.SERIES
+    _expect(run, archive, level, {MODALITY: el("CS", "CT")}, [uid(1, 1), uid(3, 1)])
+    _expect(run, archive, level, {STUDY_UID: el("UI", uid(1))}, [uid(1, 1), uid(1, 2)])
+    _expect(run, archive, level, {SERIES_DESCRIPTION: el("LO", "*images")}, [uid(1, 2)])
+    _expect(
+        run, archive, level, {SERIES_UID: el("UI", uid(2, 1), uid(4, 1))}, [uid(2, 1), uid(4, 1)]
+    )
+    _expect(run, archive, level, {PATIENT_POSITION: el("CS", "FFS")}, [uid(1, 2), uid(2, 1)])
+    _expect(run, archive, level, {PPS_START_DATE: el("DA", "20240101-")}, [uid(1, 1)])
+    _expect(
+        run,
+        archive,
+        level,
+        {
+            MODALITY: el("CS", "CT"),
+            PATIENT_POSITION: el("CS", "HFS"),
+            STUDY_DATE: el("DA", "20240101-20241231"),
+        },
+        [uid(1, 1), uid(3, 1)],
+    )
+    _expect(run, archive, level, {MODALITY: el("CS", "MR"), PATIENT_POSITION: el("CS", "HFS")}, [])
+
+
+def test_image_level_queries(archive: Catalog, run: Runner) -> None:
+    level = Level.IMAGE
+    series_1 = [uid(1, 1, n) for n in (1, 2, 3)]
+    _expect(run, archive, level, {SERIES_UID: el("UI", uid(1, 1))}, series_1)
+    _expect(run, archive, level, {SOP_CLASS: el("UI", GSPS)}, [uid(1, 2, 1)])
+    _expect(
+        run,
+        archive,
+        level,
+        {SOP_UID: el("UI", uid(1, 1, 2), uid(2, 1, 1))},
+        [uid(1, 1, 2), uid(2, 1, 1)],
+    )
+    _expect(
+        run,
+        archive,
+        level,
+        {CONTENT_DATE: el("DA", "20240116-20240201")},
+        [uid(1, 2, 1), uid(3, 1, 1)],
+    )
+    _expect(run, archive, level, {IMAGE_TYPE: el("CS", "AXIAL")}, series_1)
+    _expect(run, archive, level, {ACQUISITION_NUMBER: el("IS", 2)}, [uid(1, 1, 2)])
+    _expect(run, archive, level, {"00200052": el("UI", uid(900, 1))}, series_1)
+    _expect(run, archive, level, {"00200052": el("UI", uid(900, 2), uid(900, 1))}, series_1)
+    _expect(
+        run,
+        archive,
+        level,
+        {SERIES_UID: el("UI", uid(1, 1)), ACQUISITION_NUMBER: el("IS", 3)},
+        [uid(1, 1, 3)],
+    )
+
+
+def test_several_values_match_any_of_them(archive: Catalog, run: Runner) -> None:
+    level = Level.SERIES
+    _expect(run, archive, level, {MODALITY: el("CS", "MR", "US")}, [uid(2, 1), uid(4, 1)])
+    _expect(
+        run, archive, level, {SERIES_DESCRIPTION: el("LO", "Sag*", "Key*")}, [uid(1, 2), uid(2, 1)]
+    )
+    _expect(run, archive, level, {PATIENT_POSITION: el("CS", "FFS", "XYZ")}, [uid(1, 2), uid(2, 1)])
+    _expect(
+        run,
+        archive,
+        Level.STUDY,
+        {levels.MODALITIES_IN_STUDY: el("CS", "MR", "US")},
+        [uid(2), uid(4)],
+    )
+
+
+def test_upper_levels_keep_attributes_a_later_object_lacks(catalog: Catalog, run: Runner) -> None:
+    image = instance(1, 1, 1, ProcedureCodeSequence=el("SQ", {"00080100": el("SH", "CTCH")}))
+    state = instance(1, 2, 1, modality="PR", sop_class=GSPS)
+    del state.header[STUDY_DESCRIPTION]
+    run(catalog.upsert_instances([image]))
+    run(catalog.upsert_instances([state]))
+
+    (study,) = find(run, catalog, Level.STUDY, {})
+    assert first(study, STUDY_DESCRIPTION) == "CT Chest"
+    assert PROCEDURE_CODE in study
+    _expect(run, catalog, Level.STUDY, {STUDY_DESCRIPTION: el("LO", "CT*")}, [uid(1)])
+
+
+def test_stored_values_are_matched_as_normalised(catalog: Catalog, run: Runner) -> None:
+    padded = instance(1, 1, 1, patient_id="PAT1", name="Smith^Anna^^^ ", study_date="2023.05.06")
+    turkish = instance(2, 1, 1, patient_id="PAT2", name="İsmail^Öztürk", study_date="20230507")
+    german = instance(3, 1, 1, patient_id="PAT3", name="Straße^Jürgen", study_date="20230508")
+    run(catalog.upsert_instances([padded, turkish, german]))
+
+    level = Level.STUDY
+    _expect(run, catalog, level, {PATIENT_NAME: pn("Smith^Anna")}, [uid(1)])
+    _expect(run, catalog, level, {PATIENT_NAME: pn("Smith^Anna^")}, [uid(1)])
+    _expect(run, catalog, level, {PATIENT_NAME: pn("Smith^A*")}, [uid(1)])
+    _expect(run, catalog, level, {PATIENT_NAME: pn("*Anna")}, [uid(1)])
+    _expect(run, catalog, level, {STUDY_DATE: el("DA", "20230506")}, [uid(1)])
+    _expect(run, catalog, level, {STUDY_DATE: el("DA", "20230501-20230506")}, [uid(1)])
+    _expect(run, catalog, level, {STUDY_DATE: el("DA", "20230507-")}, [uid(2), uid(3)])
+    for name in ("ismail*", "İSMAİL*", "ISMAIL^ÖZTÜRK", "strasse^jürgen", "STRAẞE*", "s?rasse*"):
+        found = find(run, catalog, level, {PATIENT_NAME: pn(name)}, case_insensitive_pn=True)
+        brute = [
+            s
+            for s in find(run, catalog, level, {})
+            if matching.matches(s, {PATIENT_NAME: pn(name)}, case_insensitive_pn=True)
+        ]
+        assert uids(found, STUDY_UID) == uids(brute, STUDY_UID), name
+    _expect(run, catalog, level, {PATIENT_NAME: pn("ismail*")}, [uid(2)], case_insensitive_pn=True)
+    _expect(
+        run,
+        catalog,
+        level,
+        {PATIENT_NAME: pn("STRASSE^JÜRGEN")},
+        [uid(3)],
+        case_insensitive_pn=True,
+    )
+
+
+def test_brackets_are_literal_in_patterns(archive: Catalog, run: Runner) -> None:
+    _expect(run, archive, Level.PATIENT, {PATIENT_NAME: pn("O[B*")}, ["PAT3"])
+    _expect(run, archive, Level.PATIENT, {PATIENT_NAME: pn("O[Brien]^Pat")}, ["PAT3"])
+    _expect(run, archive, Level.PATIENT, {PATIENT_NAME: pn("O[A-Z]*")}, [])
+    _expect(run, archive, Level.STUDY, {STUDY_DESCRIPTION: el("LO", "*[Abdomen]")}, [uid(4)])
+
+
+def test_case_insensitive_person_names(archive: Catalog, run: Runner) -> None:
+    for name in ("dvořák*", "DVOŘÁK^ANTONÍN", "dvořák^antonín"):
+        _expect(run, archive, Level.STUDY, {PATIENT_NAME: pn(name)}, [])
+        _expect(
+            run, archive, Level.STUDY, {PATIENT_NAME: pn(name)}, [uid(3)], case_insensitive_pn=True
+        )
+    # Only person names: other text stays case-sensitive.
+    _expect(
+        run,
+        archive,
+        Level.STUDY,
+        {STUDY_DESCRIPTION: el("LO", "ct*")},
+        [],
+        case_insensitive_pn=True,
+    )
+
+
+def test_a_multi_valued_attribute_is_still_found(catalog: Catalog, run: Runner) -> None:
+    run(
+        catalog.upsert_instances(
+            [
+                instance(1, 1, 1, accession="A1"),
+                replace(
+                    instance(2, 1, 1),
+                    header={**instance(2, 1, 1).header, ACCESSION: el("SH", "A2", "A3")},
+                ),
+            ]
+        )
+    )
+
+    _expect(run, catalog, Level.STUDY, {ACCESSION: el("SH", "A3")}, [uid(2)])
+    _expect(run, catalog, Level.STUDY, {ACCESSION: el("SH", "A1")}, [uid(1)])
+
+
+def test_limit_and_offset(archive: Catalog, run: Runner) -> None:
+    everything = uids(find(run, archive, Level.IMAGE, {}), SOP_UID)
+    assert len(everything) == 8
+
+    pages = [find(run, archive, Level.IMAGE, {}, limit=3, offset=offset) for offset in (0, 3, 6, 9)]
+
+    assert [len(page) for page in pages] == [3, 3, 2, 0]
+    assert sorted(first(f, SOP_UID) for page in pages for f in page) == everything
+    assert len(find(run, archive, Level.IMAGE, {}, limit=0, offset=2)) == 6
+    # The window applies to matches, not to pre-filtered candidates.
+    matched = find(run, archive, Level.IMAGE, {IMAGE_TYPE: el("CS", "AXIAL")}, limit=2, offset=1)
+    assert len(matched) == 2
+    assert set(uids(matched, SOP_UID)) <= {uid(1, 1, n) for n in (1, 2, 3)}
+
+
+def test_query_order_is_stable(archive: Catalog, run: Runner) -> None:
+    once = [first(f, SOP_UID) for f in find(run, archive, Level.IMAGE, {})]
+    twice = [first(f, SOP_UID) for f in find(run, archive, Level.IMAGE, {})]
+    assert once == twice
+
+
+def test_negative_window_is_refused(archive: Catalog, run: Runner) -> None:
+    with pytest.raises(InvalidInput):
+        find(run, archive, Level.STUDY, {}, limit=-1)
+
+
+# -- locate -----------------------------------------------------------------------------------
+
+
+def test_locate(archive: Catalog, run: Runner) -> None:
+    def sops(**filters: list[str]) -> list[str]:
+        return sorted(loc.sop_instance_uid for loc in run(archive.locate(**filters)))
+
+    assert sops(study_uids=[uid(2)]) == [uid(2, 1, 1), uid(2, 1, 2)]
+    assert sops(series_uids=[uid(1, 2), uid(3, 1)]) == [uid(1, 2, 1), uid(3, 1, 1)]
+    assert sops(sop_instance_uids=[uid(1, 1, 3), uid(9, 9, 9)]) == [uid(1, 1, 3)]
+    assert sops(patient_ids=["PAT2", "PAT3"]) == [uid(3, 1, 1), uid(4, 1, 1)]
+    assert sops(study_uids=[uid(1)], series_uids=[uid(1, 2)]) == [uid(1, 2, 1)]
+    assert sops(study_uids=[uid(1)], series_uids=[uid(2, 1)]) == []
+    assert sops(patient_ids=["PAT1"], study_uids=[uid(3)]) == []
+    assert sops(study_uids=[uid(99)]) == []
+
+    (location,) = run(archive.locate(sop_instance_uids=[uid(1, 2, 1)]))
+    assert location.sop_class_uid == GSPS
+    assert location.series_instance_uid == uid(1, 2)
+    assert location.study_instance_uid == uid(1)
+    assert location.object_key == f"default/{uid(1)}/{uid(1, 2)}/{uid(1, 2, 1)}.dcm"
+    assert location.transfer_syntax_uid == "1.2.840.10008.1.2.1"
+    assert location.size == 1001
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+
+def test_nodes_add_replace_remove(catalog: Catalog, run: Runner) -> None:
+    console = Node(
+        ae_title="CT_CONSOLE",
+        host="10.0.0.5",
+        port=104,
+        description="CT room 1",
+        tls=True,
+        issuer_of_patient_id="HOSP",
+        issuer_of_accession_number="RIS",
+        user_id="ct",
+        storage_group="ct",
+        ae_group="diagnostic",
+    )
+    planning = Node(ae_title="RT_PLAN", host="rt.example", port=11112)
+    run(catalog.put_node(planning))
+    run(catalog.put_node(console))
+    assert run(catalog.nodes()) == [console, planning]
+
+    moved = replace(console, host="10.0.0.6", port=4006, tls=False, ae_group="")
+    run(catalog.put_node(moved))
+    assert run(catalog.nodes()) == [moved, planning]
+
+    assert run(catalog.remove_node("CT_CONSOLE")) is True
+    assert run(catalog.remove_node("CT_CONSOLE")) is False
+    assert run(catalog.nodes()) == [planning]
+
+
+def test_empty_catalog(catalog: Catalog, run: Runner) -> None:
+    assert run(catalog.counts()) == CatalogCounts(0, 0, 0, 0)
+    assert find(run, catalog, Level.STUDY, {}) == []
+    assert run(catalog.locate(study_uids=[uid(1)])) == []
+    assert run(catalog.nodes()) == []
+    run(catalog.check())
+
+
+def test_a_series_moved_to_another_study_takes_its_instances(catalog: Catalog, run: Runner) -> None:
+    run(catalog.upsert_instances([instance(1, 1, n) for n in (1, 2)] + [instance(1, 2, 1)]))
+    moved = [
+        replace(
+            record,
+            study_instance_uid=uid(2),
+            header={**record.header, STUDY_UID: el("UI", uid(2))},
+        )
+        for record in (instance(1, 2, 1, modality="MR"),)
+    ]
+    run(catalog.upsert_instances(moved))
+
+    studies = {first(s, STUDY_UID): s for s in find(run, catalog, Level.STUDY, {})}
+    assert first(studies[uid(1)], levels.NUMBER_OF_STUDY_RELATED_SERIES) == 1
+    assert first(studies[uid(1)], levels.NUMBER_OF_STUDY_RELATED_INSTANCES) == 2
+    assert all_of(studies[uid(1)], levels.MODALITIES_IN_STUDY) == ["CT"]
+    assert first(studies[uid(2)], levels.NUMBER_OF_STUDY_RELATED_SERIES) == 1
+    assert all_of(studies[uid(2)], levels.MODALITIES_IN_STUDY) == ["MR"]
+    assert sorted(loc.sop_instance_uid for loc in run(catalog.locate(study_uids=[uid(2)]))) == [
+        uid(1, 2, 1)
+    ]
+    (patient,) = find(run, catalog, Level.PATIENT, {})
+    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
+    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_SERIES) == 2
+    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 3
+
+
+def test_an_instance_sent_again_in_another_series_moves(catalog: Catalog, run: Runner) -> None:
+    first_copy = instance(1, 1, 1)
+    run(catalog.upsert_instances([first_copy, instance(1, 1, 2)]))
+    again = replace(
+        first_copy,
+        series_instance_uid=uid(1, 2),
+        header={**first_copy.header, SERIES_UID: el("UI", uid(1, 2))},
+    )
+    run(catalog.upsert_instances([again]))
+
+    series = {first(s, SERIES_UID): s for s in find(run, catalog, Level.SERIES, {})}
+    assert {k: first(v, levels.NUMBER_OF_SERIES_RELATED_INSTANCES) for k, v in series.items()} == {
+        uid(1, 1): 1,
+        uid(1, 2): 1,
+    }
+    assert run(catalog.counts()) == CatalogCounts(patients=1, studies=1, series=2, instances=2)
+    (location,) = run(catalog.locate(sop_instance_uids=[first_copy.sop_instance_uid]))
+    assert location.series_instance_uid == uid(1, 2)
+
+
+def test_multi_valued_modality_counts_every_value(catalog: Catalog, run: Runner) -> None:
+    odd = instance(1, 1, 1)
+    odd = replace(odd, header={**odd.header, MODALITY: el("CS", "PT", "CT")})
+    run(catalog.upsert_instances([odd, instance(1, 2, 1, modality="SR")]))
+
+    (study,) = find(run, catalog, Level.STUDY, {})
+    assert sorted(all_of(study, levels.MODALITIES_IN_STUDY)) == ["CT", "PT", "SR"]
+    for modality in ("PT", "CT", "SR"):
+        _expect(
+            run, catalog, Level.STUDY, {levels.MODALITIES_IN_STUDY: el("CS", modality)}, [uid(1)]
+        )
+        _expect(
+            run,
+            catalog,
+            Level.SERIES,
+            {MODALITY: el("CS", modality)},
+            [uid(1, 1 if modality != "SR" else 2)],
+        )
+
+
+# -- embedded adapter specifics ---------------------------------------------------------------
+
+
+def _sqlite(catalog: Catalog) -> Any:
+    from micropacs.adapters.sqlite_catalog import SqliteCatalog
+
+    if not isinstance(catalog, SqliteCatalog):
+        pytest.skip("SQLite catalog only")
+    return catalog
+
+
+@pytest.mark.parametrize(
+    ("level", "identifier", "index"),
+    [
+        (Level.STUDY, {PATIENT_ID: el("LO", "PAT1")}, "patients"),
+        (Level.STUDY, {PATIENT_NAME: pn("Doe^J*")}, "patients_name"),
+        (Level.STUDY, {STUDY_DATE: el("DA", "20240101-20240131")}, "studies_date"),
+        (Level.STUDY, {ACCESSION: el("SH", "ACC1")}, "studies_accession"),
+        (Level.IMAGE, {SERIES_UID: el("UI", uid(1, 1))}, "series"),
+        (Level.SERIES, {STUDY_UID: el("UI", uid(1), uid(2))}, "studies"),
+    ],
+)
+def test_sqlite_queries_on_indexed_keys_use_an_index(
+    catalog: Catalog, run: Runner, level: Level, identifier: DicomJson, index: str
+) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from micropacs.adapters._catalog_query import select_sql
+
+    sqlite_catalog = _sqlite(catalog)
+    run(catalog.upsert_instances([instance(1, 1, 1)]))
+    sql, params = select_sql(Query(level=level, identifier=identifier), set())
+    with closing(sqlite3.connect(sqlite_catalog.path)) as conn:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+
+    assert index in plan[0] and plan[0].startswith("SEARCH"), plan
+    assert not any(re.match(r"SCAN (p|s|se|i)\b", step) for step in plan), plan
+
+
+def test_sqlite_queries_answer_while_another_process_writes(catalog: Catalog, run: Runner) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    sqlite_catalog = _sqlite(catalog)
+    run(catalog.upsert_instances([instance(1, 1, 1)]))
+    with closing(sqlite3.connect(sqlite_catalog.path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock, as a busy index would
+        other.execute("DELETE FROM nodes")
+        assert len(find(run, catalog, Level.IMAGE, {})) == 1
+        assert run(catalog.counts()).instances == 1
+        other.execute("ROLLBACK")
+
+
+def test_sqlite_refuses_a_catalog_of_another_schema_version(catalog_url: str, run: Runner) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from micropacs.adapters.factory import _local_path, open_catalog
+    from micropacs.errors import CatalogUnavailable
+
+    path = _local_path(catalog_url)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(CatalogUnavailable, match="schema version 99"):
+        run(open_catalog(catalog_url))
+
+
+@pytest.mark.parametrize("url", ["mongodb://localhost:27017/pacs", "postgres://x", "catalog.db"])
+def test_factory_refuses_catalogs_it_cannot_open(backend: str, run: Runner, url: str) -> None:
+    from micropacs.adapters.factory import open_catalog
+
+    if backend == "stack" and url.startswith("mongodb"):
+        pytest.skip("the stack has a MongoDB catalog")
+    with pytest.raises(InvalidInput):
+        run(open_catalog(url))
