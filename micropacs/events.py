@@ -7,7 +7,7 @@ version it does not know instead of guessing (it goes to the dead-letter topic).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 from micropacs.errors import InvalidInput
@@ -56,7 +56,9 @@ class InstanceStored:
 
     def to_bytes(self) -> bytes:
         """Encode as the versioned JSON payload."""
-        body = {"type": self.type, "version": self.version, **asdict(self)}
+        # Not dataclasses.asdict: it deep-copies the header, the costliest part.
+        body = {"type": self.type, "version": self.version}
+        body.update((f.name, getattr(self, f.name)) for f in fields(self))
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod

@@ -146,7 +146,7 @@ class Batch:
         series_study = {uid: e.latest.record.study_instance_uid for uid, e in series.items()}
         self._instances(batch, series_study)
         self._apply()
-        self._remove_empty(patient_pks.values())
+        self._remove_empty(studies, patient_pks.values())
         self._recompute()
         for name in self.irregular:
             self.conn.execute(
@@ -333,7 +333,7 @@ class Batch:
             [(st, se, i, pk) for pk, (st, se, i) in self.deltas.patients.items() if st or se or i],
         )
 
-    def _remove_empty(self, patients: Iterable[int]) -> None:
+    def _remove_empty(self, studies: Iterable[str], patients: Iterable[int]) -> None:
         """Drop series, studies and patients whose last instance moved elsewhere."""
         for uid in self.deltas.series:
             row = self.conn.execute(
@@ -350,7 +350,7 @@ class Batch:
                     (self._owner(study),),
                 )
                 self.modalities_dirty.add(study)
-        for uid in self.deltas.studies:
+        for uid in {*self.deltas.studies, *studies}:
             row = self.conn.execute(
                 "DELETE FROM studies WHERE study_uid = ? AND n_instances <= 0 RETURNING patient_pk",
                 (uid,),

@@ -175,8 +175,8 @@ class SqliteCatalog:
 
     async def put_node(self, node: Node) -> None:
         """Add a node, or replace the one with the same AE title."""
-        if not node.ae_title.strip():
-            raise InvalidInput("a node needs an AE title")
+        if not node.ae_title.strip() or len(node.ae_title) > 16 or "\\" in node.ae_title:
+            raise InvalidInput(f"{node.ae_title!r} is not an AE title (1-16 characters, no \\)")
         if not 0 < node.port < 65536:
             raise InvalidInput(f"port {node.port} of {node.ae_title} is not a TCP port")
         values = astuple(node)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -86,8 +87,10 @@ def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) ->
         sop_class_uid=str(request.AffectedSOPClassUID or ""),
         sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
     )
+    started = time.perf_counter()
     try:
-        bridge.run(service.store(received))
+        prepared = service.prepare(received)
+        bridge.run(service.commit(prepared, started))
     except MicropacsError as exc:
         return exc.dimse
     except Exception as exc:

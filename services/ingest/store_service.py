@@ -41,6 +41,15 @@ class Received:
     """Whether the store may move ``path`` (a received temporary file) or must copy it."""
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A received object checked and described, not yet stored."""
+
+    received: Received
+    event: InstanceStored
+    payload: bytes
+
+
 def object_key(group: str, study: str, series: str, instance: str) -> str:
     """Where an instance lives in the BlobStore; every part is a validated UID."""
     return f"{group}/{study}/{series}/{instance}.dcm"
@@ -67,25 +76,21 @@ class StoreService:
     async def store(self, received: Received) -> InstanceStored:
         """Store one object; returns its event once blob and event are durable."""
         started = time.perf_counter()
-        try:
-            event = await self._store(received)
-        except MicropacsError as exc:
-            self._metrics.stored.labels(status=f"0x{exc.dimse:04X}").inc()
-            log.warning(
-                "store refused",
-                extra={"reason": str(exc), "calling_ae": received.calling_ae},
-            )
-            raise
-        self._metrics.stored.labels(status="0x0000").inc()
-        self._metrics.stored_bytes.inc(event.size)
-        self._metrics.store_seconds.observe(time.perf_counter() - started)
-        return event
+        prepared = await asyncio.to_thread(self.prepare, received)
+        return await self.commit(prepared, started)
 
-    async def _store(self, received: Received) -> InstanceStored:
-        ds = await asyncio.to_thread(read_header, received.path)
-        uids = _uids(ds, received)
-        size = received.path.stat().st_size
-        key = object_key(self._group, uids["study"], uids["series"], uids["instance"])
+    def prepare(self, received: Received) -> Prepared:
+        """Read and check the received file and build its event (CPU only, no backend).
+
+        Runs in the caller's thread: the C-STORE handler calls it in its
+        association thread, so header parsing never blocks the event loop.
+        """
+        try:
+            ds = read_header(received.path)
+            uids = _uids(ds, received)
+        except MicropacsError as exc:
+            self._refused(received, exc)
+            raise
         event = InstanceStored(
             sop_class_uid=uids["class"],
             sop_instance_uid=uids["instance"],
@@ -93,8 +98,8 @@ class StoreService:
             study_instance_uid=uids["study"],
             patient_id=str(ds.get("PatientID", "") or ""),
             issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or ""),
-            object_key=key,
-            size=size,
+            object_key=object_key(self._group, uids["study"], uids["series"], uids["instance"]),
+            size=received.path.stat().st_size,
             transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
             calling_ae=received.calling_ae,
             called_ae=received.called_ae,
@@ -103,19 +108,36 @@ class StoreService:
             received_at=datetime.now(UTC).isoformat(),
             header=to_json(ds),
         )
-        blob_started = time.perf_counter()
-        if received.owned:
-            await self._blobs.put_file(key, received.path)
-        else:
-            with received.path.open("rb") as source:
-                await self._blobs.put(key, source, size)
-        self._metrics.blob_seconds.observe(time.perf_counter() - blob_started)
-        # If publishing fails the object stays in the store un-announced: deleting it
-        # could destroy an earlier, acknowledged copy of the same instance.
-        publish_started = time.perf_counter()
-        await self._bus.publish(INSTANCE_STORED, event.key, event.to_bytes())
-        self._metrics.publish_seconds.observe(time.perf_counter() - publish_started)
+        return Prepared(received=received, event=event, payload=event.to_bytes())
+
+    async def commit(self, prepared: Prepared, started: float | None = None) -> InstanceStored:
+        """Make the object durable, then publish its event: only then is it stored."""
+        started = time.perf_counter() if started is None else started
+        received, event = prepared.received, prepared.event
+        try:
+            blob_started = time.perf_counter()
+            if received.owned:
+                await self._blobs.put_file(event.object_key, received.path)
+            else:
+                with received.path.open("rb") as source:
+                    await self._blobs.put(event.object_key, source, event.size)
+            self._metrics.blob_seconds.observe(time.perf_counter() - blob_started)
+            # If publishing fails the object stays in the store un-announced: deleting it
+            # could destroy an earlier, acknowledged copy of the same instance.
+            publish_started = time.perf_counter()
+            await self._bus.publish(INSTANCE_STORED, event.key, prepared.payload)
+            self._metrics.publish_seconds.observe(time.perf_counter() - publish_started)
+        except MicropacsError as exc:
+            self._refused(received, exc)
+            raise
+        self._metrics.stored.labels(status="0x0000").inc()
+        self._metrics.stored_bytes.inc(event.size)
+        self._metrics.store_seconds.observe(time.perf_counter() - started)
         return event
+
+    def _refused(self, received: Received, exc: MicropacsError) -> None:
+        self._metrics.stored.labels(status=f"0x{exc.dimse:04X}").inc()
+        log.warning("store refused", extra={"reason": str(exc), "calling_ae": received.calling_ae})
 
 
 def _uids(ds: Dataset, received: Received) -> dict[str, str]:
