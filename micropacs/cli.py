@@ -40,6 +40,7 @@ def _settings(
     dicom_port: int | None,
     http_port: int | None,
     ae_title: str | None,
+    workers: int | None = None,
 ) -> Settings:
     return load_settings(
         **{
@@ -49,6 +50,7 @@ def _settings(
             "dicom.port": dicom_port,
             "http.port": http_port,
             "dicom.ae_title": ae_title,
+            "dicom.workers": workers,
         }
     )
 
@@ -81,8 +83,16 @@ def _serve(settings: Settings, services: tuple[str, ...]) -> None:
         ) from exc
 
 
+WORKERS = click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Processes sharing the DICOM port, each running ingest and qr [MICROPACS_DICOM__WORKERS].",
+)
+
+
 @main.command()
 @settings_options
+@WORKERS
 def serve(**flags: Any) -> None:
     """Run ingest, index and qr in one process: a complete PACS."""
     _serve(_settings(**flags), ("ingest", "index", "qr"))
@@ -91,9 +101,23 @@ def serve(**flags: Any) -> None:
 @main.command(name="run")
 @click.argument("service", type=click.Choice(["ingest", "index", "qr"]))
 @settings_options
+@WORKERS
 def run_one(service: str, **flags: Any) -> None:
     """Run one service alone (configured by MICROPACS_ variables)."""
     _serve(_settings(**flags), (service,))
+
+
+@main.command(hidden=True)
+@click.argument("services", nargs=-1, type=click.Choice(["ingest", "qr"]), required=True)
+def worker(services: tuple[str, ...]) -> None:
+    """A DICOM worker process of `serve` (configured by its parent's environment)."""
+    from micropacs.runtime import run
+    from micropacs.workers import die_with_parent
+
+    die_with_parent()
+    settings = load_settings()
+    logs.configure(settings.log_level)
+    asyncio.run(run(settings, services, reuse_port=True))
 
 
 @main.group()

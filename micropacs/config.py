@@ -30,6 +30,12 @@ class DicomSettings(BaseModel):
         False, description="Reject associations from calling AE titles not in the node registry."
     )
     max_associations: int = Field(64, ge=1, description="Concurrent associations per process.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes sharing the DICOM port (SO_REUSEPORT), each running ingest and qr.",
+    )
 
 
 class HttpSettings(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from micropacs import workers
 from micropacs.adapters.factory import open_blob_store, open_catalog, open_event_bus
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
@@ -117,7 +118,10 @@ async def run(
 
         dicom_port = None
         if dicom_apps:
-            dicom_port = _start_dicom(settings, dicom_apps, bridge, catalog, reuse_port, stack)
+            shared = reuse_port or settings.dicom.workers > 1
+            dicom_port = _start_dicom(settings, dicom_apps, bridge, catalog, shared, stack)
+            started = workers.spawn(settings, services, dicom_port)
+            stack.callback(workers.stop, started)
 
         http = HttpServer(build_http_app(registry, checks), settings.http.host, settings.http.port)
         http_port = await http.start()

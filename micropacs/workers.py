@@ -1,0 +1,78 @@
+"""Extra DICOM worker processes sharing one port (SO_REUSEPORT).
+
+One Python process is bound by its GIL and by pynetdicom's per-association
+threads; the kernel spreads new associations across every process listening
+on the port, as a load balancer spreads modalities across pods. Workers run
+the DIMSE services (ingest, qr) only; the index consumer and HTTP stay in the
+parent. A worker dies with its parent (PR_SET_PDEATHSIG), so a killed server
+leaves no orphan holding the port.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from micropacs.config import Settings
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+DICOM_SERVICES = ("ingest", "qr")
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent exits."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        log.warning("cannot tie the worker's life to its parent on this platform")
+
+
+def spawn(settings: Settings, services: Sequence[str], port: int) -> list[subprocess.Popen[bytes]]:
+    """Start ``settings.dicom.workers - 1`` processes serving ``services`` on ``port``."""
+    wanted = [s for s in services if s in DICOM_SERVICES]
+    if settings.dicom.workers <= 1 or not wanted:
+        return []
+    env = {
+        **os.environ,
+        "MICROPACS_DATA_DIR": str(settings.data_dir.resolve()),
+        "MICROPACS_DICOM__HOST": settings.dicom.host,
+        "MICROPACS_DICOM__PORT": str(port),
+        "MICROPACS_DICOM__AE_TITLE": settings.dicom.ae_title,
+        "MICROPACS_DICOM__WORKERS": "1",
+        "MICROPACS_HTTP__HOST": "127.0.0.1",
+        "MICROPACS_HTTP__PORT": "0",
+        "MICROPACS_STORAGE__BLOB_URL": settings.blob_url,
+        "MICROPACS_STORAGE__BUS_URL": settings.bus_url,
+        "MICROPACS_STORAGE__CATALOG_URL": settings.catalog_url,
+    }
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "micropacs", "worker", *wanted],
+            env=env,
+            preexec_fn=die_with_parent,
+        )
+        for _ in range(settings.dicom.workers - 1)
+    ]
+    log.info("DICOM workers started", extra={"workers": len(workers), "port": port})
+    return workers
+
+
+def stop(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Stop workers and wait for them."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
