@@ -92,14 +92,8 @@ def next_matches(cursor: sqlite3.Cursor, decode: Decoder, query: Query) -> list[
     rows = cursor.fetchmany(FETCH)
     if not rows:
         return None
-    found = []
-    for row in rows:
-        result = decode(row)
-        if matching.matches(
-            result, query.identifier, case_insensitive_pn=query.case_insensitive_pn
-        ):
-            found.append(result)
-    return found
+    matcher = matching.Matcher(query.identifier, case_insensitive_pn=query.case_insensitive_pn)
+    return [result for result in map(decode, rows) if matcher(result)]
 
 
 def glob(pattern: str) -> str:

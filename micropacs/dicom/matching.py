@@ -292,10 +292,23 @@ def _key_matches(stored: DicomJson | None, cond: Condition, vr: str, fold: bool)
     return any(_value_matches(v, cond, vr, fold) for v in values)
 
 
+class Matcher:
+    """An identifier parsed once, to test many records against (PS3.4 C.2.2.2)."""
+
+    def __init__(self, identifier: DicomJson, *, case_insensitive_pn: bool = False) -> None:
+        self._keys = [
+            (tag, cond, str(identifier[tag].get("vr", "UN")))
+            for tag, cond in matching_keys(identifier).items()
+        ]
+        self._fold = case_insensitive_pn
+
+    def __call__(self, record: DicomJson) -> bool:
+        """Whether ``record`` matches every matching key."""
+        return all(
+            _key_matches(record.get(tag), cond, vr, self._fold) for tag, cond, vr in self._keys
+        )
+
+
 def matches(record: DicomJson, identifier: DicomJson, *, case_insensitive_pn: bool = False) -> bool:
     """Whether ``record`` matches every matching key of ``identifier`` (PS3.4 C.2.2.2)."""
-    for tag, cond in matching_keys(identifier).items():
-        vr = str(identifier[tag].get("vr", "UN"))
-        if not _key_matches(record.get(tag), cond, vr, case_insensitive_pn):
-            return False
-    return True
+    return Matcher(identifier, case_insensitive_pn=case_insensitive_pn)(record)
