@@ -60,11 +60,13 @@ def storescp_rate(files: list[Path], associations: int, work: Path) -> float:
     return len(files) / seconds
 
 
-def micropacs_rate(files: list[Path], associations: int, work: Path) -> float:
-    data = work / f"micropacs-{associations}" / "data"
+def micropacs_rate(
+    files: list[Path], associations: int, work: Path, env: dict[str, str] | None = None
+) -> float:
+    data = work / f"micropacs-{associations}-{len(env or {})}" / "data"
     data.mkdir(parents=True)
     port = free_port()
-    server = start_serve(data, port, free_port())
+    server = start_serve(data, port, free_port(), env)
     try:
         seconds = send(port, "MICROPACS", files, associations)
     finally:
@@ -87,10 +89,14 @@ def main() -> None:
             peer = storescp_rate(files, associations, work)
             print(f"micropacs serve, {associations} association(s) …", flush=True)
             ours = micropacs_rate(files, associations, work)
+            print(f"micropacs serve --workers 4, {associations} association(s) …", flush=True)
+            workers = micropacs_rate(files, associations, work, {"MICROPACS_DICOM__WORKERS": "4"})
             result[f"{associations}_assoc"] = {
                 "storescp_images_per_s": round(peer, 1),
                 "micropacs_images_per_s": round(ours, 1),
                 "ratio": round(ours / peer, 3),
+                "micropacs_4_workers_images_per_s": round(workers, 1),
+                "ratio_4_workers": round(workers / peer, 3),
             }
         save("store_throughput", result)
 
