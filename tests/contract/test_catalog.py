@@ -747,6 +747,25 @@ def test_an_instance_sent_again_in_another_series_moves(catalog: Catalog, run: R
     assert location.series_instance_uid == uid(1, 2)
 
 
+def test_one_series_claimed_by_two_studies_in_a_batch_stays_consistent(
+    catalog: Catalog, run: Runner
+) -> None:
+    early = instance(1, 1, 1)
+    late = instance(1, 1, 2)
+    late = replace(
+        late, study_instance_uid=uid(2), header={**late.header, STUDY_UID: el("UI", uid(2))}
+    )
+
+    run(catalog.upsert_instances([early, late]))
+
+    assert run(catalog.counts()) == CatalogCounts(patients=1, studies=1, series=1, instances=2)
+    (study,) = find(run, catalog, Level.STUDY, {})
+    assert first(study, STUDY_UID) == uid(2)  # the latest record decides
+    assert first(study, levels.NUMBER_OF_STUDY_RELATED_INSTANCES) == 2
+    (patient,) = find(run, catalog, Level.PATIENT, {})
+    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_STUDIES) == 1
+
+
 def test_multi_valued_modality_counts_every_value(catalog: Catalog, run: Runner) -> None:
     odd = instance(1, 1, 1)
     odd = replace(odd, header={**odd.header, MODALITY: el("CS", "PT", "CT")})
