@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -119,7 +120,9 @@ async def run(
         dicom_port = None
         if dicom_apps:
             shared = reuse_port or settings.dicom.workers > 1
-            dicom_port = _start_dicom(settings, dicom_apps, bridge, catalog, shared, stack)
+            dicom_port = _start_dicom(
+                settings, dicom_apps, bridge, catalog, shared, stack, registry
+            )
             started = workers.spawn(settings, services, dicom_port)
             stack.callback(workers.stop, started)
 
@@ -151,15 +154,25 @@ def _start_dicom(
     catalog: Catalog | None,
     reuse_port: bool,
     stack: AsyncExitStack,
+    registry: CollectorRegistry,
 ) -> int:
+    from micropacs.dimse import observe
     from micropacs.dimse.ae import build_ae, start_server
 
+    cache: tuple[float, list[str]] = (0.0, [])
+
     def known_titles() -> list[str]:
-        assert catalog is not None
-        return [node.ae_title for node in bridge.run(catalog.nodes(), timeout=10)]
+        """The registry's AE titles, read at most once a second."""
+        nonlocal cache
+        if catalog is None:
+            return []
+        if time.monotonic() - cache[0] > 1.0:
+            titles = [node.ae_title for node in bridge.run(catalog.nodes(), timeout=10)]
+            cache = (time.monotonic(), titles)
+        return cache[1]
 
     ae = build_ae(settings.dicom, known_titles if catalog is not None else None)
-    handlers: list[Any] = []
+    handlers: list[Any] = observe.handlers(observe.AssociationMetrics(registry), known_titles)
     for app in apps:
         app.add_contexts(ae)
         handlers.extend(app.handlers(bridge))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -65,18 +64,13 @@ class RegistryAE(AE):
     def __init__(self, ae_title: str, known_titles: Callable[[], Sequence[str]] | None) -> None:
         super().__init__(ae_title=ae_title)
         self._known_titles = known_titles
-        self._cache: tuple[float, list[str]] = (0.0, [])
 
     @property
     def require_calling_aet(self) -> list[str]:
         if self._known_titles is None:
             return []
-        stamp, titles = self._cache
-        if time.monotonic() - stamp > 1.0:
-            # An empty list means "accept anyone" to pynetdicom; strict with no nodes rejects all.
-            titles = list(self._known_titles()) or ["\x00"]
-            self._cache = (time.monotonic(), titles)
-        return titles
+        # An empty list means "accept anyone" to pynetdicom; strict with no nodes rejects all.
+        return list(self._known_titles()) or ["\x00"]
 
     @require_calling_aet.setter
     def require_calling_aet(self, ae_titles: list[str]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
@@ -183,12 +185,14 @@ def test_strict_registry_rejects_unknown_callers_until_added(tmp_path: Path) -> 
         assoc = ae.associate(strict.host, strict.dicom_port, ae_title=strict.ae_title)
         assert assoc.is_rejected
         micropacs("nodes", "add", "STRANGER", "127.0.0.1", "104", data_dir=strict.data_dir)
-        import time
-
         time.sleep(1.2)  # the registry is re-read at most once a second
         assoc = ae.associate(strict.host, strict.dicom_port, ae_title=strict.ae_title)
         assert assoc.is_established
         assoc.release()
-        assert '"calling AE title not recognised"' in strict.log() or strict.process.poll() is None
+        assert '"msg": "association rejected", "calling_ae": "STRANGER"' in strict.log()
+        metrics = httpx.get(f"{strict.http}/metrics").text
+        counter = "micropacs_dimse_associations_total"
+        assert f'{counter}{{peer="other",result="rejected"}} 1.0' in metrics
+        assert f'{counter}{{peer="STRANGER",result="accepted"}} 1.0' in metrics
     finally:
         strict.stop()

@@ -1,0 +1,58 @@
+"""Association metrics and log lines shared by every DIMSE service.
+
+Labels stay bounded: the peer's AE title appears only when it is a node of
+the registry, every other caller counts as ``other``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from pynetdicom import evt
+
+log = logging.getLogger(__name__)
+
+
+class AssociationMetrics:
+    """Counters of associations by outcome and known peer."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.associations = Counter(
+            "micropacs_dimse_associations_total",
+            "Associations requested by peers, by result and registered peer AE title.",
+            ["result", "peer"],
+            registry=registry,
+        )
+
+
+def handlers(metrics: AssociationMetrics, known_titles: Callable[[], Collection[str]]) -> list[Any]:
+    """EVT_ACCEPTED / EVT_REJECTED / EVT_ABORTED bindings that count and log."""
+
+    def peer(event: evt.Event) -> tuple[str, str]:
+        title = str(event.assoc.requestor.ae_title).strip()
+        try:
+            known = title in known_titles()
+        except Exception:  # noqa: BLE001 - the registry being down must not break DIMSE
+            known = False
+        return title, title if known else "other"
+
+    def accepted(event: evt.Event) -> None:
+        metrics.associations.labels(result="accepted", peer=peer(event)[1]).inc()
+
+    def rejected(event: evt.Event) -> None:
+        title, label = peer(event)
+        metrics.associations.labels(result="rejected", peer=label).inc()
+        log.warning("association rejected", extra={"calling_ae": title})
+
+    def aborted(event: evt.Event) -> None:
+        metrics.associations.labels(result="aborted", peer=peer(event)[1]).inc()
+        log.warning("association aborted", extra={"calling_ae": peer(event)[0]})
+
+    return [
+        (evt.EVT_ACCEPTED, accepted),
+        (evt.EVT_REJECTED, rejected),
+        (evt.EVT_ABORTED, aborted),
+    ]
