@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,9 +57,33 @@ class StorageSettings(BaseModel):
     catalog_url: str | None = Field(
         None, description="sqlite:///path or mongodb://…; default: <data_dir>/catalog.db."
     )
-    group: str = Field("default", description="Storage group (FS group) new objects go to.")
+    group: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
+        description="Storage group (FS group) new objects go to (lowercase, digits, '-').",
+    )
     fsync: bool = Field(
         True, description="fsync each object before answering Success (survives power loss)."
+    )
+
+
+class S3Settings(BaseModel):
+    """Credentials of the S3 object store (MinIO, Ceph RGW, SeaweedFS, a cloud S3)."""
+
+    access_key: str = Field("", description="S3 access key.")
+    secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key (a secret).")
+    region: str | None = Field(None, description="S3 region, if the service needs one.")
+
+
+class KafkaSettings(BaseModel):
+    """The Kafka event bus."""
+
+    partitions: int = Field(
+        4, ge=1, description="Partitions of each topic created; index scales to this."
+    )
+    replication_factor: int = Field(1, ge=1, description="Replicas of each topic created.")
+    publish_timeout: float = Field(
+        10.0, gt=0, description="Seconds a publish may wait for acks=all before the store fails."
     )
 
 
@@ -99,6 +123,8 @@ class Settings(BaseSettings):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
 

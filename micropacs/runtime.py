@@ -83,10 +83,12 @@ async def run(
         bus: EventBus | None = None
         catalog: Catalog | None = None
         if {"ingest", "qr"} & set(services):
-            blobs = await open_blob_store(settings.blob_url, fsync=settings.storage.fsync)
+            blobs = await open_blob_store(
+                settings.blob_url, fsync=settings.storage.fsync, s3=settings.s3
+            )
             stack.push_async_callback(blobs.close)
         if {"ingest", "index"} & set(services):
-            bus = await open_event_bus(settings.bus_url)
+            bus = await open_event_bus(settings.bus_url, settings.kafka)
             stack.push_async_callback(bus.close)
         if {"index", "qr"} & set(services) or settings.dicom.strict_nodes:
             catalog = await open_catalog(settings.catalog_url)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from micropacs.config import KafkaSettings, S3Settings
 from micropacs.errors import CatalogUnavailable, EventBusUnavailable, InvalidInput, Unavailable
 from micropacs.ports import BlobStore, Catalog, EventBus
 
-_DISTRIBUTED = {"s3": "BlobStore", "kafka": "EventBus", "mongodb": "Catalog"}
+_DISTRIBUTED = {"mongodb": "Catalog"}
 
 
 def _scheme(url: str) -> str:
@@ -48,8 +49,8 @@ def _parent(path: Path, error: type[Unavailable]) -> Path:
     return path
 
 
-async def open_blob_store(url: str, *, fsync: bool) -> BlobStore:
-    """The BlobStore at ``url``: ``file:///folder`` (created if missing)."""
+async def open_blob_store(url: str, *, fsync: bool, s3: S3Settings | None = None) -> BlobStore:
+    """The BlobStore at ``url``: ``file:///folder`` (created if missing) or ``s3://host/bucket``."""
     scheme = _scheme(url)
     if scheme == "file":
         from micropacs.adapters.files import FileBlobStore
@@ -57,12 +58,39 @@ async def open_blob_store(url: str, *, fsync: bool) -> BlobStore:
         store = FileBlobStore(_local_path(url), fsync=fsync)
         await store.check()
         return store
+    if scheme == "s3":
+        from micropacs.adapters.s3 import S3BlobStore, parse_url
+
+        s3 = s3 or S3Settings()
+        endpoint, bucket, secure = parse_url(url)
+        remote = S3BlobStore(
+            endpoint,
+            bucket,
+            s3.access_key,
+            s3.secret_key.get_secret_value(),
+            secure=secure,
+            region=s3.region,
+        )
+        await remote.check()
+        return remote
     raise _refuse(url, scheme, "BlobStore (file:///path)")
 
 
-async def open_event_bus(url: str) -> EventBus:
-    """The EventBus at ``url``: ``sqlite:///file.db`` (created if missing)."""
+async def open_event_bus(url: str, kafka: KafkaSettings | None = None) -> EventBus:
+    """The EventBus at ``url``: ``sqlite:///file.db`` (created if missing) or ``kafka://…``."""
     scheme = _scheme(url)
+    if scheme == "kafka":
+        from micropacs.adapters.kafka import KafkaEventBus, parse_url
+
+        kafka = kafka or KafkaSettings()
+        remote = KafkaEventBus(
+            parse_url(url),
+            partitions=kafka.partitions,
+            replication=kafka.replication_factor,
+            publish_timeout=kafka.publish_timeout,
+        )
+        await remote.open()
+        return remote
     if scheme == "sqlite":
         from micropacs.adapters.sqlite_bus import SqliteEventBus
 

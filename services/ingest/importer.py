@@ -36,8 +36,8 @@ async def import_directory(settings: Settings, directory: Path) -> ImportSummary
     """Store every file under ``directory`` that is DICOM, with a progress bar."""
     files = await asyncio.to_thread(lambda: sorted(p for p in directory.rglob("*") if p.is_file()))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    blobs = await open_blob_store(settings.blob_url, fsync=settings.storage.fsync)
-    bus = await open_event_bus(settings.bus_url)
+    blobs = await open_blob_store(settings.blob_url, fsync=settings.storage.fsync, s3=settings.s3)
+    bus = await open_event_bus(settings.bus_url, settings.kafka)
     service = StoreService(
         blobs,
         bus,

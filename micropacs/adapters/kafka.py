@@ -1,0 +1,187 @@
+"""The distributed EventBus: Apache Kafka through aiokafka.
+
+Publishing waits for every in-sync replica (``acks=all``) with an idempotent
+producer, keyed by StudyInstanceUID so a study's events stay in order on one
+partition. Consumers join a group, never auto-commit, and commit the offsets
+of a batch only after the caller has written it (ARCHITECTURE.md, rule 2).
+Topics are created at start-up with the configured partition count; a
+consumer group scales up to that many members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from micropacs.errors import EventBusUnavailable, InvalidInput
+from micropacs.events import DEAD_LETTER, INSTANCE_STORED
+from micropacs.ports import Record
+
+log = logging.getLogger(__name__)
+
+TOPICS = (INSTANCE_STORED, DEAD_LETTER)
+
+
+def parse_url(url: str) -> str:
+    """``kafka://host:port[,host:port…]`` as aiokafka's bootstrap servers."""
+    parts = urlsplit(url)
+    if parts.scheme != "kafka" or not parts.netloc:
+        raise InvalidInput(f"{url!r} is not kafka://HOST:PORT[,HOST:PORT…]")
+    return parts.netloc
+
+
+class KafkaConsumer:
+    """A member of a consumer group on one topic."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        self._consumer = consumer
+        self._topic = topic
+
+    async def poll(self, max_records: int, timeout: float) -> list[Record]:  # noqa: ASYNC109
+        """Up to ``max_records`` records from the partitions this member owns."""
+        try:
+            batches = await self._consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=max_records
+            )
+        except KafkaError as exc:
+            raise EventBusUnavailable(f"Kafka poll failed: {exc}") from exc
+        return [
+            Record(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=(message.key or b"").decode(errors="replace"),
+                value=message.value or b"",
+            )
+            for messages in batches.values()
+            for message in messages
+        ]
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Commit, per partition, the offset after the last of ``records``."""
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            raise EventBusUnavailable(f"Kafka commit failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Leave the group (its partitions go to the other members)."""
+        await self._consumer.stop()
+
+
+class KafkaEventBus:
+    """EventBus on Kafka."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        partitions: int = 4,
+        replication: int = 1,
+        publish_timeout: float = 10.0,
+        client_id: str = "micropacs",
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._partitions = partitions
+        self._replication = replication
+        self._publish_timeout = publish_timeout
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def open(self) -> None:
+        """Create the topics if missing and start the producer."""
+        await self._create_topics()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=int(self._publish_timeout * 1000),
+            linger_ms=1,
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
+        self._producer = producer
+
+    async def _create_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=10000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(topic, self._partitions, self._replication)
+                for topic in TOPICS
+                if topic not in existing
+            ]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
+                    await admin.create_topics(missing)
+                log.info("Kafka topics created", extra={"topics": [t.name for t in missing]})
+        except KafkaError as exc:
+            raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
+        finally:
+            await admin.close()
+
+    async def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Append an event; returns once every in-sync replica has it."""
+        if self._producer is None:
+            raise EventBusUnavailable("Kafka producer not started")
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(topic, value, key=key.encode()),
+                timeout=self._publish_timeout,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise EventBusUnavailable(
+                f"Kafka did not acknowledge the event within {self._publish_timeout}s: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+
+    async def consumer(self, topic: str, group: str) -> KafkaConsumer:
+        """Join ``group`` on ``topic``; a new group starts at the oldest event."""
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=self._bootstrap,
+            group_id=group,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=300000,
+        )
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()
+            raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
+        return KafkaConsumer(consumer, topic)
+
+    async def check(self) -> None:
+        """Raise EventBusUnavailable unless the cluster answers a metadata request."""
+        if self._producer is None:
+            raise EventBusUnavailable("Kafka producer not started")
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=5)
+        except (KafkaError, TimeoutError) as exc:
+            raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
+
+    async def close(self) -> None:
+        """Flush and stop the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None

@@ -1,0 +1,207 @@
+"""The distributed BlobStore: any S3 service (MinIO, Ceph RGW, SeaweedFS, a cloud S3).
+
+A key ``<group>/<study>/<series>/<instance>.dcm`` is stored in the bucket
+``<bucket>-<group>`` (one bucket per storage group, Conquest's "FS group") as
+the object ``<study>/<series>/<instance>.dcm``. Buckets are created on first
+use. Large objects are uploaded in parts (multipart upload) and read as
+streams, never held whole in memory. Only the S3 API common to every S3
+service is used, through the ``minio`` SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from micropacs.adapters.files import check_key
+from micropacs.errors import BlobStoreUnavailable, InvalidInput, NotFound
+from micropacs.ports import BlobInfo
+
+T = TypeVar("T")
+
+PART_SIZE = 16 * 1024 * 1024
+"""Multipart upload part size: large enough for few parts, small enough to stream."""
+
+MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
+
+
+def parse_url(url: str) -> tuple[str, str, bool]:
+    """``s3://host:port/bucket[?secure=true]`` as (endpoint, bucket prefix, secure)."""
+    parts = urlsplit(url)
+    bucket = parts.path.strip("/")
+    if parts.scheme != "s3" or not parts.netloc or not bucket or "/" in bucket:
+        raise InvalidInput(f"{url!r} is not s3://HOST:PORT/BUCKET")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]", bucket):
+        raise InvalidInput(f"bucket name {bucket!r}: use 3-42 lowercase letters, digits, '.', '-'")
+    return parts.netloc, bucket, "secure=true" in parts.query.lower()
+
+
+class S3BlobStore:
+    """BlobStore over S3, one bucket per storage group."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        *,
+        secure: bool = False,
+        region: str | None = None,
+    ) -> None:
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=5, read=60),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(502, 503, 504)),
+            maxsize=16,
+        )
+        self._client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+        )
+        self._bucket = bucket
+        self._endpoint = endpoint
+        self._known_buckets: set[str] = set()
+
+    def _locate(self, key: str) -> tuple[str, str]:
+        group, _, name = check_key(key).partition("/")
+        if not name:
+            raise InvalidInput(f"object key {key!r} has no storage group")
+        bucket = f"{self._bucket}-{group.lower().replace('_', '-')}"
+        return bucket, name
+
+    async def _run(self, action: str, call: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(call)
+        except S3Error as exc:
+            if exc.code in MISSING:
+                raise NotFound(f"{action}: no such object") from exc
+            raise BlobStoreUnavailable(
+                f"{action} failed at {self._endpoint}: {exc.code} {exc.message}"
+            ) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise BlobStoreUnavailable(
+                f"{action}: object store {self._endpoint} unreachable ({exc}); "
+                "check that it runs and the URL and credentials are right"
+            ) from exc
+
+    def _ensure_bucket(self, bucket: str) -> None:
+        if bucket in self._known_buckets:
+            return
+        if not self._client.bucket_exists(bucket):
+            try:
+                self._client.make_bucket(bucket)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+        self._known_buckets.add(bucket)
+
+    async def put(self, key: str, source: BinaryIO, size: int) -> None:
+        """Upload ``size`` bytes from ``source`` (multipart above one part)."""
+        bucket, name = self._locate(key)
+
+        def upload() -> None:
+            self._ensure_bucket(bucket)
+            self._client.put_object(
+                bucket, name, source, size, content_type="application/dicom", part_size=PART_SIZE
+            )
+
+        await self._run(f"put {key}", upload)
+
+    async def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file, then remove it (the caller gave it to us)."""
+        bucket, name = self._locate(key)
+
+        def upload() -> None:
+            self._ensure_bucket(bucket)
+            self._client.fput_object(
+                bucket, name, str(path), content_type="application/dicom", part_size=PART_SIZE
+            )
+
+        await self._run(f"put {key}", upload)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Stream the object's bytes."""
+        bucket, name = self._locate(key)
+        response: Any = await self._run(f"get {key}", lambda: self._client.get_object(bucket, name))
+        try:
+            stream = response.stream(chunk_size)
+            while True:
+                chunk = await self._run(f"get {key}", lambda: next(stream, b""))
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            response.close()
+            response.release_conn()
+
+    @asynccontextmanager
+    async def local_path(self, key: str) -> AsyncIterator[Path]:
+        """Download the object to a temporary file for the duration of the context."""
+        bucket, name = self._locate(key)
+        fd, temp = tempfile.mkstemp(suffix=".dcm")
+        os.close(fd)
+        path = Path(temp)
+        try:
+            await self._run(f"get {key}", lambda: self._client.fget_object(bucket, name, str(path)))
+            yield path
+        finally:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def stat(self, key: str) -> BlobInfo | None:
+        """The object's size, or None."""
+        bucket, name = self._locate(key)
+        try:
+            info: Any = await self._run(
+                f"stat {key}", lambda: self._client.stat_object(bucket, name)
+            )
+        except NotFound:
+            return None
+        return BlobInfo(key=key, size=int(info.size))
+
+    async def delete(self, key: str) -> None:
+        """Remove the object; absent is fine."""
+        bucket, name = self._locate(key)
+        try:
+            await self._run(f"delete {key}", lambda: self._client.remove_object(bucket, name))
+        except NotFound:
+            return
+
+    async def iterate(self, prefix: str = "") -> AsyncIterator[str]:
+        """Every key under ``prefix`` in every storage group's bucket."""
+        buckets: list[Any] = await self._run("list buckets", self._client.list_buckets)
+        for bucket in buckets:
+            if not bucket.name.startswith(f"{self._bucket}-"):
+                continue
+            group = bucket.name[len(self._bucket) + 1 :]
+            names = await self._run("list objects", partial(self._names, bucket.name))
+            for name in names:
+                key = f"{group}/{name}"
+                if key.startswith(prefix):
+                    yield key
+
+    def _names(self, bucket: str) -> list[str]:
+        return [str(o.object_name) for o in self._client.list_objects(bucket, recursive=True)]
+
+    async def check(self) -> None:
+        """Raise BlobStoreUnavailable unless the service answers with these credentials."""
+        await self._run("check", self._client.list_buckets)
+
+    async def close(self) -> None:
+        """Nothing to release: connections are pooled per request."""

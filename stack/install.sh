@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs the real servers micropacs runs against in a hospital deployment, built or
+# fetched through the ordinary package clients and cached outside the repository:
+#   Apache Kafka (jars from Maven Central), MinIO and FerretDB (built with Go),
+#   Prometheus (Debian package). Re-running it skips what is already there.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+STACK="${MICROPACS_STACK_HOME:-$HOME/.cache/micropacs-stack}"
+KAFKA_VERSION=4.3.1
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c   # github.com/minio/minio, master of 2026-02-12
+mkdir -p "$STACK/bin"
+log() { printf '[stack/install] %s\n' "$*" >&2; }
+
+install_kafka() {
+  local libs="$STACK/kafka-$KAFKA_VERSION/libs"
+  [ -f "$libs/.complete" ] && return
+  log "Kafka $KAFKA_VERSION jars (Maven) -> $libs"
+  mvn -B -q -f "$here/tools/kafka/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$libs"
+  touch "$libs/.complete"
+}
+
+install_minio() {
+  [ -x "$STACK/bin/minio" ] && return
+  log "MinIO $MINIO_VERSION (go install; several minutes the first time)"
+  CGO_ENABLED=0 GOBIN="$STACK/bin" go install -trimpath -ldflags "-s -w" \
+      "github.com/minio/minio@$MINIO_VERSION"
+}
+
+install_ferretdb() {
+  [ -x "$STACK/bin/ferretdb" ] && return
+  log "FerretDB v1.24.2 (go build of the tools/ferretdb wrapper module)"
+  (cd "$here/tools/ferretdb" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" \
+      -o "$STACK/bin/ferretdb" github.com/FerretDB/FerretDB/cmd/ferretdb)
+}
+
+install_prometheus() {
+  command -v prometheus >/dev/null 2>&1 && return
+  log "Prometheus (apt-get)"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
+# The Go builds and the Maven fetch are independent: run them side by side.
+install_kafka & k=$!
+install_ferretdb & f=$!
+install_minio & m=$!
+install_prometheus
+wait $k; wait $f; wait $m
+log "ready in $STACK"

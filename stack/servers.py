@@ -1,0 +1,280 @@
+"""Start and stop the real servers of the hospital deployment on loopback.
+
+Each server runs from the binaries ``stack/install.sh`` cached, in its own
+session, with its PID in the run directory, and is stopped by that PID:
+
+    python -m stack.servers up [RUN_DIR]      # start all, wait until each is ready
+    python -m stack.servers down [RUN_DIR]    # stop all
+    python -m stack.servers env [RUN_DIR]     # print the MICROPACS_ variables pointing at them
+
+Tests start a stack of their own in a fresh directory with :func:`up`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STACK_HOME = Path(os.environ.get("MICROPACS_STACK_HOME", Path.home() / ".cache/micropacs-stack"))
+KAFKA_VERSION = "4.3.1"
+MINIO_USER = "micropacs"
+MINIO_PASSWORD = "micropacs-secret"  # noqa: S105 - a throwaway loopback test server
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports of one stack."""
+
+    kafka: int = 19092
+    kafka_controller: int = 19093
+    minio: int = 19000
+    ferretdb: int = 27018
+    prometheus: int = 19090
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running stack: where it lives and where it listens."""
+
+    run_dir: Path
+    ports: Ports
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The MICROPACS_ variables that point services at this stack."""
+        return {
+            "MICROPACS_STORAGE__BLOB_URL": f"s3://127.0.0.1:{self.ports.minio}/micropacs",
+            "MICROPACS_S3__ACCESS_KEY": MINIO_USER,
+            "MICROPACS_S3__SECRET_KEY": MINIO_PASSWORD,
+            "MICROPACS_STORAGE__BUS_URL": f"kafka://127.0.0.1:{self.ports.kafka}",
+            "MICROPACS_STORAGE__CATALOG_URL": f"mongodb://127.0.0.1:{self.ports.ferretdb}/micropacs",
+        }
+
+
+def available() -> str | None:
+    """Why the stack cannot start here, or None when every binary is installed."""
+    missing = [
+        name
+        for name, path in {
+            "Kafka jars": STACK_HOME / f"kafka-{KAFKA_VERSION}/libs/.complete",
+            "MinIO": STACK_HOME / "bin/minio",
+            "FerretDB": STACK_HOME / "bin/ferretdb",
+        }.items()
+        if not path.exists()
+    ]
+    if missing:
+        return f"{', '.join(missing)} not installed: run stack/install.sh (or make stack-up)"
+    return None
+
+
+def _start(run_dir: Path, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    log = (run_dir / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        cwd=run_dir,
+    )
+    (run_dir / f"{name}.pid").write_text(str(process.pid))
+
+
+def _wait(what: str, ready: object, timeout: float, run_dir: Path, name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if callable(ready) and ready():
+                return
+        except OSError:
+            pass
+        pid = int((run_dir / f"{name}.pid").read_text())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tail = (run_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{what} exited during start-up:\n{tail}") from None
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout}s; see {run_dir / (name + '.log')}")
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback only
+        return bool(answer.status == 200)
+
+
+def _listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def start_kafka(run_dir: Path, ports: Ports) -> None:
+    """A single KRaft broker+controller (STACK.md §1)."""
+    libs = STACK_HOME / f"kafka-{KAFKA_VERSION}/libs"
+    data = run_dir / "kafka-data"
+    props = run_dir / "kafka.properties"
+    props.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers=127.0.0.1:{ports.kafka_controller}",
+                f"listeners=PLAINTEXT://127.0.0.1:{ports.kafka},"
+                f"CONTROLLER://127.0.0.1:{ports.kafka_controller}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{ports.kafka},"
+                f"CONTROLLER://127.0.0.1:{ports.kafka_controller}",
+                "inter.broker.listener.name=PLAINTEXT",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                "auto.create.topics.enable=false",
+                "num.partitions=4",
+                "default.replication.factor=1",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "share.coordinator.state.topic.num.partitions=1",
+                "group.initial.rebalance.delay.ms=0",
+                "num.network.threads=2",
+                "num.io.threads=2",
+                "num.recovery.threads.per.data.dir=1",
+                "log.cleaner.dedupe.buffer.size=33554432",
+                "",
+            ]
+        )
+    )
+    log4j = run_dir / "log4j2.properties"
+    log4j.write_text(
+        "status = warn\nappender.out.type = Console\nappender.out.name = STDOUT\n"
+        "appender.out.layout.type = PatternLayout\n"
+        "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = STDOUT\n"
+    )
+    classpath = f"{libs}/*"
+    java = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+    if not (data / "meta.properties").exists():
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").lstrip("-")
+        subprocess.run(
+            [*java[:1], "-Xmx256m", *java[1:], "kafka.tools.StorageTool", "format",
+             "--standalone", "--cluster-id", cluster, "--config", str(props)],
+            check=True, capture_output=True, cwd=run_dir,
+        )
+    _start(
+        run_dir,
+        "kafka",
+        [*java[:1], "-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+         f"-Dkafka.logs.dir={run_dir / 'kafka-logs'}", *java[1:], "kafka.Kafka", str(props)],
+    )
+
+
+def start_minio(run_dir: Path, ports: Ports) -> None:
+    """A single-drive MinIO on loopback (STACK.md §2.3)."""
+    data = run_dir / "minio-data"
+    data.mkdir(exist_ok=True)
+    _start(
+        run_dir,
+        "minio",
+        [str(STACK_HOME / "bin/minio"), "server", "--quiet",
+         "--address", f"127.0.0.1:{ports.minio}", str(data)],
+        env={"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
+             "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1"},
+    )
+
+
+def start_ferretdb(run_dir: Path, ports: Ports) -> None:
+    """FerretDB v1 on its SQLite backend (STACK.md §3.3)."""
+    data = run_dir / "ferretdb-data"
+    data.mkdir(exist_ok=True)
+    _start(
+        run_dir,
+        "ferretdb",
+        [str(STACK_HOME / "bin/ferretdb"), f"--listen-addr=127.0.0.1:{ports.ferretdb}",
+         "--handler=sqlite", f"--sqlite-url=file:{data}/", "--state-dir=-",
+         "--debug-addr=-", "--telemetry=disable", "--log-level=warn"],
+    )
+
+
+def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack:
+    """Start Kafka, MinIO and FerretDB in ``run_dir`` and wait until each is ready."""
+    reason = available()
+    if reason:
+        raise RuntimeError(reason)
+    ports = ports or Ports()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start_minio(run_dir, ports)
+    start_ferretdb(run_dir, ports)
+    start_kafka(run_dir, ports)
+    _wait("MinIO", lambda: _http_ok(f"http://127.0.0.1:{ports.minio}/minio/health/cluster"),
+          timeout, run_dir, "minio")
+    _wait("FerretDB", lambda: _listening(ports.ferretdb), timeout, run_dir, "ferretdb")
+    _wait("Kafka", lambda: "Kafka Server started" in (run_dir / "kafka.log").read_text(
+        errors="replace"), timeout, run_dir, "kafka")
+    stack = Stack(run_dir=run_dir, ports=ports)
+    (run_dir / "stack.json").write_text(json.dumps({"ports": asdict(ports)}))
+    return stack
+
+
+def stop_one(run_dir: Path, name: str, timeout: float = 30) -> None:
+    """Stop one server by its PID (SIGTERM, then SIGKILL)."""
+    pid_file = run_dir / f"{name}.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink()
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+def down(run_dir: Path) -> None:
+    """Stop every server of the stack in ``run_dir``."""
+    for name in ("kafka", "ferretdb", "minio", "prometheus"):
+        stop_one(run_dir, name)
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "up"
+    run_dir = Path(argv[1]) if len(argv) > 1 else STACK_HOME / "run"
+    if command == "up":
+        stack = up(run_dir)
+        for key, value in stack.env.items():
+            print(f"export {key}={value}")
+        return 0
+    if command == "down":
+        down(run_dir)
+        return 0
+    if command == "env":
+        for key, value in Stack(run_dir, Ports()).env.items():
+            print(f"export {key}={value}")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
