@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydicom import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from tqdm import tqdm
 
@@ -30,6 +30,7 @@ from bench.common import DCMTK_ENV, free_port, save, start_serve, stop, summary_
 from micropacs.adapters.factory import open_catalog
 from micropacs.config import IndexSettings
 from micropacs.dicom.json_model import to_json
+from micropacs.dimse.ae import set_nodelay
 from micropacs.events import InstanceStored
 from micropacs.ports import Record
 from services.index.indexer import Indexer
@@ -144,7 +145,10 @@ def measure(port: int, sample: dict[str, Any], queries: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     ae = AE(ae_title="BENCH")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port, ae_title="MICROPACS")
+    # pynetdicom leaves Nagle on: without this each C-FIND waits for a delayed ACK.
+    assoc = ae.associate(
+        "127.0.0.1", port, ae_title="MICROPACS", evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
+    )
     assert assoc.is_established
     try:
         for name, (level, keys) in cases.items():
@@ -174,15 +178,39 @@ def measure(port: int, sample: dict[str, Any], queries: int) -> dict[str, Any]:
     return results
 
 
+def sample_keys() -> dict[str, Any]:
+    """The keys of the first synthetic instance, which every query aims at."""
+    ds = dicomdata.synthetic_header(0)
+    return {
+        "PatientID": ds.PatientID,
+        "PatientName": str(ds.PatientName),
+        "StudyDate": ds.StudyDate,
+        "AccessionNumber": ds.AccessionNumber,
+        "StudyInstanceUID": ds.StudyInstanceUID,
+        "SeriesInstanceUID": ds.SeriesInstanceUID,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--instances", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument(
+        "--catalog", type=Path, help="reuse (or keep) the loaded catalog.db at this path"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-find-") as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
-        loaded = asyncio.run(load(data / "catalog.db", args.instances))
+        if args.catalog and args.catalog.exists():
+            print(f"reusing the catalog {args.catalog}", flush=True)
+            (data / "catalog.db").symlink_to(args.catalog.resolve())
+            loaded: dict[str, Any] = {"sample": sample_keys(), "reused": str(args.catalog)}
+        else:
+            loaded = asyncio.run(load(data / "catalog.db", args.instances))
+            if args.catalog:
+                (data / "catalog.db").rename(args.catalog)
+                (data / "catalog.db").symlink_to(args.catalog.resolve())
         port = free_port()
         server = start_serve(data, port, free_port())
         try:
