@@ -29,9 +29,11 @@ install_minio() {
 
 install_ferretdb() {
   [ -x "$STACK/bin/ferretdb" ] && return
-  log "FerretDB v1.24.2 (go build of the tools/ferretdb wrapper module)"
+  # FerretDB's own cmd/ferretdb panics when built outside its repository (no version.txt),
+  # so tools/ferretdb is a small main package of ours over FerretDB's embeddable API.
+  log "FerretDB v1.24.2 (go build of tools/ferretdb)"
   (cd "$here/tools/ferretdb" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" \
-      -o "$STACK/bin/ferretdb" github.com/FerretDB/FerretDB/cmd/ferretdb)
+      -o "$STACK/bin/ferretdb" .)
 }
 
 install_prometheus() {

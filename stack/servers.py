@@ -203,8 +203,7 @@ def start_ferretdb(run_dir: Path, ports: Ports) -> None:
         run_dir,
         "ferretdb",
         [str(STACK_HOME / "bin/ferretdb"), f"--listen-addr=127.0.0.1:{ports.ferretdb}",
-         "--handler=sqlite", f"--sqlite-url=file:{data}/", "--state-dir=-",
-         "--debug-addr=-", "--telemetry=disable", "--log-level=warn"],
+         f"--sqlite-url=file:{data}/"],
     )
 
 
