@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck bench install install-test dcmtk clean
+.PHONY: run test lint typecheck bench install install-test dcmtk clean stack stack-up stack-down run-stack
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,19 +29,32 @@ run: install
 	  --dicom-port 11112 --ae-title MICROPACS --http-port 8080
 
 lint: install-test
-	$(BIN)/ruff check micropacs services tests bench
+	$(BIN)/ruff check micropacs services tests bench stack
 	$(BIN)/ruff format --check micropacs services tests bench
 
 typecheck: install-test
 	$(BIN)/mypy
 
 test: install-test
-	$(BIN)/ruff check micropacs services tests bench
+	$(BIN)/ruff check micropacs services tests bench stack
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 bench: install-test
 	$(BIN)/python -m bench
+
+# The hospital deployment's servers (Kafka, MinIO, FerretDB, Prometheus), built into ~/.cache.
+stack:
+	bash stack/install.sh
+
+stack-up: install stack
+	$(BIN)/python -m stack.servers up
+
+stack-down: install
+	$(BIN)/python -m stack.servers down
+
+run-stack: install stack
+	$(BIN)/python -m stack.run
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

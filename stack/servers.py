@@ -28,7 +28,7 @@ from pathlib import Path
 STACK_HOME = Path(os.environ.get("MICROPACS_STACK_HOME", Path.home() / ".cache/micropacs-stack"))
 KAFKA_VERSION = "4.3.1"
 MINIO_USER = "micropacs"
-MINIO_PASSWORD = "micropacs-secret"  # noqa: S105 - a throwaway loopback test server
+MINIO_PASSWORD = "micropacs-secret"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _wait(what: str, ready: object, timeout: float, run_dir: Path, name: str) ->
 
 
 def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=2) as answer:
         return bool(answer.status == 200)
 
 
@@ -169,15 +169,36 @@ def start_kafka(run_dir: Path, ports: Ports) -> None:
     if not (data / "meta.properties").exists():
         cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=").lstrip("-")
         subprocess.run(
-            [*java[:1], "-Xmx256m", *java[1:], "kafka.tools.StorageTool", "format",
-             "--standalone", "--cluster-id", cluster, "--config", str(props)],
-            check=True, capture_output=True, cwd=run_dir,
+            [
+                *java[:1],
+                "-Xmx256m",
+                *java[1:],
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "--cluster-id",
+                cluster,
+                "--config",
+                str(props),
+            ],
+            check=True,
+            capture_output=True,
+            cwd=run_dir,
         )
     _start(
         run_dir,
         "kafka",
-        [*java[:1], "-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
-         f"-Dkafka.logs.dir={run_dir / 'kafka-logs'}", *java[1:], "kafka.Kafka", str(props)],
+        [
+            *java[:1],
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={run_dir / 'kafka-logs'}",
+            *java[1:],
+            "kafka.Kafka",
+            str(props),
+        ],
     )
 
 
@@ -188,10 +209,21 @@ def start_minio(run_dir: Path, ports: Ports) -> None:
     _start(
         run_dir,
         "minio",
-        [str(STACK_HOME / "bin/minio"), "server", "--quiet",
-         "--address", f"127.0.0.1:{ports.minio}", str(data)],
-        env={"MINIO_ROOT_USER": MINIO_USER, "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
-             "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CI_CD": "1"},
+        [
+            str(STACK_HOME / "bin/minio"),
+            "server",
+            "--quiet",
+            "--address",
+            f"127.0.0.1:{ports.minio}",
+            str(data),
+        ],
+        env={
+            "MINIO_ROOT_USER": MINIO_USER,
+            "MINIO_ROOT_PASSWORD": MINIO_PASSWORD,
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+            "MINIO_CI_CD": "1",
+        },
     )
 
 
@@ -202,8 +234,11 @@ def start_ferretdb(run_dir: Path, ports: Ports) -> None:
     _start(
         run_dir,
         "ferretdb",
-        [str(STACK_HOME / "bin/ferretdb"), f"--listen-addr=127.0.0.1:{ports.ferretdb}",
-         f"--sqlite-url=file:{data}/"],
+        [
+            str(STACK_HOME / "bin/ferretdb"),
+            f"--listen-addr=127.0.0.1:{ports.ferretdb}",
+            f"--sqlite-url=file:{data}/",
+        ],
     )
 
 
@@ -217,11 +252,21 @@ def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack
     start_minio(run_dir, ports)
     start_ferretdb(run_dir, ports)
     start_kafka(run_dir, ports)
-    _wait("MinIO", lambda: _http_ok(f"http://127.0.0.1:{ports.minio}/minio/health/cluster"),
-          timeout, run_dir, "minio")
+    _wait(
+        "MinIO",
+        lambda: _http_ok(f"http://127.0.0.1:{ports.minio}/minio/health/cluster"),
+        timeout,
+        run_dir,
+        "minio",
+    )
     _wait("FerretDB", lambda: _listening(ports.ferretdb), timeout, run_dir, "ferretdb")
-    _wait("Kafka", lambda: "Kafka Server started" in (run_dir / "kafka.log").read_text(
-        errors="replace"), timeout, run_dir, "kafka")
+    _wait(
+        "Kafka",
+        lambda: "Kafka Server started" in (run_dir / "kafka.log").read_text(errors="replace"),
+        timeout,
+        run_dir,
+        "kafka",
+    )
     stack = Stack(run_dir=run_dir, ports=ports)
     (run_dir / "stack.json").write_text(json.dumps({"ports": asdict(ports)}))
     return stack
