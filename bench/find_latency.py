@@ -123,12 +123,12 @@ def measure(port: int, sample: dict[str, Any], queries: int) -> dict[str, Any]:
     cases: dict[str, tuple[str, dict[str, str]]] = {
         name: (
             "STUDY",
-            {
-                **make(sample),
+            {  # return keys first: the matching key of the case overrides its empty one
                 "StudyInstanceUID": "",
                 "PatientName": "",
                 "StudyDescription": "",
                 "NumberOfStudyRelatedInstances": "",
+                **make(sample),
             },
         )
         for name, make in QUERIES.items()
