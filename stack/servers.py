@@ -77,16 +77,21 @@ def available() -> str | None:
     return None
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Servers this process started, so stopping one also reaps it (no zombie, no warning)."""
+
+
 def _start(run_dir: Path, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
-    log = (run_dir / f"{name}.log").open("ab")
-    process = subprocess.Popen(
-        args,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-        cwd=run_dir,
-    )
+    with (run_dir / f"{name}.log").open("ab") as log:
+        process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            cwd=run_dir,
+        )
+    _CHILDREN[process.pid] = process
     (run_dir / f"{name}.pid").write_text(str(process.pid))
 
 
@@ -278,6 +283,16 @@ def stop_one(run_dir: Path, name: str, timeout: float = 30) -> None:
     if not pid_file.exists():
         return
     pid = int(pid_file.read_text())
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.terminate()
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        pid_file.unlink(missing_ok=True)
+        return
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
