@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-READY = re.compile(r"ready: DICOM (\S+)@([\d.]+):(\d+), HTTP http://[\d.]+:(\d+)")
+READY = re.compile(r"ready: (?:DICOM (\S+)@([\d.]+):(\d+), )?HTTP http://[\d.]+:(\d+)")
 
 
 @dataclass
@@ -71,9 +71,15 @@ def micropacs(
 
 
 def start_server(
-    data_dir: Path, *, env: dict[str, str] | None = None, dicom_port: int = 0, timeout: float = 60
+    data_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    dicom_port: int = 0,
+    timeout: float = 60,
+    command: tuple[str, ...] = ("serve",),
 ) -> Server:
-    """Start ``micropacs serve`` and wait until it announces its ports."""
+    """Start ``micropacs serve`` (or ``command``, e.g. ``("run", "index")``) and wait
+    until it announces its ports."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-serve-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
@@ -82,7 +88,7 @@ def start_server(
                 sys.executable,
                 "-m",
                 "micropacs",
-                "serve",
+                *command,
                 "--data-dir",
                 str(data_dir),
                 "--host",
@@ -102,8 +108,8 @@ def start_server(
     while time.monotonic() < deadline:
         found = READY.search(server.log())
         if found:
-            server.ae_title = found.group(1)
-            server.dicom_port = int(found.group(3))
+            server.ae_title = found.group(1) or server.ae_title
+            server.dicom_port = int(found.group(3) or 0)
             server.http_port = int(found.group(4))
             return server
         if process.poll() is not None:

@@ -160,3 +160,109 @@ def test_minio_outage_fails_stores_and_loses_nothing(stack: servers.Stack, tmp_p
         assert_all_retrievable(server, acknowledged, tmp_path)
     finally:
         server.stop()
+
+
+def test_index_killed_mid_batch_leaves_a_complete_catalog(
+    stack: servers.Stack, tmp_path: Path
+) -> None:
+    """kill -9 the index consumer while it works through a backlog, restart it: every
+    instance is indexed once, with the right counts."""
+    env = {**stack.env}
+    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
+        env["MICROPACS_STORAGE__CATALOG_URL"] = f"sqlite://{tmp_path / 'catalog.db'}"
+    files = dicomdata.make_ct_series(tmp_path / "ct", 400, rows=32, cols=32)
+    study = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+    ingest = start_server(tmp_path / "ingest", env=env, command=("run", "ingest"))
+    qr = start_server(tmp_path / "qr", env=env, command=("run", "qr"))
+    try:
+        dcmtk(
+            "storescu",
+            "-aec",
+            ingest.ae_title,
+            ingest.host,
+            str(ingest.dicom_port),
+            *map(str, files),
+        )
+        index = start_server(
+            tmp_path / "index",
+            env={**env, "MICROPACS_INDEX__BATCH_SIZE": "20"},
+            command=("run", "index"),
+        )
+        deadline = time.monotonic() + 60
+        while "micropacs_index_upserts_total 0.0" in httpx.get(f"{index.http}/metrics").text:
+            assert time.monotonic() < deadline, "the index never started writing"
+            time.sleep(0.05)
+        index.kill()  # SIGKILL, mid-backlog
+        index = start_server(tmp_path / "index2", env=env, command=("run", "index"))
+        try:
+            found = wait_indexed(qr, "IMAGE", len(files), timeout=120, StudyInstanceUID=study)
+            uids = [m.SOPInstanceUID for m in found]
+            assert len(uids) == len(set(uids)) == len(files)
+            studies = wait_indexed(
+                qr, "STUDY", 1, StudyInstanceUID=study, NumberOfStudyRelatedInstances=""
+            )
+            assert int(studies[0].NumberOfStudyRelatedInstances) == len(files)
+        finally:
+            index.stop()
+    finally:
+        ingest.stop()
+        qr.stop()
+
+
+def test_poison_event_goes_to_the_dead_letter_topic(stack: servers.Stack, tmp_path: Path) -> None:
+    """An event the index cannot process lands in the dead-letter topic; the consumer
+    goes on with the next one."""
+    import asyncio
+    import json
+
+    from micropacs.adapters.factory import open_event_bus
+    from micropacs.events import DEAD_LETTER, INSTANCE_STORED
+
+    env = {**stack.env}
+    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
+        env["MICROPACS_STORAGE__CATALOG_URL"] = f"sqlite://{tmp_path / 'catalog.db'}"
+    server = start_server(tmp_path / "data", env=env)
+    try:
+
+        async def poison() -> None:
+            bus = await open_event_bus(env["MICROPACS_STORAGE__BUS_URL"])
+            try:
+                await bus.publish(INSTANCE_STORED, "1.2.3", b"{not json at all")
+            finally:
+                await bus.close()
+
+        asyncio.run(poison())
+        files = dicomdata.make_ct_series(tmp_path / "ct", 3, rows=32, cols=32)
+        dcmtk(
+            "storescu",
+            "-aec",
+            server.ae_title,
+            server.host,
+            str(server.dicom_port),
+            *map(str, files),
+        )
+        study = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+        wait_indexed(server, "IMAGE", 3, StudyInstanceUID=study)
+
+        async def dead_letters() -> list[dict[str, object]]:
+            bus = await open_event_bus(env["MICROPACS_STORAGE__BUS_URL"])
+            consumer = await bus.consumer(DEAD_LETTER, "test-reader")
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    records = await consumer.poll(10, 1.0)
+                    if records:
+                        return [json.loads(r.value) for r in records]
+                return []
+            finally:
+                await consumer.close()
+                await bus.close()
+
+        letters = asyncio.run(dead_letters())
+        assert len(letters) == 1
+        assert letters[0]["source_topic"] == INSTANCE_STORED
+        assert "not JSON" in str(letters[0]["reason"])
+        metrics = httpx.get(f"{server.http}/metrics").text
+        assert "micropacs_index_dead_letters_total 1.0" in metrics
+    finally:
+        server.stop()
