@@ -35,7 +35,7 @@ lint: install-test
 typecheck: install-test
 	$(BIN)/mypy
 
-test: install-test
+test: install-test stack
 	$(BIN)/ruff check micropacs services tests bench stack
 	$(BIN)/mypy
 	$(BIN)/pytest
