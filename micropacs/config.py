@@ -85,6 +85,11 @@ class KafkaSettings(BaseModel):
     publish_timeout: float = Field(
         10.0, gt=0, description="Seconds a publish may wait for acks=all before the store fails."
     )
+    topic_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._-]{0,100}$",
+        description="Prefix of every topic name (e.g. 'site1.'), so several sites share a cluster.",
+    )
 
 
 class IndexSettings(BaseModel):

@@ -88,6 +88,7 @@ async def open_event_bus(url: str, kafka: KafkaSettings | None = None) -> EventB
             partitions=kafka.partitions,
             replication=kafka.replication_factor,
             publish_timeout=kafka.publish_timeout,
+            topic_prefix=kafka.topic_prefix,
         )
         await remote.open()
         return remote

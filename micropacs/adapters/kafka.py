@@ -93,12 +93,14 @@ class KafkaEventBus:
         replication: int = 1,
         publish_timeout: float = 10.0,
         client_id: str = "micropacs",
+        topic_prefix: str = "",
     ) -> None:
         self._bootstrap = bootstrap
         self._partitions = partitions
         self._replication = replication
         self._publish_timeout = publish_timeout
         self._client_id = client_id
+        self._prefix = topic_prefix
         self._producer: AIOKafkaProducer | None = None
 
     async def open(self) -> None:
@@ -125,9 +127,9 @@ class KafkaEventBus:
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(topic, self._partitions, self._replication)
+                NewTopic(self._prefix + topic, self._partitions, self._replication)
                 for topic in TOPICS
-                if topic not in existing
+                if self._prefix + topic not in existing
             ]
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
@@ -144,7 +146,7 @@ class KafkaEventBus:
             raise EventBusUnavailable("Kafka producer not started")
         try:
             await asyncio.wait_for(
-                self._producer.send_and_wait(topic, value, key=key.encode()),
+                self._producer.send_and_wait(self._prefix + topic, value, key=key.encode()),
                 timeout=self._publish_timeout,
             )
         except (KafkaError, TimeoutError) as exc:
@@ -156,7 +158,7 @@ class KafkaEventBus:
     async def consumer(self, topic: str, group: str) -> KafkaConsumer:
         """Join ``group`` on ``topic``; a new group starts at the oldest event."""
         consumer = AIOKafkaConsumer(
-            topic,
+            self._prefix + topic,
             bootstrap_servers=self._bootstrap,
             group_id=group,
             client_id=self._client_id,
