@@ -1,0 +1,280 @@
+"""The hospital deployment measured: every service its own process on real Kafka, MinIO
+and the MongoDB-compatible catalog, against DCMTK's storescp in the same run.
+
+- ingest throughput with one and with two ingest processes (SO_REUSEPORT), four
+  storescu associations, 1,000 CT 512×512, as a ratio to storescp;
+- store-to-queryable latency: from each C-STORE response to the instance being
+  found by C-FIND (p50, p95);
+- index throughput replaying 100,000 instance.stored events;
+- peak RSS of each service process.
+
+    python -m bench.stack_pipeline [--count 1000] [--replay 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydicom import Dataset, dcmread
+from pynetdicom import AE, evt
+
+from bench.common import (
+    free_port,
+    peak_rss_bytes,
+    save,
+    stop,
+    summary_ms,
+    wait_port,
+)
+from bench.store_throughput import send, storescp_rate
+from micropacs.adapters.factory import open_event_bus
+from micropacs.dicom.json_model import to_json
+from micropacs.dimse.ae import set_nodelay
+from micropacs.events import INSTANCE_STORED, InstanceStored
+from stack import servers
+from tests import dicomdata
+
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def service(
+    name: str, env: dict[str, str], data: Path, dicom_port: int | None, http_port: int
+) -> subprocess.Popen[bytes]:
+    full = {
+        **os.environ,
+        **env,
+        "MICROPACS_DATA_DIR": str(data / name),
+        "MICROPACS_HTTP__PORT": str(http_port),
+        "MICROPACS_LOG_LEVEL": "WARNING",
+    }
+    if dicom_port:
+        full["MICROPACS_DICOM__PORT"] = str(dicom_port)
+    log = (data / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "micropacs", "run", name], env=full, stdout=log, stderr=log
+    )
+    log.close()
+    wait_port(dicom_port or http_port)
+    return process
+
+
+def stack_env(stack: servers.Stack, run: str) -> dict[str, str]:
+    env = dict(stack.env)
+    env["MICROPACS_KAFKA__TOPIC_PREFIX"] = f"{run}."
+    env["MICROPACS_STORAGE__BLOB_URL"] = env["MICROPACS_STORAGE__BLOB_URL"] + "-" + run
+    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
+        env.pop("MICROPACS_STORAGE__CATALOG_URL")  # SQLite until the MongoDB catalog exists
+    else:
+        env["MICROPACS_STORAGE__CATALOG_URL"] = env["MICROPACS_STORAGE__CATALOG_URL"] + run
+    return env
+
+
+def pipeline_rate(
+    stack: servers.Stack, files: list[Path], work: Path, ingest_workers: int
+) -> dict[str, Any]:
+    run = f"ingest{ingest_workers}"
+    env = stack_env(stack, run)
+    data = work / run
+    data.mkdir()
+    shared = {
+        **env,
+        "MICROPACS_STORAGE__CATALOG_URL": env.get(
+            "MICROPACS_STORAGE__CATALOG_URL", f"sqlite://{data / 'catalog.db'}"
+        ),
+    }
+    port = free_port()
+    processes = {
+        "ingest": service(
+            "ingest",
+            {**shared, "MICROPACS_DICOM__WORKERS": str(ingest_workers)},
+            data,
+            port,
+            free_port(),
+        ),
+        "index": service("index", shared, data, None, free_port()),
+        "qr": service("qr", shared, data, free_port(), free_port()),
+    }
+    try:
+        seconds = send(port, "MICROPACS", files, 4)
+        peaks = {name: round(peak_rss_bytes(p.pid) / 2**20, 1) for name, p in processes.items()}
+    finally:
+        for process in processes.values():
+            stop(process)
+    return {"images_per_s": round(len(files) / seconds, 1), "peak_rss_mb": peaks}
+
+
+def store_to_queryable(stack: servers.Stack, work: Path, samples: int) -> dict[str, Any]:
+    env = stack_env(stack, "latency")
+    data = work / "latency"
+    data.mkdir()
+    shared = {
+        **env,
+        "MICROPACS_STORAGE__CATALOG_URL": env.get(
+            "MICROPACS_STORAGE__CATALOG_URL", f"sqlite://{data / 'catalog.db'}"
+        ),
+    }
+    ingest_port, qr_port = free_port(), free_port()
+    processes = [
+        service("ingest", shared, data, ingest_port, free_port()),
+        service("index", shared, data, None, free_port()),
+        service("qr", shared, data, qr_port, free_port()),
+    ]
+    files = dicomdata.make_ct_series(work / "latency-ct", samples, rows=256, cols=256)
+    ae = AE(ae_title="BENCH")
+    ae.add_requested_context(CT)
+    ae.add_requested_context(FIND)
+    handlers = [(evt.EVT_CONN_OPEN, set_nodelay)]
+    store = ae.associate("127.0.0.1", ingest_port, ae_title="MICROPACS", evt_handlers=handlers)
+    find = ae.associate("127.0.0.1", qr_port, ae_title="MICROPACS", evt_handlers=handlers)
+    latencies: list[float] = []
+    try:
+        for path in files:
+            ds = dcmread(path)
+            status = store.send_c_store(ds)
+            acknowledged = time.perf_counter()
+            assert status.Status == 0
+            query = Dataset()
+            query.QueryRetrieveLevel = "IMAGE"
+            query.StudyInstanceUID = ds.StudyInstanceUID
+            query.SeriesInstanceUID = ds.SeriesInstanceUID
+            query.SOPInstanceUID = ds.SOPInstanceUID
+            while True:
+                found = [r for s, r in find.send_c_find(query, FIND) if s and s.Status == 0xFF00]
+                if found:
+                    latencies.append(time.perf_counter() - acknowledged)
+                    break
+                if time.perf_counter() - acknowledged > 30:
+                    raise TimeoutError("an acknowledged instance never became queryable")
+    finally:
+        store.release()
+        find.release()
+        for process in processes:
+            stop(process)
+    return summary_ms(latencies)
+
+
+async def publish_backlog(bus_url: str, prefix: str, count: int) -> None:
+    from micropacs.config import KafkaSettings
+
+    bus = await open_event_bus(bus_url, KafkaSettings(topic_prefix=prefix))
+    now = datetime.now(UTC).isoformat()
+    try:
+        pending = []
+        for i in range(count):
+            ds = dicomdata.synthetic_header(i)
+            event = InstanceStored(
+                sop_class_uid=ds.SOPClassUID,
+                sop_instance_uid=ds.SOPInstanceUID,
+                series_instance_uid=ds.SeriesInstanceUID,
+                study_instance_uid=ds.StudyInstanceUID,
+                patient_id=ds.PatientID,
+                issuer_of_patient_id="",
+                object_key=f"default/{i}.dcm",
+                size=0,
+                transfer_syntax_uid="1.2.840.10008.1.2.1",
+                calling_ae="BENCH",
+                called_ae="MICROPACS",
+                site="bench",
+                storage_group="default",
+                received_at=now,
+                header=to_json(ds),
+            )
+            pending.append(bus.publish(INSTANCE_STORED, event.key, event.to_bytes()))
+            if len(pending) == 500:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await bus.close()
+
+
+def index_replay(stack: servers.Stack, work: Path, count: int) -> dict[str, Any]:
+    env = stack_env(stack, "replay")
+    data = work / "replay"
+    data.mkdir()
+    print(f"publishing {count} events …", flush=True)
+    asyncio.run(publish_backlog(env["MICROPACS_STORAGE__BUS_URL"], "replay.", count))
+    shared = {
+        **env,
+        "MICROPACS_STORAGE__CATALOG_URL": env.get(
+            "MICROPACS_STORAGE__CATALOG_URL", f"sqlite://{data / 'catalog.db'}"
+        ),
+        "MICROPACS_INDEX__BATCH_SIZE": "500",
+    }
+    http_port = free_port()
+    started = time.perf_counter()
+    index = service("index", shared, data, None, http_port)
+    try:
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
+            line = next(
+                x for x in text.splitlines() if x.startswith("micropacs_index_upserts_total")
+            )
+            if float(line.split()[-1]) >= count:
+                break
+            time.sleep(0.5)
+        seconds = time.perf_counter() - started
+        peak = round(peak_rss_bytes(index.pid) / 2**20, 1)
+    finally:
+        stop(index)
+    return {
+        "events": count,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(count / seconds, 1),
+        "index_peak_rss_mb": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--replay", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
+        work = Path(tmp)
+        ports = servers.Ports(
+            kafka=free_port(),
+            kafka_controller=free_port(),
+            minio=free_port(),
+            ferretdb=free_port(),
+            prometheus=free_port(),
+        )
+        stack = servers.up(work / "stack", ports)
+        try:
+            files = dicomdata.make_ct_series(work / "ct", args.count, rows=512, cols=512)
+            result: dict[str, Any] = {
+                "catalog": "mongodb (FerretDB)"
+                if importlib.util.find_spec("micropacs.adapters.mongo")
+                else "sqlite",
+            }
+            print("storescp, 4 associations …", flush=True)
+            peer = storescp_rate(files, 4, work)
+            result["storescp_images_per_s"] = round(peer, 1)
+            for workers in (1, 2):
+                print(f"stack, {workers} ingest process(es) …", flush=True)
+                measured = pipeline_rate(stack, files, work, workers)
+                measured["ratio"] = round(measured["images_per_s"] / peer, 3)
+                result[f"stack_{workers}_ingest"] = measured
+            print("store-to-queryable latency …", flush=True)
+            result["store_to_queryable_ms"] = store_to_queryable(stack, work, args.latency_samples)
+            result["index_replay"] = index_replay(stack, work, args.replay)
+            save("stack_pipeline", result)
+        finally:
+            servers.down(stack.run_dir)
+
+
+if __name__ == "__main__":
+    main()
