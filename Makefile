@@ -39,6 +39,7 @@ test: install-test stack
 	$(BIN)/ruff check micropacs services tests bench stack
 	$(BIN)/mypy
 	$(BIN)/pytest
+	$(BIN)/pytest --backend stack tests/contract tests/integration
 
 bench: install-test
 	$(BIN)/python -m bench

@@ -1,24 +1,80 @@
+"""Servers for the integration tests, on the embedded stores or on the real stack.
+
+``pytest --backend stack`` runs the same tests against Kafka, MinIO and the
+MongoDB-compatible catalog: one stack per session, and each server gets its
+own bucket, topic prefix and database so tests never see each other's data.
+"""
+
 from __future__ import annotations
 
+import importlib.util
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from stack import servers
+from tests.integration.peers import free_port
 from tests.integration.server import Server, start_server
 
 
+@pytest.fixture(scope="session")
+def shared_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[servers.Stack | None]:
+    if request.config.getoption("--backend") != "stack":
+        yield None
+        return
+    reason = servers.available()
+    if reason:
+        pytest.skip(reason)
+    ports = servers.Ports(
+        kafka=free_port(),
+        kafka_controller=free_port(),
+        minio=free_port(),
+        ferretdb=free_port(),
+        prometheus=free_port(),
+    )
+    stack = servers.up(tmp_path_factory.mktemp("stack"), ports)
+    yield stack
+    servers.down(stack.run_dir)
+
+
+def isolated_env(stack: servers.Stack | None) -> dict[str, str]:
+    """Settings that put one server on its own bucket, topics and database."""
+    if stack is None:
+        return {}
+    name = "t" + uuid.uuid4().hex[:12]
+    env = dict(stack.env)
+    env["MICROPACS_STORAGE__BLOB_URL"] += f"-{name}"
+    env["MICROPACS_KAFKA__TOPIC_PREFIX"] = f"{name}."
+    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
+        del env["MICROPACS_STORAGE__CATALOG_URL"]  # SQLite in the data directory
+    else:
+        env["MICROPACS_STORAGE__CATALOG_URL"] = env["MICROPACS_STORAGE__CATALOG_URL"] + name
+    return env
+
+
+@pytest.fixture
+def server_env(shared_stack: servers.Stack | None) -> dict[str, str]:
+    """The environment of a new server of the test's own."""
+    return isolated_env(shared_stack)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, shared_stack: servers.Stack | None
+) -> Iterator[Server]:
     """One micropacs serve process per test module, on fresh data."""
-    running = start_server(tmp_path_factory.mktemp("pacs") / "data")
+    running = start_server(tmp_path_factory.mktemp("pacs") / "data", env=isolated_env(shared_stack))
     yield running
     running.stop()
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[Server]:
+def fresh_server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Server]:
     """A micropacs serve process of the test's own."""
-    running = start_server(tmp_path / "data")
+    running = start_server(tmp_path / "data", env=server_env)
     yield running
     running.stop()

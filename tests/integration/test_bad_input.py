@@ -175,16 +175,28 @@ def test_get_without_unique_key_is_refused(server: Server) -> None:
     assert int(responses[-1][0].Status) == 0xA900
 
 
-def test_strict_registry_rejects_unknown_callers_until_added(tmp_path: Path) -> None:
+def test_strict_registry_rejects_unknown_callers_until_added(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
     from tests.integration.server import start_server
 
-    strict = start_server(tmp_path / "data", env={"MICROPACS_DICOM__STRICT_NODES": "true"})
+    strict = start_server(
+        tmp_path / "data", env={**server_env, "MICROPACS_DICOM__STRICT_NODES": "true"}
+    )
     try:
         ae = AE(ae_title="STRANGER")
         ae.add_requested_context(CTImageStorage)
         assoc = ae.associate(strict.host, strict.dicom_port, ae_title=strict.ae_title)
         assert assoc.is_rejected
-        micropacs("nodes", "add", "STRANGER", "127.0.0.1", "104", data_dir=strict.data_dir)
+        micropacs(
+            "nodes",
+            "add",
+            "STRANGER",
+            "127.0.0.1",
+            "104",
+            data_dir=strict.data_dir,
+            env=strict.env,
+        )
         time.sleep(1.2)  # the registry is re-read at most once a second
         assoc = ae.associate(strict.host, strict.dicom_port, ae_title=strict.ae_title)
         assert assoc.is_established

@@ -17,7 +17,7 @@ def test_import_stores_dicom_and_skips_the_rest(fresh_server: Server, tmp_path: 
     files = dicomdata.make_study(folder / "nested", 5, modality="MR")
     (folder / "README.txt").write_text("not DICOM")
     (folder / "DICOMDIR-like.bin").write_bytes(b"\x00" * 300)
-    result = micropacs("import", str(folder), data_dir=fresh_server.data_dir)
+    result = micropacs("import", str(folder), data_dir=fresh_server.data_dir, env=fresh_server.env)
     assert "stored 5, skipped 2 non-DICOM, failed 0" in result.stdout
     assert all(p.exists() for p in files)  # copied, never moved
     study = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID

@@ -18,10 +18,12 @@ SENDING = re.compile(r"Sending Store Request \(MsgID \d+, ([A-Z]+)\)")
 
 
 @pytest.mark.slow
-def test_sigkill_during_storescu_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_sigkill_during_storescu_loses_nothing_acknowledged(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
     files = dicomdata.make_ct_series(tmp_path / "series", 300, rows=256, cols=256)
     data_dir = tmp_path / "data"
-    server = start_server(data_dir)
+    server = start_server(data_dir, env=server_env)
     sender = subprocess.Popen(
         [
             "storescu",
@@ -63,7 +65,7 @@ def test_sigkill_during_storescu_loses_nothing_acknowledged(tmp_path: Path) -> N
             acked_files.append(current)
     assert len(acked_files) == 100
 
-    restarted = start_server(data_dir)
+    restarted = start_server(data_dir, env=server_env)
     try:
         uids = {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in acked_files}
         study = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID

@@ -289,6 +289,7 @@ def test_movescu_sends_a_study_to_a_registered_node(
         "--description",
         "test receiver",
         data_dir=server.data_dir,
+        env=server.env,
     )
     study = stored[0].StudyInstanceUID
     dcmtk(
