@@ -32,7 +32,7 @@ def main() -> int:
     ports = stack.ports
     print(
         f"stack: Kafka 127.0.0.1:{ports.kafka}, MinIO 127.0.0.1:{ports.minio}, "
-        f"FerretDB 127.0.0.1:{ports.ferretdb}"
+        f"FerretDB 127.0.0.1:{ports.ferretdb}, Prometheus http://127.0.0.1:{ports.prometheus}"
     )
     for name, (dicom_port, http_port, extra) in SERVICES.items():
         env = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -247,8 +248,39 @@ def start_ferretdb(run_dir: Path, ports: Ports) -> None:
     )
 
 
+SCRAPE_TARGETS = ("127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083")
+"""The HTTP ports of ``make run`` and ``make run-stack``'s services."""
+
+
+def start_prometheus(
+    run_dir: Path, ports: Ports, targets: tuple[str, ...] = SCRAPE_TARGETS
+) -> None:
+    """Debian's Prometheus scraping the micropacs services every 5 s."""
+    config = run_dir / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 5s, evaluation_interval: 5s}\n"
+        "scrape_configs:\n"
+        "  - job_name: micropacs\n"
+        f"    static_configs: [{{targets: {json.dumps(list(targets))}}}]\n"
+    )
+    (run_dir / "prometheus-data").mkdir(exist_ok=True)
+    _start(
+        run_dir,
+        "prometheus",
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{ports.prometheus}",
+            "--storage.tsdb.retention.time=1d",
+            "--web.enable-lifecycle",
+        ],
+    )
+
+
 def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack:
-    """Start Kafka, MinIO and FerretDB in ``run_dir`` and wait until each is ready."""
+    """Start Kafka, MinIO, FerretDB (and Prometheus, if installed) in ``run_dir``; wait
+    until each is ready."""
     reason = available()
     if reason:
         raise RuntimeError(reason)
@@ -257,6 +289,15 @@ def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack
     start_minio(run_dir, ports)
     start_ferretdb(run_dir, ports)
     start_kafka(run_dir, ports)
+    if shutil.which("prometheus"):
+        start_prometheus(run_dir, ports)
+        _wait(
+            "Prometheus",
+            lambda: _http_ok(f"http://127.0.0.1:{ports.prometheus}/-/ready"),
+            timeout,
+            run_dir,
+            "prometheus",
+        )
     _wait(
         "MinIO",
         lambda: _http_ok(f"http://127.0.0.1:{ports.minio}/minio/health/cluster"),
