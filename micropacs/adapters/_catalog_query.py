@@ -26,12 +26,12 @@ from micropacs.adapters._catalog_schema import (
     TABLES_AT,
     Column,
     element,
-    fold,
     kind_of,
     normal_date,
     normalise,
 )
 from micropacs.dicom import levels, matching
+from micropacs.dicom.matching import fold
 from micropacs.events import DicomJson
 from micropacs.ports import Level, Query
 

@@ -281,16 +281,6 @@ def column_value(dataset: DicomJson, column: Column) -> Any:
     return normalise(texts[0], column.kind)
 
 
-def fold(text: str) -> str:
-    """A person name for matching that ignores case (PS3.4 C.2.2.2.1 allows it as an option).
-
-    Case folding, with dotless and dotted I folded to plain i: then names
-    equal under :meth:`str.casefold` fold equal, and so do names that a
-    case-insensitive regular expression matches character by character.
-    """
-    return text.casefold().replace("\u0131", "i").replace("\u0307", "")
-
-
 def element(vr: str, values: Iterable[Any]) -> DicomJson:
     """A DICOM JSON element; no ``Value`` when there are no values."""
     listed = list(values)

@@ -27,10 +27,10 @@ from micropacs.adapters._catalog_schema import (
     column_value,
     dumps,
     element,
-    fold,
     texts_of,
 )
 from micropacs.dicom import levels
+from micropacs.dicom.matching import fold
 from micropacs.dicom.uids import require_uid
 from micropacs.errors import InvalidInput
 from micropacs.events import DicomJson

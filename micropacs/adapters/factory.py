@@ -14,8 +14,6 @@ from micropacs.config import KafkaSettings, S3Settings
 from micropacs.errors import CatalogUnavailable, EventBusUnavailable, InvalidInput, Unavailable
 from micropacs.ports import BlobStore, Catalog, EventBus
 
-_DISTRIBUTED = {"mongodb": "Catalog"}
-
 
 def _scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
@@ -33,12 +31,7 @@ def _local_path(url: str) -> Path:
 
 
 def _refuse(url: str, scheme: str, port: str) -> InvalidInput:
-    if scheme in _DISTRIBUTED:
-        return InvalidInput(
-            f"{scheme}:// ({_DISTRIBUTED[scheme]}) arrives with the distributed adapters;"
-            f" use the embedded one for the {port} for now"
-        )
-    return InvalidInput(f"unsupported {port} URL {url!r}")
+    return InvalidInput(f"unsupported {port} URL {url!r} ({scheme}://)")
 
 
 def _parent(path: Path, error: type[Unavailable]) -> Path:
@@ -104,6 +97,16 @@ async def open_event_bus(url: str, kafka: KafkaSettings | None = None) -> EventB
 async def open_catalog(url: str) -> Catalog:
     """The Catalog at ``url``: ``sqlite:///file.db`` (created if missing)."""
     scheme = _scheme(url)
+    if scheme == "mongodb":
+        from micropacs.adapters.mongo import MongoCatalog
+
+        remote = MongoCatalog(url)
+        try:
+            await remote.open()
+        except BaseException:
+            await remote.close()
+            raise
+        return remote
     if scheme == "sqlite":
         from micropacs.adapters.sqlite_catalog import SqliteCatalog
 

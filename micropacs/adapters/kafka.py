@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -102,10 +102,11 @@ class KafkaEventBus:
         self._client_id = client_id
         self._prefix = topic_prefix
         self._producer: AIOKafkaProducer | None = None
+        self._known_topics: set[str] = set()
 
     async def open(self) -> None:
         """Create the topics if missing and start the producer."""
-        await self._create_topics()
+        await self._create_topics(TOPICS)
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
@@ -121,14 +122,15 @@ class KafkaEventBus:
             raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
         self._producer = producer
 
-    async def _create_topics(self) -> None:
+    async def _create_topics(self, topics: Iterable[str]) -> None:
+        """Create the missing ones of ``topics`` (the broker does not auto-create them)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=10000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
                 NewTopic(self._prefix + topic, self._partitions, self._replication)
-                for topic in TOPICS
+                for topic in topics
                 if self._prefix + topic not in existing
             ]
             if missing:
@@ -139,11 +141,17 @@ class KafkaEventBus:
             raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
         finally:
             await admin.close()
+        self._known_topics.update(topics)
+
+    async def _ensure_topic(self, topic: str) -> None:
+        if topic not in self._known_topics:
+            await self._create_topics([topic])
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         """Append an event; returns once every in-sync replica has it."""
         if self._producer is None:
             raise EventBusUnavailable("Kafka producer not started")
+        await self._ensure_topic(topic)
         try:
             await asyncio.wait_for(
                 self._producer.send_and_wait(self._prefix + topic, value, key=key.encode()),
@@ -157,6 +165,7 @@ class KafkaEventBus:
 
     async def consumer(self, topic: str, group: str) -> KafkaConsumer:
         """Join ``group`` on ``topic``; a new group starts at the oldest event."""
+        await self._ensure_topic(topic)
         consumer = AIOKafkaConsumer(
             self._prefix + topic,
             bootstrap_servers=self._bootstrap,

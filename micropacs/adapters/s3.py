@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import urllib3
@@ -46,6 +46,22 @@ def parse_url(url: str) -> tuple[str, str, bool]:
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]", bucket):
         raise InvalidInput(f"bucket name {bucket!r}: use 3-42 lowercase letters, digits, '.', '-'")
     return parts.netloc, bucket, "secure=true" in parts.query.lower()
+
+
+class _Exactly:
+    """A reader of ``size`` bytes that refuses a source ending early."""
+
+    def __init__(self, source: BinaryIO, size: int) -> None:
+        self._source = source
+        self._left = size
+
+    def read(self, count: int = -1) -> bytes:
+        wanted = self._left if count < 0 else min(count, self._left)
+        chunk = self._source.read(wanted)
+        if len(chunk) < wanted:
+            raise InvalidInput(f"the source ended {self._left - len(chunk)} bytes early")
+        self._left -= len(chunk)
+        return chunk
 
 
 class S3BlobStore:
@@ -118,7 +134,12 @@ class S3BlobStore:
         def upload() -> None:
             self._ensure_bucket(bucket)
             self._client.put_object(
-                bucket, name, source, size, content_type="application/dicom", part_size=PART_SIZE
+                bucket,
+                name,
+                cast(BinaryIO, _Exactly(source, size)),
+                size,
+                content_type="application/dicom",
+                part_size=PART_SIZE,
             )
 
         await self._run(f"put {key}", upload)

@@ -194,6 +194,16 @@ def literal_prefix(pattern: str) -> str:
 
 
 @lru_cache(maxsize=1024)
+def fold(text: str) -> str:
+    """A person name for matching that ignores case (PS3.4 C.2.2.2.1 allows it as an option).
+
+    Case folding, with dotless and dotted I folded to plain i: then names
+    equal under :meth:`str.casefold` fold equal, and so do names that a
+    case-insensitive regular expression matches character by character.
+    """
+    return text.casefold().replace("\u0131", "i").replace("\u0307", "")
+
+
 def _regex(pattern: str, fold: bool) -> re.Pattern[str]:
     parts = ["." if c == "?" else ".*" if c == "*" else re.escape(c) for c in pattern]
     return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if fold else 0))

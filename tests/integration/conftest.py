@@ -7,7 +7,6 @@ own bucket, topic prefix and database so tests never see each other's data.
 
 from __future__ import annotations
 
-import importlib.util
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,30 +14,7 @@ from pathlib import Path
 import pytest
 
 from stack import servers
-from tests.integration.peers import free_port
 from tests.integration.server import Server, start_server
-
-
-@pytest.fixture(scope="session")
-def shared_stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[servers.Stack | None]:
-    if request.config.getoption("--backend") != "stack":
-        yield None
-        return
-    reason = servers.available()
-    if reason:
-        pytest.skip(reason)
-    ports = servers.Ports(
-        kafka=free_port(),
-        kafka_controller=free_port(),
-        minio=free_port(),
-        ferretdb=free_port(),
-        prometheus=free_port(),
-    )
-    stack = servers.up(tmp_path_factory.mktemp("stack"), ports)
-    yield stack
-    servers.down(stack.run_dir)
 
 
 def isolated_env(stack: servers.Stack | None) -> dict[str, str]:
@@ -49,10 +25,7 @@ def isolated_env(stack: servers.Stack | None) -> dict[str, str]:
     env = dict(stack.env)
     env["MICROPACS_STORAGE__BLOB_URL"] += f"-{name}"
     env["MICROPACS_KAFKA__TOPIC_PREFIX"] = f"{name}."
-    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
-        del env["MICROPACS_STORAGE__CATALOG_URL"]  # SQLite in the data directory
-    else:
-        env["MICROPACS_STORAGE__CATALOG_URL"] = env["MICROPACS_STORAGE__CATALOG_URL"] + name
+    env["MICROPACS_STORAGE__CATALOG_URL"] += f"-{name}"
     return env
 
 

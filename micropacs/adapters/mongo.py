@@ -1,0 +1,325 @@
+"""The distributed Catalog: MongoDB (or FerretDB) through PyMongo's ``AsyncMongoClient``.
+
+Only operations MongoDB >= 6 and FerretDB 1.24 both support: no transactions,
+no aggregation beyond the basics. Writes are idempotent upserts
+(:mod:`micropacs.adapters._mongo_write`); replaying a batch, or finishing one
+a crash interrupted, leaves the catalog as once.
+
+Queries filter on indexed fields first (never dropping a true match), then
+decide with :class:`~micropacs.dicom.matching.Matcher` (PS3.4 C.2.2.2).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from micropacs.adapters._mongo_write import (
+    INSTANCE_FIELDS,
+    PATIENT_FIELDS,
+    SERIES_FIELDS,
+    STUDY_FIELDS,
+    normal_pn,
+    upsert,
+)
+from micropacs.dicom import levels, matching
+from micropacs.errors import CatalogUnavailable, InvalidInput
+from micropacs.events import DicomJson
+from micropacs.ports import (
+    CatalogCounts,
+    InstanceLocation,
+    InstanceRecord,
+    Level,
+    Node,
+    Query,
+)
+
+FIELDS = {
+    Level.PATIENT: PATIENT_FIELDS,
+    Level.STUDY: STUDY_FIELDS,
+    Level.SERIES: SERIES_FIELDS,
+    Level.IMAGE: INSTANCE_FIELDS,
+}
+COLLECTION = {
+    Level.PATIENT: "patients",
+    Level.STUDY: "studies",
+    Level.SERIES: "series",
+    Level.IMAGE: "instances",
+}
+INDEXES = {
+    "patients": ["patient_id", "patient_name", "patient_name_fold", "birth_date", "sex"],
+    "studies": [
+        "patient_key",
+        "patient_id",
+        "patient_name",
+        "patient_name_fold",
+        "study_date",
+        "accession_number",
+        "study_id",
+        "referring_physician",
+        "study_description",
+        "modalities",
+    ],
+    "series": ["study", "patient_key", "modality", "series_date", "series_description"],
+    "instances": ["series", "study", "patient_key", "sop_class"],
+}
+
+
+def _condition_filter(field: str, kind: str, cond: object, fold: bool) -> dict[str, Any] | None:
+    """A Mongo filter on ``field`` that keeps every true match of ``cond`` (or None)."""
+    if kind == "pn" and fold:
+        field = f"{field}_fold"
+    if isinstance(cond, matching.UidList) and kind == "uid":
+        return {field: {"$in": list(cond.values)}}
+    if isinstance(cond, matching.Single):
+        value = cond.value
+        if kind == "pn":
+            value = matching.fold(value) if fold else value
+        elif kind == "da":
+            value = value.replace(".", "")[:8]
+            if len(value) != 8:
+                return None
+        return {field: value}
+    if isinstance(cond, matching.Wildcard) and kind in ("text", "pn"):
+        prefix = matching.literal_prefix(cond.pattern)
+        if kind == "pn":
+            prefix = normal_pn(prefix) if "*" not in cond.pattern else prefix
+            prefix = matching.fold(prefix) if fold else prefix
+        if not prefix:
+            return None
+        return {field: {"$regex": "^" + re.escape(prefix)}}
+    if isinstance(cond, matching.Range) and kind == "da":
+        bounds: dict[str, str] = {}
+        if cond.low:
+            bounds["$gte"] = cond.low.replace(".", "")[:8]
+        if cond.high:
+            bounds["$lte"] = cond.high.replace(".", "")[:8]
+        return {field: bounds} if bounds else None
+    return None
+
+
+def _element(vr: str, values: list[Any]) -> DicomJson:
+    return {"vr": vr, "Value": values} if values else {"vr": vr}
+
+
+class MongoCatalog:
+    """Catalog on MongoDB or FerretDB."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        name = parts.path.strip("/")
+        if parts.scheme != "mongodb" or not name or not re.fullmatch(r"[A-Za-z0-9_-]{1,60}", name):
+            raise InvalidInput(f"{url!r} is not mongodb://HOST:PORT/DATABASE")
+        self._url = url
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            url, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True
+        )
+        self._db = self._client[name]
+
+    def _unavailable(self, exc: Exception) -> CatalogUnavailable:
+        host = urlsplit(self._url).netloc
+        return CatalogUnavailable(
+            f"catalog at {host} failed: {exc}; check that MongoDB (or FerretDB) runs "
+            "and that the URL is right"
+        )
+
+    async def open(self) -> None:
+        """Create the indexes (idempotent)."""
+        try:
+            for collection, fields in INDEXES.items():
+                for field in fields:
+                    await self._db[collection].create_index([(field, ASCENDING)])
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def upsert_instances(self, records: Sequence[InstanceRecord]) -> None:
+        """Upsert instances and their entities, then recompute the computed attributes."""
+        if not records:
+            return
+        try:
+            await upsert(self._db, records)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def query(self, query: Query) -> AsyncIterator[DicomJson]:
+        """Entities at ``query.level`` matching the identifier (PS3.4 C.2.2.2)."""
+        if query.limit < 0 or query.offset < 0:
+            raise InvalidInput("a query's limit and offset cannot be negative")
+        conditions = matching.matching_keys(query.identifier)
+        fields = FIELDS[query.level]
+        mongo_filter: dict[str, Any] = {}
+        for tag, cond in conditions.items():
+            if tag in fields:
+                field, kind = fields[tag]
+                clause = _condition_filter(field, kind, cond, query.case_insensitive_pn)
+                if clause:
+                    mongo_filter.setdefault("$and", []).append(clause)
+        matcher = matching.Matcher(query.identifier, case_insensitive_pn=query.case_insensitive_pn)
+        cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+        skipped = produced = 0
+        try:
+            cursor = self._db[COLLECTION[query.level]].find(mongo_filter).sort("_id", ASCENDING)
+            async for doc in cursor:
+                record = await self._record(query.level, doc, cache)
+                if record is None or not matcher(record):
+                    continue
+                if skipped < query.offset:
+                    skipped += 1
+                    continue
+                yield record
+                produced += 1
+                if query.limit and produced >= query.limit:
+                    break
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _parent(
+        self, collection: str, key: str, cache: dict[tuple[str, str], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        if (collection, key) not in cache:
+            cache[(collection, key)] = await self._db[collection].find_one({"_id": key})
+        return cache[(collection, key)]
+
+    async def _record(
+        self, level: Level, doc: dict[str, Any], cache: dict[tuple[str, str], dict[str, Any] | None]
+    ) -> DicomJson | None:
+        record: DicomJson = {}
+        if level is Level.PATIENT:
+            patient: dict[str, Any] | None = doc
+        else:
+            patient = await self._parent("patients", doc["patient_key"], cache)
+        if patient is None:
+            return None
+        record.update(patient.get("attrs", {}))
+        record[levels.NUMBER_OF_PATIENT_RELATED_STUDIES] = _element(
+            "IS", [patient.get("n_studies", 0)]
+        )
+        record[levels.NUMBER_OF_PATIENT_RELATED_SERIES] = _element(
+            "IS", [patient.get("n_series", 0)]
+        )
+        record[levels.NUMBER_OF_PATIENT_RELATED_INSTANCES] = _element(
+            "IS", [patient.get("n_instances", 0)]
+        )
+        if level is Level.PATIENT:
+            return record
+        study = doc if level is Level.STUDY else await self._parent("studies", doc["study"], cache)
+        if study is None:
+            return None
+        record.update(study.get("attrs", {}))
+        record["0020000D"] = _element("UI", [study["_id"]])
+        record[levels.NUMBER_OF_STUDY_RELATED_SERIES] = _element("IS", [study.get("n_series", 0)])
+        record[levels.NUMBER_OF_STUDY_RELATED_INSTANCES] = _element(
+            "IS", [study.get("n_instances", 0)]
+        )
+        record[levels.MODALITIES_IN_STUDY] = _element("CS", list(study.get("modalities", [])))
+        record[levels.SOP_CLASSES_IN_STUDY] = _element("UI", list(study.get("sop_classes", [])))
+        if level is Level.STUDY:
+            return record
+        series = (
+            doc if level is Level.SERIES else await self._parent("series", doc["series"], cache)
+        )
+        if series is None:
+            return None
+        record.update(series.get("attrs", {}))
+        record["0020000E"] = _element("UI", [series["_id"]])
+        record[levels.NUMBER_OF_SERIES_RELATED_INSTANCES] = _element(
+            "IS", [series.get("n_instances", 0)]
+        )
+        if level is Level.SERIES:
+            return record
+        record.update(doc.get("attrs", {}))
+        record["00080018"] = _element("UI", [doc["_id"]])
+        record["00080016"] = _element("UI", [doc["sop_class"]])
+        return record
+
+    async def locate(
+        self,
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_instance_uids: Sequence[str] = (),
+        patient_ids: Sequence[str] = (),
+    ) -> list[InstanceLocation]:
+        """The instances under the given entities, in series and instance order."""
+        mongo_filter: dict[str, Any] = {}
+        if study_uids:
+            mongo_filter["study"] = {"$in": list(study_uids)}
+        if series_uids:
+            mongo_filter["series"] = {"$in": list(series_uids)}
+        if sop_instance_uids:
+            mongo_filter["_id"] = {"$in": list(sop_instance_uids)}
+        try:
+            if patient_ids:
+                keys = await self._db.patients.distinct(
+                    "_id", {"patient_id": {"$in": list(patient_ids)}}
+                )
+                mongo_filter["patient_key"] = {"$in": keys}
+            if not mongo_filter:
+                return []
+            docs = await self._db.instances.find(mongo_filter).to_list(None)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        docs.sort(key=lambda d: (d["series"], d.get("instance_number") or 0, d["_id"]))
+        return [
+            InstanceLocation(
+                sop_instance_uid=d["_id"],
+                sop_class_uid=d["sop_class"],
+                series_instance_uid=d["series"],
+                study_instance_uid=d["study"],
+                object_key=d["object_key"],
+                transfer_syntax_uid=d["transfer_syntax"],
+                size=int(d.get("size", 0)),
+            )
+            for d in docs
+        ]
+
+    async def counts(self) -> CatalogCounts:
+        """Numbers of patients, studies, series and instances."""
+        try:
+            return CatalogCounts(
+                patients=await self._db.patients.count_documents({}),
+                studies=await self._db.studies.count_documents({}),
+                series=await self._db.series.count_documents({}),
+                instances=await self._db.instances.count_documents({}),
+            )
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def put_node(self, node: Node) -> None:
+        """Add or replace a node."""
+        fields = {k: v for k, v in node.__dict__.items() if k != "ae_title"}
+        try:
+            await self._db.nodes.replace_one({"_id": node.ae_title}, fields, upsert=True)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def remove_node(self, ae_title: str) -> bool:
+        """Remove a node; False if absent."""
+        try:
+            result = await self._db.nodes.delete_one({"_id": ae_title})
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        return bool(result.deleted_count)
+
+    async def nodes(self) -> list[Node]:
+        """Every node, by AE title."""
+        try:
+            docs = await self._db.nodes.find({}).sort("_id", ASCENDING).to_list(None)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        return [Node(ae_title=d.pop("_id"), **d) for d in docs]
+
+    async def check(self) -> None:
+        """Raise CatalogUnavailable unless the server answers a ping."""
+        try:
+            await self._db.command("ping")
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self._client.close()
