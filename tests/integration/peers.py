@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import time
@@ -25,10 +26,23 @@ from tests.integration.server import Server
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below the ephemeral range (32768-60999 on Linux), so no
+    outgoing connection takes it between now and the moment a server binds it."""
+    while True:
+        port = random.randrange(20000, 32700)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def dcmtk(

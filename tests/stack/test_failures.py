@@ -7,7 +7,6 @@ acknowledged is stored, indexed and retrievable.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import time
@@ -30,10 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 def stack_server(stack: servers.Stack, data_dir: Path) -> Server:
-    env = {**stack.env, "MICROPACS_KAFKA__PUBLISH_TIMEOUT": "3"}
-    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
-        del env["MICROPACS_STORAGE__CATALOG_URL"]  # until the MongoDB catalog exists
-    return start_server(data_dir, env=env)
+    return start_server(data_dir, env={**stack.env, "MICROPACS_KAFKA__PUBLISH_TIMEOUT": "3"})
 
 
 def send_through_outage(
@@ -168,8 +164,6 @@ def test_index_killed_mid_batch_leaves_a_complete_catalog(
     """kill -9 the index consumer while it works through a backlog, restart it: every
     instance is indexed once, with the right counts."""
     env = {**stack.env}
-    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
-        env["MICROPACS_STORAGE__CATALOG_URL"] = f"sqlite://{tmp_path / 'catalog.db'}"
     files = dicomdata.make_ct_series(tmp_path / "ct", 400, rows=32, cols=32)
     study = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
     ingest = start_server(tmp_path / "ingest", env=env, command=("run", "ingest"))
@@ -219,8 +213,6 @@ def test_poison_event_goes_to_the_dead_letter_topic(stack: servers.Stack, tmp_pa
     from micropacs.events import DEAD_LETTER, INSTANCE_STORED
 
     env = {**stack.env}
-    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
-        env["MICROPACS_STORAGE__CATALOG_URL"] = f"sqlite://{tmp_path / 'catalog.db'}"
     server = start_server(tmp_path / "data", env=env)
     try:
 
