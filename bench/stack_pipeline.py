@@ -2,7 +2,8 @@
 and the MongoDB-compatible catalog, against DCMTK's storescp in the same run.
 
 - ingest throughput with one and with two ingest processes (SO_REUSEPORT), four
-  storescu associations, 1,000 CT 512×512, as a ratio to storescp;
+  associations, 1,000 CT 512×512, as a ratio to storescp, and of ``micropacs serve``
+  on the embedded stores;
 - store-to-queryable latency: from each C-STORE response to the instance being
   found by C-FIND (p50, p95);
 - index throughput replaying 100,000 instance.stored events;
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import subprocess
 import sys
@@ -37,7 +37,7 @@ from bench.common import (
     summary_ms,
     wait_port,
 )
-from bench.store_throughput import send, storescp_rate
+from bench.store_throughput import micropacs_rate, send, storescp_rate
 from micropacs.adapters.factory import open_event_bus
 from micropacs.dicom.json_model import to_json
 from micropacs.dimse.ae import set_nodelay
@@ -74,10 +74,7 @@ def stack_env(stack: servers.Stack, run: str) -> dict[str, str]:
     env = dict(stack.env)
     env["MICROPACS_KAFKA__TOPIC_PREFIX"] = f"{run}."
     env["MICROPACS_STORAGE__BLOB_URL"] = env["MICROPACS_STORAGE__BLOB_URL"] + "-" + run
-    if importlib.util.find_spec("micropacs.adapters.mongo") is None:
-        env.pop("MICROPACS_STORAGE__CATALOG_URL")  # SQLite until the MongoDB catalog exists
-    else:
-        env["MICROPACS_STORAGE__CATALOG_URL"] = env["MICROPACS_STORAGE__CATALOG_URL"] + run
+    env["MICROPACS_STORAGE__CATALOG_URL"] += f"-{run}"
     return env
 
 
@@ -88,12 +85,7 @@ def pipeline_rate(
     env = stack_env(stack, run)
     data = work / run
     data.mkdir()
-    shared = {
-        **env,
-        "MICROPACS_STORAGE__CATALOG_URL": env.get(
-            "MICROPACS_STORAGE__CATALOG_URL", f"sqlite://{data / 'catalog.db'}"
-        ),
-    }
+    shared = env
     port = free_port()
     processes = {
         "ingest": service(
@@ -119,12 +111,7 @@ def store_to_queryable(stack: servers.Stack, work: Path, samples: int) -> dict[s
     env = stack_env(stack, "latency")
     data = work / "latency"
     data.mkdir()
-    shared = {
-        **env,
-        "MICROPACS_STORAGE__CATALOG_URL": env.get(
-            "MICROPACS_STORAGE__CATALOG_URL", f"sqlite://{data / 'catalog.db'}"
-        ),
-    }
+    shared = env
     ingest_port, qr_port = free_port(), free_port()
     processes = [
         service("ingest", shared, data, ingest_port, free_port()),
@@ -206,13 +193,7 @@ def index_replay(stack: servers.Stack, work: Path, count: int) -> dict[str, Any]
     data.mkdir()
     print(f"publishing {count} events …", flush=True)
     asyncio.run(publish_backlog(env["MICROPACS_STORAGE__BUS_URL"], "replay.", count))
-    shared = {
-        **env,
-        "MICROPACS_STORAGE__CATALOG_URL": env.get(
-            "MICROPACS_STORAGE__CATALOG_URL", f"sqlite://{data / 'catalog.db'}"
-        ),
-        "MICROPACS_INDEX__BATCH_SIZE": "500",
-    }
+    shared = {**env, "MICROPACS_INDEX__BATCH_SIZE": "500"}
     http_port = free_port()
     started = time.perf_counter()
     index = service("index", shared, data, None, http_port)
@@ -255,14 +236,16 @@ def main() -> None:
         stack = servers.up(work / "stack", ports)
         try:
             files = dicomdata.make_ct_series(work / "ct", args.count, rows=512, cols=512)
-            result: dict[str, Any] = {
-                "catalog": "mongodb (FerretDB)"
-                if importlib.util.find_spec("micropacs.adapters.mongo")
-                else "sqlite",
-            }
+            result: dict[str, Any] = {"catalog": "mongodb (FerretDB 1.24, SQLite backend)"}
             print("storescp, 4 associations …", flush=True)
             peer = storescp_rate(files, 4, work)
             result["storescp_images_per_s"] = round(peer, 1)
+            print("embedded (micropacs serve), 4 associations …", flush=True)
+            embedded = micropacs_rate(files, 4, work)
+            result["embedded"] = {
+                "images_per_s": round(embedded, 1),
+                "ratio": round(embedded / peer, 3),
+            }
             for workers in (1, 2):
                 print(f"stack, {workers} ingest process(es) …", flush=True)
                 measured = pipeline_rate(stack, files, work, workers)
