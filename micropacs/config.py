@@ -39,10 +39,14 @@ class DicomSettings(BaseModel):
 
 
 class HttpSettings(BaseModel):
-    """The HTTP endpoint: /healthz, /readyz, /metrics (and DICOMweb later)."""
+    """The HTTP endpoint: /healthz, /readyz, /metrics and DICOMweb under /dicom-web."""
 
     host: str = Field("127.0.0.1", description="Address the HTTP port listens on.")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description='Web origins allowed to call DICOMweb from a browser (JSON list; ["*"]: any).',
+    )
 
 
 class StorageSettings(BaseModel):

@@ -1,4 +1,4 @@
-"""The HTTP side every service exposes: /healthz, /readyz and /metrics.
+"""The HTTP side every service exposes: /healthz, /readyz and /metrics (plus DICOMweb).
 
 /healthz answers 200 while the process runs; /readyz answers 200 only when
 every backend check passes, else 503 with what failed and what to do.
@@ -9,22 +9,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[None]]
 
 
-def build_http_app(registry: CollectorRegistry, checks: Mapping[str, Check]) -> Starlette:
-    """A Starlette app with the health, readiness and metrics routes."""
+def build_http_app(
+    registry: CollectorRegistry,
+    checks: Mapping[str, Check],
+    routes: Sequence[BaseRoute] = (),
+    cors_origins: Sequence[str] = ("*",),
+) -> Starlette:
+    """A Starlette app with the health, readiness and metrics routes, and the services' own
+    (DICOMweb), which browsers of ``cors_origins`` may call."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -43,12 +51,21 @@ def build_http_app(registry: CollectorRegistry, checks: Mapping[str, Check]) -> 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    cors = Middleware(
+        CORSMiddleware,
+        allow_origins=list(cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["ETag", "Warning", "Content-Location"],
+    )
     return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
-        ]
+            *routes,
+        ],
+        middleware=[cors] if routes else [],
     )
 
 

@@ -128,7 +128,12 @@ async def run(
             started = workers.spawn(settings, services, dicom_port)
             stack.callback(workers.stop, started)
 
-        http = HttpServer(build_http_app(registry, checks), settings.http.host, settings.http.port)
+        routes = [route for app in dicom_apps for route in app.web_routes()]
+        http = HttpServer(
+            build_http_app(registry, checks, routes, settings.http.cors_origins),
+            settings.http.host,
+            settings.http.port,
+        )
         http_port = await http.start()
         stack.push_async_callback(http.stop)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pynetdicom import AE
+from starlette.routing import BaseRoute
 
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
@@ -15,18 +16,24 @@ from micropacs.ports import BlobStore, EventBus
 from services.ingest import dimse
 from services.ingest.metrics import IngestMetrics
 from services.ingest.store_service import StoreService
+from services.ingest.stow import Stow
 
 
 @dataclass
 class IngestApp:
-    """The ingest service: C-ECHO and C-STORE over a StoreService."""
+    """The ingest service: C-ECHO, C-STORE and STOW-RS over a StoreService."""
 
     store: StoreService
     checks: dict[str, Check]
+    called_ae: str
 
     def add_contexts(self, ae: AE) -> None:
         """Accept verification and every storage SOP class."""
         dimse.add_contexts(ae)
+
+    def web_routes(self) -> list[BaseRoute]:
+        """STOW-RS."""
+        return Stow(self.store, self.called_ae).routes()
 
     def handlers(self, bridge: LoopBridge) -> list[Any]:
         """DIMSE handler bindings, calling into ``bridge``'s loop."""
@@ -44,4 +51,8 @@ def build(
         site=settings.site,
         storage_group=settings.storage.group,
     )
-    return IngestApp(store=store, checks={"blob_store": blobs.check, "event_bus": bus.check})
+    return IngestApp(
+        store=store,
+        checks={"blob_store": blobs.check, "event_bus": bus.check},
+        called_ae=settings.dicom.ae_title,
+    )

@@ -7,12 +7,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pynetdicom import AE
+from starlette.routing import BaseRoute
 
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
 from micropacs.ports import BlobStore, Catalog
 from services.qr import dimse
+from services.qr.dicomweb import DicomWeb
 from services.qr.metrics import QrMetrics
 from services.qr.query_service import QueryService
 from services.qr.retrieve_service import RetrieveService
@@ -20,7 +22,7 @@ from services.qr.retrieve_service import RetrieveService
 
 @dataclass
 class QrApp:
-    """The qr service: C-FIND, C-GET and C-MOVE."""
+    """The qr service: C-FIND, C-GET, C-MOVE, QIDO-RS, WADO-RS and WADO-URI."""
 
     query: QueryService
     retrieve: RetrieveService
@@ -30,6 +32,10 @@ class QrApp:
     def add_contexts(self, ae: AE) -> None:
         """Accept the Patient Root and Study Root information models."""
         dimse.add_contexts(ae)
+
+    def web_routes(self) -> list[BaseRoute]:
+        """QIDO-RS, WADO-RS and WADO-URI."""
+        return DicomWeb(self.query, self.retrieve).routes()
 
     def handlers(self, bridge: LoopBridge) -> list[Any]:
         """DIMSE handler bindings, calling into ``bridge``'s loop."""

@@ -76,9 +76,11 @@ class QueryService:
         self._ae_title = ae_title
 
     async def find(
-        self, identifier: DicomJson, *, limit: int = 0, offset: int = 0
+        self, identifier: DicomJson, *, limit: int = 0, offset: int = 0, include_all: bool = False
     ) -> list[DicomJson]:
-        """Every match of ``identifier`` as a response holding the requested keys."""
+        """Every match of ``identifier`` as a response holding the requested keys
+        (and, with ``include_all``, every attribute the catalog holds: QIDO-RS
+        ``includefield=all`` and WADO-RS metadata)."""
         started = time.perf_counter()
         level = level_of(identifier)
         check_uids(identifier)
@@ -96,16 +98,21 @@ class QueryService:
             case_insensitive_pn=self._settings.case_insensitive_pn,
         )
         responses = [
-            self._response(level, identifier, keys, found)
+            self._response(level, identifier, keys, found, include_all)
             async for found in self._catalog.query(query)
         ]
         self._metrics.query_seconds.labels(level=level.value).observe(time.perf_counter() - started)
         return responses
 
     def _response(
-        self, level: Level, identifier: DicomJson, keys: DicomJson, found: DicomJson
+        self,
+        level: Level,
+        identifier: DicomJson,
+        keys: DicomJson,
+        found: DicomJson,
+        include_all: bool = False,
     ) -> DicomJson:
-        response: DicomJson = {}
+        response: DicomJson = dict(found) if include_all else {}
         for tag, element in keys.items():
             stored = found.get(tag)
             if stored is None or "Value" not in stored:

@@ -7,6 +7,7 @@ Instance UIDs.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -55,6 +56,10 @@ class RetrieveService:
             series_uids=values(SERIES_UID) if level in (Level.SERIES, Level.IMAGE) else (),
             sop_instance_uids=values(SOP_INSTANCE_UID) if level is Level.IMAGE else (),
         )
+
+    def read(self, location: InstanceLocation) -> AsyncIterator[bytes]:
+        """The stored bytes of ``location``, in chunks."""
+        return self._blobs.read(location.object_key)
 
     def local_path(self, location: InstanceLocation) -> AbstractAsyncContextManager[Path]:
         """A local file with the stored bytes of ``location``."""

@@ -1,0 +1,1 @@
+"""DICOMweb (PS3.18) pieces shared by the services: multipart bodies, QIDO-RS parameters."""

@@ -1,0 +1,258 @@
+"""DICOMweb of the qr service: QIDO-RS, WADO-RS and WADO-URI (PS3.18 10.4, 10.6, 9).
+
+Every route goes through the same QueryService and RetrieveService as C-FIND,
+C-GET and C-MOVE, so both paths give the same answers. Instances stream from
+the BlobStore into the multipart/related response; metadata comes from the
+catalog without reading a single object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from micropacs.dicom.transcode import to_uncompressed
+from micropacs.dicom.uids import is_valid_uid
+from micropacs.dicomweb import multipart, qido
+from micropacs.errors import InvalidInput, MicropacsError, NotFound, http_status
+from micropacs.events import DicomJson
+from micropacs.ports import InstanceLocation, Level
+from services.qr.query_service import QueryService
+from services.qr.retrieve_service import RetrieveService
+
+log = logging.getLogger(__name__)
+
+ROOT = "/dicom-web"
+DICOM_JSON = "application/dicom+json"
+ANY_SYNTAX = "*"
+RETRIEVE_URL = "00081190"
+PATH_UIDS = (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"))
+
+
+def error_response(exc: BaseException) -> Response:
+    """A PS3.18 status code with the reason in the body and the Warning header."""
+    reason = str(exc) or type(exc).__name__
+    status = http_status(exc)
+    if status >= 500:
+        log.error("DICOMweb request failed", extra={"reason": reason})
+    return JSONResponse(
+        {"error": reason}, status_code=status, headers={"Warning": f'299 micropacs "{reason}"'}
+    )
+
+
+def _uid(text: str, what: str) -> str:
+    if not is_valid_uid(text):
+        raise InvalidInput(f"{what} {text!r} is not a valid UID")
+    return text
+
+
+def _accepted_syntaxes(accept: str) -> set[str]:
+    """Transfer syntaxes an Accept header allows for application/dicom parts (PS3.18 8.7.3)."""
+    found: set[str] = set()
+    for item in accept.split(","):
+        media, params = multipart.parameters(item)
+        part_type = params.get("type", "application/dicom").lower()
+        if media in ("*/*", "multipart/related", "application/dicom", "multipart/*") and (
+            part_type == "application/dicom" or media == "application/dicom"
+        ):
+            found.add(params.get("transfer-syntax", ExplicitVRLittleEndian))
+    if not found and accept.strip():
+        raise InvalidInput(f"cannot answer with {accept!r}")  # mapped to 406 below
+    return found or {ExplicitVRLittleEndian}
+
+
+class DicomWeb:
+    """The qr service's DICOMweb routes."""
+
+    def __init__(self, query: QueryService, retrieve: RetrieveService) -> None:
+        self._query = query
+        self._retrieve = retrieve
+
+    def routes(self) -> list[BaseRoute]:
+        studies = f"{ROOT}/studies"
+        study = f"{studies}/{{study}}"
+        series = f"{study}/series/{{series}}"
+        instance = f"{series}/instances/{{instance}}"
+        return [
+            Route(studies, self.search(Level.STUDY), methods=["GET"]),
+            Route(f"{ROOT}/series", self.search(Level.SERIES), methods=["GET"]),
+            Route(f"{study}/series", self.search(Level.SERIES), methods=["GET"]),
+            Route(f"{ROOT}/instances", self.search(Level.IMAGE), methods=["GET"]),
+            Route(f"{study}/instances", self.search(Level.IMAGE), methods=["GET"]),
+            Route(f"{series}/instances", self.search(Level.IMAGE), methods=["GET"]),
+            Route(study, self.retrieve_instances, methods=["GET"]),
+            Route(series, self.retrieve_instances, methods=["GET"]),
+            Route(instance, self.retrieve_instances, methods=["GET"]),
+            Route(f"{study}/metadata", self.metadata, methods=["GET"]),
+            Route(f"{series}/metadata", self.metadata, methods=["GET"]),
+            Route(f"{instance}/metadata", self.metadata, methods=["GET"]),
+            Route(f"{ROOT}/wado", self.wado_uri, methods=["GET"]),
+        ]
+
+    # -- QIDO-RS ------------------------------------------------------------------------------
+
+    def search(self, level: Level) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                fixed = {
+                    keyword: _uid(request.path_params[name], keyword)
+                    for name, keyword in (
+                        ("study", "StudyInstanceUID"),
+                        ("series", "SeriesInstanceUID"),
+                    )
+                    if name in request.path_params
+                }
+                parsed = qido.parse(level, request.query_params.multi_items(), fixed)
+                found = await self._query.find(
+                    parsed.identifier,
+                    limit=parsed.limit,
+                    offset=parsed.offset,
+                    include_all=parsed.include_all,
+                )
+            except MicropacsError as exc:
+                return error_response(exc)
+            base = str(request.base_url).rstrip("/") + ROOT
+            answers = [self._qido_answer(level, base, match) for match in found]
+            headers = {"Warning": ", ".join(parsed.warnings)} if parsed.warnings else {}
+            if not answers:
+                return Response(status_code=204, headers=headers)
+            return Response(json.dumps(answers), media_type=DICOM_JSON, headers=headers)
+
+        return endpoint
+
+    @staticmethod
+    def _qido_answer(level: Level, base: str, match: DicomJson) -> DicomJson:
+        answer = {tag: element for tag, element in match.items() if tag != "00080052"}
+        study = (match.get("0020000D", {}).get("Value") or [""])[0]
+        url = f"{base}/studies/{study}"
+        if level is not Level.STUDY:
+            url += f"/series/{(match.get('0020000E', {}).get('Value') or [''])[0]}"
+        if level is Level.IMAGE:
+            url += f"/instances/{(match.get('00080018', {}).get('Value') or [''])[0]}"
+        answer[RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
+        return dict(sorted(answer.items()))
+
+    # -- WADO-RS ------------------------------------------------------------------------------
+
+    async def _locate(self, request: Request) -> list[InstanceLocation]:
+        params = request.path_params
+        identifier: DicomJson = {
+            "0020000D": {"vr": "UI", "Value": [_uid(params["study"], "StudyInstanceUID")]}
+        }
+        level = Level.STUDY
+        if "series" in params:
+            identifier["0020000E"] = {
+                "vr": "UI",
+                "Value": [_uid(params["series"], "SeriesInstanceUID")],
+            }
+            level = Level.SERIES
+        if "instance" in params:
+            identifier["00080018"] = {
+                "vr": "UI",
+                "Value": [_uid(params["instance"], "SOPInstanceUID")],
+            }
+            level = Level.IMAGE
+        identifier["00080052"] = {"vr": "CS", "Value": [level.value]}
+        found = await self._retrieve.locate(identifier)
+        if not found:
+            raise NotFound(f"no instances at {request.url.path}")
+        return found
+
+    async def retrieve_instances(self, request: Request) -> Response:
+        try:
+            accepted = _accepted_syntaxes(request.headers.get("accept", ""))
+        except InvalidInput as exc:
+            return JSONResponse({"error": str(exc)}, status_code=406)
+        try:
+            found = await self._locate(request)
+        except MicropacsError as exc:
+            return error_response(exc)
+        boundary = multipart.new_boundary()
+        body = multipart.join(boundary, self._parts(found, accepted))
+        return StreamingResponse(
+            body,
+            media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
+        )
+
+    async def _parts(
+        self, found: list[InstanceLocation], accepted: set[str]
+    ) -> AsyncIterator[tuple[str, str | None, AsyncIterator[bytes]]]:
+        for location in found:
+            syntax = location.transfer_syntax_uid
+            if ANY_SYNTAX in accepted or syntax in accepted:
+                chunks = self._retrieve.read(location)
+            else:
+                target = UID(sorted(accepted)[0])
+                chunks = self._transcoded(location, target)
+                syntax = target
+            yield f"application/dicom; transfer-syntax={syntax}", None, chunks
+
+    async def _transcoded(self, location: InstanceLocation, target: UID) -> AsyncIterator[bytes]:
+        async with self._retrieve.local_path(location) as path:
+            converted = await asyncio.to_thread(to_uncompressed, path, target)
+            buffer = DicomBytesIO()
+            await asyncio.to_thread(converted.save_as, buffer, enforce_file_format=True)
+        yield buffer.getvalue()
+
+    async def metadata(self, request: Request) -> Response:
+        try:
+            found = await self._locate(request)
+            uids = {location.sop_instance_uid for location in found}
+            identifier: DicomJson = {
+                "0020000D": {"vr": "UI", "Value": [found[0].study_instance_uid]},
+                "00080052": {"vr": "CS", "Value": ["IMAGE"]},
+            }
+            if "series" in request.path_params:
+                identifier["0020000E"] = {"vr": "UI", "Value": [found[0].series_instance_uid]}
+            records = await self._query.find(identifier, include_all=True)
+        except MicropacsError as exc:
+            return error_response(exc)
+        body = json.dumps(
+            [
+                {t: e for t, e in sorted(r.items()) if t != "00080052"}
+                for r in records
+                if (r.get("00080018", {}).get("Value") or [""])[0] in uids
+            ]
+        ).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type=DICOM_JSON, headers={"ETag": etag})
+
+    # -- WADO-URI -----------------------------------------------------------------------------
+
+    async def wado_uri(self, request: Request) -> Response:
+        """PS3.18 9: one instance as application/dicom (the only content type served)."""
+        query = request.query_params
+        try:
+            if query.get("requestType") != "WADO":
+                raise InvalidInput("requestType must be WADO")
+            content = query.get("contentType", "application/dicom")
+            if content.split(";")[0].strip() not in ("application/dicom", "*/*"):
+                return JSONResponse({"error": f"{content} is not served"}, status_code=406)
+            for name in ("studyUID", "seriesUID", "objectUID"):
+                if name not in query:
+                    raise InvalidInput(f"{name} is missing")
+            request.path_params.update(
+                study=query["studyUID"], series=query["seriesUID"], instance=query["objectUID"]
+            )
+            (location,) = await self._locate(request)
+        except MicropacsError as exc:
+            return error_response(exc)
+        syntax = query.get("transferSyntax", location.transfer_syntax_uid)
+        chunks = (
+            self._retrieve.read(location)
+            if syntax == location.transfer_syntax_uid
+            else self._transcoded(location, UID(syntax))
+        )
+        return StreamingResponse(chunks, media_type="application/dicom")

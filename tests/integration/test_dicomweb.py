@@ -1,0 +1,257 @@
+"""DICOMweb against a running micropacs: dicomweb-client (a client nobody here wrote) and raw
+HTTP, crossing paths with DIMSE both ways (STOW-RS then C-FIND, C-STORE then WADO-RS)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+
+from tests import dicomdata
+from tests.integration.peers import findscu, storescu, wait_indexed
+from tests.integration.server import Server
+
+STUDY_UID = "0020000D"
+SOP_UID = "00080018"
+FAILED = "00081198"
+REFERENCED = "00081199"
+FAILURE_REASON = "00081197"
+
+
+def client(server: Server) -> DICOMwebClient:
+    return DICOMwebClient(url=f"{server.http}/dicom-web")
+
+
+def value(item: dict[str, object], tag: str) -> object:
+    element = item.get(tag)
+    assert isinstance(element, dict), f"{tag} missing from {item}"
+    return element["Value"][0]
+
+
+def multipart_body(
+    parts: list[bytes], content_type: str = "application/dicom"
+) -> tuple[str, bytes]:
+    boundary = f"test-{uuid.uuid4().hex}"
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode() + part + b"\r\n"
+        for part in parts
+    )
+    body += f"--{boundary}--\r\n".encode()
+    return f'multipart/related; type="application/dicom"; boundary={boundary}', body
+
+
+@pytest.fixture(scope="module")
+def mixed(server: Server, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The mixed set stored through C-STORE (storescu) and indexed."""
+    files = dicomdata.make_mixed_set(tmp_path_factory.mktemp("mixed"))
+    storescu(server, files)
+    wait_indexed(server, "IMAGE", len(files))
+    return files
+
+
+def test_stow_rs_then_c_find(server: Server, tmp_path: Path) -> None:
+    files = dicomdata.make_study(tmp_path / "stow", 3, "MR")
+    datasets = [dcmread(f) for f in files]
+
+    answer = client(server).store_instances(datasets)
+
+    stored = answer.ReferencedSOPSequence
+    assert sorted(i.ReferencedSOPInstanceUID for i in stored) == sorted(
+        d.SOPInstanceUID for d in datasets
+    )
+    assert "FailedSOPSequence" not in answer or not answer.FailedSOPSequence
+    study = datasets[0].StudyInstanceUID
+    wait_indexed(server, "IMAGE", 3, StudyInstanceUID=study)
+    found = findscu(
+        server,
+        {
+            "QueryRetrieveLevel": "STUDY",
+            "StudyInstanceUID": study,
+            "NumberOfStudyRelatedInstances": "",
+        },
+        tmp_path / "find",
+    )
+    assert [int(d.NumberOfStudyRelatedInstances) for d in found] == [3]
+
+
+def test_c_store_then_wado_rs_gives_the_stored_objects(server: Server, mixed: list[Path]) -> None:
+    originals = {dcmread(f).SOPInstanceUID: f for f in mixed}
+    web = client(server)
+    for study in {dcmread(f).StudyInstanceUID for f in mixed}:
+        retrieved = web.retrieve_study(study, media_types=(("application/dicom", "*"),))
+        for ds in retrieved:
+            original = dcmread(originals[ds.SOPInstanceUID])
+            assert ds.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+            if "PixelData" in original:
+                assert ds.PixelData == original.PixelData  # the stored bytes, as sent
+
+
+def test_wado_rs_decompresses_when_the_stored_syntax_is_not_accepted(
+    server: Server, mixed: list[Path]
+) -> None:
+    rle = next(f for f in mixed if dcmread(f).file_meta.TransferSyntaxUID == RLELossless)
+    original = dcmread(rle)
+    ds = client(server).retrieve_instance(
+        original.StudyInstanceUID,
+        original.SeriesInstanceUID,
+        original.SOPInstanceUID,
+        media_types=(("application/dicom", ExplicitVRLittleEndian),),
+    )
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
+
+
+def test_qido_rs_matches_like_c_find(server: Server, mixed: list[Path]) -> None:
+    web = client(server)
+    by_name = web.search_for_studies(search_filters={"PatientName": "Dvo*"})
+    assert len(by_name) == 2  # his CT and MR studies
+    by_id = web.search_for_studies(search_filters={"00100020": "PAT-DE-0002"})
+    assert {value(s, "00100010")["Alphabetic"] for s in by_id} == {"Müller^Jürgen"}  # type: ignore[index]
+    for study in by_name:
+        url = value(study, "00081190")
+        assert url == f"http://{server.host}/dicom-web/studies/{value(study, STUDY_UID)}"
+        assert "00201208" in study  # NumberOfStudyRelatedInstances, a default key
+    everything = web.search_for_studies()
+    assert len(web.search_for_studies(limit=2)) == 2
+    assert len(web.search_for_studies(offset=1)) == len(everything) - 1
+
+
+def test_qido_rs_hierarchy_and_includefield(server: Server, mixed: list[Path]) -> None:
+    web = client(server)
+    ct = dcmread(mixed[0])
+    series = web.search_for_series(ct.StudyInstanceUID)
+    assert {value(s, "00080060") for s in series} == {"CT", "RTSTRUCT"}
+    instances = web.search_for_instances(ct.StudyInstanceUID, ct.SeriesInstanceUID)
+    assert [value(i, SOP_UID) for i in instances] == [ct.SOPInstanceUID]
+    every = {value(i, SOP_UID) for i in web.search_for_instances(get_remaining=True)}
+    assert every >= {dcmread(f).SOPInstanceUID for f in mixed}
+    full = web.search_for_instances(ct.StudyInstanceUID, ct.SeriesInstanceUID, fields=["all"])[0]
+    assert value(full, "00180050") is not None  # SliceThickness, not a default key
+    assert value(full, "00100010")["Alphabetic"] == "Dvořák^Antonín"  # type: ignore[index]
+
+
+def test_metadata_comes_with_an_etag(server: Server, mixed: list[Path]) -> None:
+    ct = dcmread(mixed[0])
+    url = f"{server.http}/dicom-web/studies/{ct.StudyInstanceUID}/metadata"
+    first = httpx.get(url)
+    assert first.status_code == 200
+    assert first.headers["content-type"].startswith("application/dicom+json")
+    instances = first.json()
+    assert {value(i, SOP_UID) for i in instances} == {
+        dcmread(f).SOPInstanceUID
+        for f in mixed
+        if dcmread(f).StudyInstanceUID == ct.StudyInstanceUID
+    }
+    assert all("00100010" in i and "0020000E" in i for i in instances)
+    again = httpx.get(url, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_wado_uri_returns_the_stored_file(server: Server, mixed: list[Path]) -> None:
+    ct = dcmread(mixed[0])
+    answer = httpx.get(
+        f"{server.http}/dicom-web/wado",
+        params={
+            "requestType": "WADO",
+            "studyUID": ct.StudyInstanceUID,
+            "seriesUID": ct.SeriesInstanceUID,
+            "objectUID": ct.SOPInstanceUID,
+            "contentType": "application/dicom",
+        },
+    )
+    assert answer.status_code == 200
+    assert dcmread(DicomBytesIO(answer.content)).PixelData == ct.PixelData
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/studies/not-a-uid/metadata", 400),
+        ("/studies/1.2.3.999999/metadata", 404),
+        ("/studies/1.2.3.999999", 404),
+        ("/studies?limit=-1", 400),
+        ("/studies?limit=ten", 400),
+        ("/studies?NoSuchKeyword=1", 400),
+        ("/wado?requestType=WADO&studyUID=1.2", 400),
+        (
+            "/wado?requestType=WADO&studyUID=1.2&seriesUID=1.3&objectUID=1.4&contentType=image/gif",
+            406,
+        ),
+    ],
+)
+def test_bad_requests_get_a_status_and_a_reason(server: Server, path: str, status: int) -> None:
+    answer = httpx.get(f"{server.http}/dicom-web{path}")
+    assert answer.status_code == status
+    if status != 406:
+        assert answer.json()["error"]
+        assert answer.headers["warning"].startswith("299 ")
+
+
+def test_qido_rs_fuzzymatching_is_ignored_with_a_warning(server: Server, mixed: list[Path]) -> None:
+    answer = httpx.get(
+        f"{server.http}/dicom-web/studies", params={"PatientName": "Dvo*", "fuzzymatching": "true"}
+    )
+    assert answer.status_code == 200
+    assert "fuzzymatching" in answer.headers["warning"]
+    # RetrieveURL follows the Host the client named (dicomweb-client leaves out the port).
+    assert all(
+        value(s, "00081190").startswith(f"{server.http}/dicom-web/studies/")  # type: ignore[attr-defined]
+        for s in answer.json()
+    )
+
+
+def test_an_empty_search_answers_204(server: Server) -> None:
+    answer = httpx.get(f"{server.http}/dicom-web/studies", params={"PatientID": "NOBODY-HERE"})
+    assert answer.status_code == 204
+
+
+def test_stow_rs_refuses_what_it_cannot_store(server: Server, tmp_path: Path) -> None:
+    (good,) = dicomdata.make_study(tmp_path / "good", 1, "CT")
+    other_study = "1.2.826.0.1.3680043.10.543.424242"
+    stow = f"{server.http}/dicom-web/studies"
+
+    not_multipart = httpx.post(
+        stow, content=good.read_bytes(), headers={"content-type": "application/dicom"}
+    )
+    assert not_multipart.status_code == 415
+
+    content_type, body = multipart_body([good.read_bytes()])
+    truncated = httpx.post(stow, content=body[:-40], headers={"content-type": content_type})
+    assert truncated.status_code == 400
+
+    content_type, body = multipart_body([b"this is not DICOM at all" * 10])
+    garbage = httpx.post(stow, content=body, headers={"content-type": content_type})
+    assert garbage.status_code == 409
+    (failed,) = garbage.json()[FAILED]["Value"]
+    assert value(failed, FAILURE_REASON) in (0xC000, 0xA900)
+
+    content_type, body = multipart_body([good.read_bytes()])
+    elsewhere = httpx.post(
+        f"{stow}/{other_study}", content=body, headers={"content-type": content_type}
+    )
+    assert elsewhere.status_code == 409
+    (failed,) = elsewhere.json()[FAILED]["Value"]
+    assert value(failed, FAILURE_REASON) == 0xC409
+
+    content_type, body = multipart_body([good.read_bytes(), b"garbage" * 50])
+    partly = httpx.post(stow, content=body, headers={"content-type": content_type})
+    assert partly.status_code == 202
+    assert len(partly.json()[REFERENCED]["Value"]) == 1
+    assert len(partly.json()[FAILED]["Value"]) == 1
+    assert httpx.get(f"{server.http}/healthz").status_code == 200
+
+
+def test_cors_preflight_is_answered(server: Server) -> None:
+    answer = httpx.options(
+        f"{server.http}/dicom-web/studies",
+        headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] in ("*", "https://viewer.example")
