@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from pydicom.filebase import DicomBytesIO
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -69,6 +69,16 @@ def _accepted_syntaxes(accept: str) -> set[str]:
     if not found and accept.strip():
         raise InvalidInput(f"cannot answer with {accept!r}")  # mapped to 406 below
     return found or {ExplicitVRLittleEndian}
+
+
+def _target(stored: str, accepted: set[str]) -> str | None:
+    """The syntax to send an instance stored as ``stored`` in, or None if none can be."""
+    if ANY_SYNTAX in accepted or stored in accepted:
+        return stored
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        if syntax in accepted:
+            return str(syntax)
+    return None
 
 
 class DicomWeb:
@@ -177,6 +187,17 @@ class DicomWeb:
             found = await self._locate(request)
         except MicropacsError as exc:
             return error_response(exc)
+        unservable = [
+            location.transfer_syntax_uid
+            for location in found
+            if _target(location.transfer_syntax_uid, accepted) is None
+        ]
+        if unservable:
+            reason = (
+                f"stored as {sorted(set(unservable))}, which cannot be converted to "
+                f"{sorted(accepted)}; accept transfer-syntax=* or {ExplicitVRLittleEndian}"
+            )
+            return JSONResponse({"error": reason}, status_code=406)
         boundary = multipart.new_boundary()
         body = multipart.join(boundary, self._parts(found, accepted))
         return StreamingResponse(
@@ -189,13 +210,13 @@ class DicomWeb:
     ) -> AsyncIterator[tuple[str, str | None, AsyncIterator[bytes]]]:
         for location in found:
             syntax = location.transfer_syntax_uid
-            if ANY_SYNTAX in accepted or syntax in accepted:
+            target = _target(syntax, accepted)
+            if target == syntax:
                 chunks = self._retrieve.read(location)
             else:
-                target = UID(sorted(accepted)[0])
-                chunks = self._transcoded(location, target)
-                syntax = target
-            yield f"application/dicom; transfer-syntax={syntax}", None, chunks
+                assert target is not None  # refused before the response started
+                chunks = self._transcoded(location, UID(target))
+            yield f"application/dicom; transfer-syntax={target}", None, chunks
 
     async def _transcoded(self, location: InstanceLocation, target: UID) -> AsyncIterator[bytes]:
         async with self._retrieve.local_path(location) as path:

@@ -108,6 +108,19 @@ def test_wado_rs_decompresses_when_the_stored_syntax_is_not_accepted(
     assert np.array_equal(ds.pixel_array, original.pixel_array)
 
 
+def test_wado_rs_refuses_a_syntax_it_cannot_produce(server: Server, mixed: list[Path]) -> None:
+    ct = dcmread(mixed[0])
+    answer = httpx.get(
+        f"{server.http}/dicom-web/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}",
+        headers={
+            "Accept": 'multipart/related; type="application/dicom"; '
+            "transfer-syntax=1.2.840.10008.1.2.4.90"
+        },
+    )
+    assert answer.status_code == 406
+    assert "transfer-syntax=*" in answer.json()["error"]
+
+
 def test_qido_rs_matches_like_c_find(server: Server, mixed: list[Path]) -> None:
     web = client(server)
     by_name = web.search_for_studies(search_filters={"PatientName": "Dvo*"})
