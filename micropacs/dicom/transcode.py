@@ -1,10 +1,12 @@
-"""Transfer syntax conversion for retrieval (PS3.5 10, A.4).
+"""Transfer syntax conversion for retrieval and storage (PS3.5 10, A.4).
 
 Decoding uses pydicom's pixel data handlers with the pylibjpeg plug-ins:
 pylibjpeg-libjpeg (JPEG baseline/extended/lossless, JPEG-LS), pylibjpeg-openjpeg
-(JPEG 2000, HTJ2K) and pylibjpeg-rle (RLE); deflate is pydicom's own. Video
-syntaxes (MPEG-2, MPEG-4, HEVC) cannot be decoded to frames here: converting
-them raises :class:`~micropacs.errors.UnsupportedTransfer`.
+(JPEG 2000, HTJ2K) and pylibjpeg-rle (RLE); deflate is pydicom's own. Encoding
+is pydicom's, with the same plug-ins and pyjpegls: RLE Lossless, JPEG-LS
+(lossless and near-lossless) and JPEG 2000 (lossless and lossy); see
+:data:`ENCODABLE`. Video syntaxes (MPEG-2, MPEG-4, HEVC) cannot be decoded to
+frames here: converting them raises :class:`~micropacs.errors.UnsupportedTransfer`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
 from micropacs.errors import NotDicom, UnsupportedTransfer
 
@@ -44,4 +56,35 @@ def to_uncompressed(path: Path, target: UID) -> Dataset:
     ds.set_original_encoding(
         target.is_implicit_VR, target.is_little_endian, ds.original_character_set
     )
+    return ds
+
+
+UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+LOSSLESS_ENCODABLE = frozenset({RLELossless, JPEGLSLossless, JPEG2000Lossless})
+ENCODABLE = LOSSLESS_ENCODABLE | {JPEGLSNearLossless, JPEG2000}
+"""Compressed syntaxes micropacs can write (decoding covers every image syntax)."""
+
+
+def can_produce(stored: str, target: str) -> bool:
+    """Whether an object stored as ``stored`` can be served as ``target``."""
+    return target == stored or target in UNCOMPRESSED or target in ENCODABLE
+
+
+def to_syntax(path: Path, target: UID) -> Dataset:
+    """Read the Part 10 file at ``path`` as a dataset encoded in ``target``.
+
+    Compressing needs pixel data the encoder supports (e.g. RLE: up to 16
+    bits, no more than 3 samples); otherwise :class:`UnsupportedTransfer`.
+    """
+    if target in UNCOMPRESSED:
+        return to_uncompressed(path, target)
+    if target not in ENCODABLE:
+        raise UnsupportedTransfer(f"micropacs cannot encode {target.name} ({target})")
+    ds = to_uncompressed(path, ExplicitVRLittleEndian)
+    if "PixelData" not in ds:
+        raise UnsupportedTransfer(f"{target.name} needs pixel data; this object has none")
+    try:
+        ds.compress(target, generate_instance_uid=False)
+    except Exception as exc:
+        raise UnsupportedTransfer(f"cannot encode this image as {target.name}: {exc}") from exc
     return ds

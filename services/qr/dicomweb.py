@@ -21,10 +21,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from micropacs.dicom.transcode import to_uncompressed
+from micropacs.dicom import frames, render
+from micropacs.dicom.transcode import ENCODABLE, to_syntax
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart, qido
-from micropacs.errors import InvalidInput, MicropacsError, NotFound, http_status
+from micropacs.errors import (
+    InvalidInput,
+    MicropacsError,
+    NotFound,
+    UnsupportedTransfer,
+    http_status,
+)
 from micropacs.events import DicomJson
 from micropacs.ports import InstanceLocation, Level
 from services.qr.query_service import QueryService
@@ -71,11 +78,45 @@ def _accepted_syntaxes(accept: str) -> set[str]:
     return found or {ExplicitVRLittleEndian}
 
 
+def _frame_syntaxes(accept: str) -> set[str]:
+    """Transfer syntaxes an Accept header allows for frames (PS3.18 8.7.3.3.2)."""
+    found: set[str] = set()
+    for item in accept.split(","):
+        media, params = multipart.parameters(item)
+        if media not in ("multipart/related", "*/*", "multipart/*"):
+            continue
+        part_type = params.get("type", frames.OCTET_STREAM).lower()
+        syntax = params.get("transfer-syntax")
+        if syntax:
+            found.add(syntax)
+        elif part_type == frames.OCTET_STREAM or media == "*/*":
+            found.add(ExplicitVRLittleEndian)
+        else:
+            found.update(u for u in frames.MEDIA_TYPES if frames.MEDIA_TYPES[u] == part_type)
+    if not found and accept.strip() and "*/*" not in accept:
+        raise UnsupportedTransfer(f"frames cannot be sent as {accept!r}")
+    return found or {ExplicitVRLittleEndian}
+
+
+def _rendered_type(accept: str) -> str:
+    for item in accept.split(","):
+        media, _ = multipart.parameters(item)
+        if media in render.RENDERED_TYPES:
+            return media
+        if media in ("*/*", "image/*", ""):
+            return "image/jpeg"
+    raise UnsupportedTransfer(f"rendered images are image/jpeg or image/png, not {accept!r}")
+
+
+async def _once(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload
+
+
 def _target(stored: str, accepted: set[str]) -> str | None:
     """The syntax to send an instance stored as ``stored`` in, or None if none can be."""
     if ANY_SYNTAX in accepted or stored in accepted:
         return stored
-    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, *sorted(ENCODABLE)):
         if syntax in accepted:
             return str(syntax)
     return None
@@ -106,6 +147,12 @@ class DicomWeb:
             Route(f"{study}/metadata", self.metadata, methods=["GET"]),
             Route(f"{series}/metadata", self.metadata, methods=["GET"]),
             Route(f"{instance}/metadata", self.metadata, methods=["GET"]),
+            Route(f"{instance}/frames/{{frames}}", self.frames, methods=["GET"]),
+            Route(f"{instance}/rendered", self.rendered, methods=["GET"]),
+            Route(f"{instance}/frames/{{frames}}/rendered", self.rendered, methods=["GET"]),
+            Route(f"{study}/thumbnail", self.thumbnail, methods=["GET"]),
+            Route(f"{series}/thumbnail", self.thumbnail, methods=["GET"]),
+            Route(f"{instance}/thumbnail", self.thumbnail, methods=["GET"]),
             Route(f"{ROOT}/wado", self.wado_uri, methods=["GET"]),
         ]
 
@@ -215,15 +262,23 @@ class DicomWeb:
                 chunks = self._retrieve.read(location)
             else:
                 assert target is not None  # refused before the response started
-                chunks = self._transcoded(location, UID(target))
+                try:
+                    chunks = _once(await self._transcoded(location, UID(target)))
+                except MicropacsError as exc:
+                    # The response has started: leave this instance out and say why.
+                    log.warning(
+                        "WADO-RS instance left out",
+                        extra={"sop_instance_uid": location.sop_instance_uid, "reason": str(exc)},
+                    )
+                    continue
             yield f"application/dicom; transfer-syntax={target}", None, chunks
 
-    async def _transcoded(self, location: InstanceLocation, target: UID) -> AsyncIterator[bytes]:
+    async def _transcoded(self, location: InstanceLocation, target: UID) -> bytes:
         async with self._retrieve.local_path(location) as path:
-            converted = await asyncio.to_thread(to_uncompressed, path, target)
+            converted = await asyncio.to_thread(to_syntax, path, target)
             buffer = DicomBytesIO()
             await asyncio.to_thread(converted.save_as, buffer, enforce_file_format=True)
-        yield buffer.getvalue()
+        return buffer.getvalue()
 
     async def metadata(self, request: Request) -> Response:
         try:
@@ -250,6 +305,55 @@ class DicomWeb:
             return Response(status_code=304, headers={"ETag": etag})
         return Response(body, media_type=DICOM_JSON, headers={"ETag": etag})
 
+    # -- frames, rendered, thumbnails ---------------------------------------------------------
+
+    async def frames(self, request: Request) -> Response:
+        try:
+            numbers = frames.parse_numbers(request.path_params["frames"])
+            accepted = _frame_syntaxes(request.headers.get("accept", ""))
+            (location,) = await self._locate(request)
+            async with self._retrieve.local_path(location) as path:
+                syntax, payloads = await asyncio.to_thread(
+                    frames.read_frames, path, numbers, accepted
+                )
+        except MicropacsError as exc:
+            return error_response(exc)
+        part_type = frames.media_type(syntax)
+        boundary = multipart.new_boundary()
+
+        async def parts() -> AsyncIterator[tuple[str, str | None, AsyncIterator[bytes]]]:
+            for payload in payloads:
+                yield f"{part_type}; transfer-syntax={syntax}", None, _once(payload)
+
+        return StreamingResponse(
+            multipart.join(boundary, parts()),
+            media_type=f'multipart/related; type="{part_type}"; boundary={boundary}',
+        )
+
+    async def rendered(self, request: Request) -> Response:
+        return await self._render(request, thumbnail=False)
+
+    async def thumbnail(self, request: Request) -> Response:
+        return await self._render(request, thumbnail=True)
+
+    async def _render(self, request: Request, *, thumbnail: bool) -> Response:
+        try:
+            media = _rendered_type(request.headers.get("accept", ""))
+            params = dict(request.query_params)
+            if thumbnail:
+                params.setdefault("viewport", f"{render.THUMBNAIL_SIZE},{render.THUMBNAIL_SIZE}")
+            options = render.parse_options(media, params)
+            frame = frames.parse_numbers(request.path_params.get("frames", "1"))
+            if len(frame) != 1:
+                raise InvalidInput("render one frame at a time")
+            found = await self._locate(request)
+            location = found[len(found) // 2]  # a series or study shows its middle image
+            async with self._retrieve.local_path(location) as path:
+                image = await asyncio.to_thread(render.render, path, frame[0], options)
+        except MicropacsError as exc:
+            return error_response(exc)
+        return Response(image, media_type=media)
+
     # -- WADO-URI -----------------------------------------------------------------------------
 
     async def wado_uri(self, request: Request) -> Response:
@@ -271,9 +375,10 @@ class DicomWeb:
         except MicropacsError as exc:
             return error_response(exc)
         syntax = query.get("transferSyntax", location.transfer_syntax_uid)
-        chunks = (
-            self._retrieve.read(location)
-            if syntax == location.transfer_syntax_uid
-            else self._transcoded(location, UID(syntax))
-        )
-        return StreamingResponse(chunks, media_type="application/dicom")
+        if syntax == location.transfer_syntax_uid:
+            return StreamingResponse(self._retrieve.read(location), media_type="application/dicom")
+        try:
+            converted = await self._transcoded(location, UID(syntax))
+        except MicropacsError as exc:
+            return error_response(exc)
+        return Response(converted, media_type="application/dicom")

@@ -3,6 +3,7 @@ HTTP, crossing paths with DIMSE both ways (STOW-RS then C-FIND, C-STORE then WAD
 
 from __future__ import annotations
 
+import io
 import uuid
 from pathlib import Path
 
@@ -10,9 +11,16 @@ import httpx
 import numpy as np
 import pytest
 from dicomweb_client.api import DICOMwebClient
+from PIL import Image
 from pydicom import dcmread
+from pydicom.encaps import generate_frames
 from pydicom.filebase import DicomBytesIO
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from tests import dicomdata
 from tests.integration.peers import findscu, storescu, wait_indexed
@@ -108,13 +116,79 @@ def test_wado_rs_decompresses_when_the_stored_syntax_is_not_accepted(
     assert np.array_equal(ds.pixel_array, original.pixel_array)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [ExplicitVRLittleEndian, RLELossless, JPEGLSLossless, JPEG2000Lossless],
+)
+@pytest.mark.parametrize("which", ["01_ct.dcm", "06_us.dcm"])
+def test_every_lossless_codec_round_trips(
+    server: Server, mixed: list[Path], target: str, which: str
+) -> None:
+    original = dcmread(next(f for f in mixed if f.name == which))
+    ds = client(server).retrieve_instance(
+        original.StudyInstanceUID,
+        original.SeriesInstanceUID,
+        original.SOPInstanceUID,
+        media_types=(("application/dicom", target),),
+    )
+    assert ds.file_meta.TransferSyntaxUID == target
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
+
+
+def _us(mixed: list[Path]) -> tuple[Path, object]:
+    path = next(f for f in mixed if f.name == "06_us.dcm")
+    return path, dcmread(path)
+
+
+def test_frames_decoded_and_as_stored(server: Server, mixed: list[Path]) -> None:
+    _, us = _us(mixed)
+    web = client(server)
+    uids = (us.StudyInstanceUID, us.SeriesInstanceUID, us.SOPInstanceUID)  # type: ignore[attr-defined]
+    decoded = web.retrieve_instance_frames(
+        *uids,
+        frame_numbers=[1, 3],
+        media_types=(("application/octet-stream", ExplicitVRLittleEndian),),
+    )
+    pixels = dcmread(_us(mixed)[0]).pixel_array
+    assert decoded == [pixels[0].tobytes(), pixels[2].tobytes()]
+    as_stored = web.retrieve_instance_frames(
+        *uids, frame_numbers=[2], media_types=(("image/dicom-rle", RLELossless),)
+    )
+    frames = list(generate_frames(us.PixelData, number_of_frames=int(us.NumberOfFrames)))  # type: ignore[attr-defined]
+    assert as_stored == [frames[1]]
+
+
+def test_rendered_images_and_thumbnails(server: Server, mixed: list[Path]) -> None:
+    ct = dcmread(mixed[0])
+    instance = (
+        f"{server.http}/dicom-web/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}"
+        f"/instances/{ct.SOPInstanceUID}"
+    )
+    png = httpx.get(f"{instance}/rendered", headers={"Accept": "image/png"})
+    assert png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size == (ct.Columns, ct.Rows)
+    small = httpx.get(f"{instance}/rendered", params={"viewport": "64,64", "window": "40,400"})
+    assert small.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(small.content)).size) == 64
+    _, us = _us(mixed)
+    thumb = httpx.get(
+        f"{server.http}/dicom-web/studies/{us.StudyInstanceUID}/thumbnail"  # type: ignore[attr-defined]
+    )
+    assert thumb.status_code == 200
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 128
+    assert httpx.get(f"{instance}/frames/9/rendered").status_code == 404
+    assert httpx.get(f"{instance}/rendered", params={"window": "40"}).status_code == 400
+    assert httpx.get(f"{instance}/rendered", headers={"Accept": "image/gif"}).status_code == 406
+    assert httpx.get(f"{instance}/frames/0").status_code == 400
+
+
 def test_wado_rs_refuses_a_syntax_it_cannot_produce(server: Server, mixed: list[Path]) -> None:
     ct = dcmread(mixed[0])
     answer = httpx.get(
         f"{server.http}/dicom-web/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}",
         headers={
             "Accept": 'multipart/related; type="application/dicom"; '
-            "transfer-syntax=1.2.840.10008.1.2.4.90"
+            "transfer-syntax=1.2.840.10008.1.2.4.50"
         },
     )
     assert answer.status_code == 406
