@@ -7,13 +7,15 @@ when a re-sent instance moved to another parent. The computed attributes
 (PS3.4 C.6.1.1.2-5) are then derived bottom-up from those arrays, reading
 documents by ``_id`` only, so no write ever scans a collection.
 
-Replaying a batch, or finishing one a crash interrupted, gives the same
-documents. Operations on one document are merged into one per batch: FerretDB
-stalls on a bulk write that updates the same document hundreds of times.
+Every read goes by ``_id`` (see :func:`by_id`). Replaying a batch, or
+finishing one a crash interrupted, gives the same documents. Operations on
+one document are merged into one per batch: FerretDB stalls on a bulk write
+that updates the same document hundreds of times.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,14 +140,27 @@ class _Dirty:
     patients: set[str] = field(default_factory=set)
 
 
-async def _by_id(
-    db: AsyncDatabase[Document], collection: str, ids: Iterable[str], projection: Document
+async def by_id(
+    db: AsyncDatabase[Document],
+    collection: str,
+    ids: Iterable[str],
+    projection: Document | None = None,
 ) -> dict[str, Document]:
+    """The documents with these ``_id``s, each read by its own ``_id`` equality.
+
+    Never ``{"_id": {"$in": …}}``: FerretDB 1.24's SQLite backend pushes down
+    only a filter that is exactly one ``_id`` (backends/sqlite/collection.go),
+    and scans the whole collection for anything else.
+    """
     wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    docs = await db[collection].find({"_id": {"$in": wanted}}, projection).to_list(None)
-    return {doc["_id"]: doc for doc in docs}
+    limit = asyncio.Semaphore(32)
+
+    async def one(uid: str) -> Document | None:
+        async with limit:
+            return await db[collection].find_one({"_id": uid}, projection)
+
+    docs = await asyncio.gather(*(one(uid) for uid in wanted))
+    return {doc["_id"]: doc for doc in docs if doc is not None}
 
 
 async def _bulk(db: AsyncDatabase[Document], collection: str, ops: list[Any]) -> None:
@@ -241,11 +256,11 @@ async def _detach_moved(
     dirty: _Dirty,
 ) -> None:
     """Pull re-sent entities out of the parents they no longer belong to."""
-    before = await _by_id(
+    before = await by_id(
         db, "instances", (r.sop_instance_uid for r in batch), {"series": 1, "sop_class": 1}
     )
-    series_before = await _by_id(db, "series", series, {"study": 1})
-    studies_before = await _by_id(db, "studies", studies, {"patient_key": 1})
+    series_before = await by_id(db, "series", series, {"study": 1})
+    studies_before = await by_id(db, "studies", studies, {"patient_key": 1})
     pulls: dict[str, dict[str, set[str]]] = {"series": {}, "studies": {}, "patients": {}}
     for record in batch:
         old = before.get(record.sop_instance_uid)
@@ -277,7 +292,7 @@ async def _detach_moved(
 
 async def _derive_computed(db: AsyncDatabase[Document], dirty: _Dirty) -> None:
     """Derive the computed attributes bottom-up; delete entities left without children."""
-    series_docs = await _by_id(db, "series", dirty.series, {"members": 1, "study": 1})
+    series_docs = await by_id(db, "series", dirty.series, {"members": 1, "study": 1})
     series_ops: list[Any] = []
     emptied_series: dict[str, set[str]] = {}
     for uid, doc in series_docs.items():
@@ -294,8 +309,8 @@ async def _derive_computed(db: AsyncDatabase[Document], dirty: _Dirty) -> None:
     await _bulk(db, "series", series_ops)
     await _pull_children(db, "studies", "series_members", emptied_series)
 
-    studies = await _by_id(db, "studies", dirty.studies, {"series_members": 1, "patient_key": 1})
-    children = await _by_id(
+    studies = await by_id(db, "studies", dirty.studies, {"series_members": 1, "patient_key": 1})
+    children = await by_id(
         db,
         "series",
         (uid for doc in studies.values() for uid in doc.get("series_members", [])),
@@ -330,8 +345,8 @@ async def _derive_computed(db: AsyncDatabase[Document], dirty: _Dirty) -> None:
     await _bulk(db, "studies", study_ops)
     await _pull_children(db, "patients", "study_members", emptied_studies)
 
-    patients = await _by_id(db, "patients", dirty.patients, {"study_members": 1})
-    their_studies = await _by_id(
+    patients = await by_id(db, "patients", dirty.patients, {"study_members": 1})
+    their_studies = await by_id(
         db,
         "studies",
         (uid for doc in patients.values() for uid in doc.get("study_members", [])),

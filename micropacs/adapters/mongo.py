@@ -24,6 +24,7 @@ from micropacs.adapters._mongo_write import (
     PATIENT_FIELDS,
     SERIES_FIELDS,
     STUDY_FIELDS,
+    by_id,
     normal_pn,
     upsert,
 )
@@ -44,6 +45,11 @@ FIELDS = {
     Level.STUDY: STUDY_FIELDS,
     Level.SERIES: SERIES_FIELDS,
     Level.IMAGE: INSTANCE_FIELDS,
+}
+UNIQUE_TAG = {  # the key that is the level's _id (a patient's _id is issuer|ID)
+    Level.STUDY: "0020000D",
+    Level.SERIES: "0020000E",
+    Level.IMAGE: "00080018",
 }
 COLLECTION = {
     Level.PATIENT: "patients",
@@ -163,8 +169,12 @@ class MongoCatalog:
         cache: dict[tuple[str, str], dict[str, Any] | None] = {}
         skipped = produced = 0
         try:
-            cursor = self._db[COLLECTION[query.level]].find(mongo_filter).sort("_id", ASCENDING)
-            async for doc in cursor:
+            named = await self._by_hierarchy(query.level, conditions)
+            docs: Any = named
+            if named is None:
+                collection = self._db[COLLECTION[query.level]]
+                docs = collection.find(mongo_filter).sort("_id", ASCENDING)
+            async for doc in _each(docs):
                 record = await self._record(query.level, doc, cache)
                 if record is None or not matcher(record):
                     continue
@@ -177,6 +187,44 @@ class MongoCatalog:
                     break
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
+
+    async def _by_hierarchy(
+        self, level: Level, conditions: dict[str, matching.Condition]
+    ) -> list[dict[str, Any]] | None:
+        """The candidates a query's UIDs name, read by ``_id`` down the member arrays;
+        None when it names none (then the indexed fields narrow a collection query)."""
+
+        def uids(tag: str) -> list[str] | None:
+            cond = conditions.get(tag)
+            if isinstance(cond, matching.UidList):
+                return list(cond.values)
+            if isinstance(cond, matching.Single):
+                return [cond.value]
+            return None
+
+        own = uids(UNIQUE_TAG[level]) if level in UNIQUE_TAG else None
+        if own is not None:
+            found = await by_id(self._db, COLLECTION[level], own)
+        elif level is Level.IMAGE and (series := uids("0020000E")) is not None:
+            found = await self._instances_of_series(series)
+        elif level is Level.IMAGE and (studies := uids("0020000D")) is not None:
+            found = await self._instances_of_series(await self._series_of_studies(studies))
+        elif level is Level.SERIES and (studies := uids("0020000D")) is not None:
+            found = await by_id(self._db, "series", await self._series_of_studies(studies))
+        else:
+            return None
+        return [found[key] for key in sorted(found)]
+
+    async def _series_of_studies(self, studies: Sequence[str]) -> list[str]:
+        docs = await by_id(self._db, "studies", studies, {"series_members": 1})
+        return [uid for doc in docs.values() for uid in doc.get("series_members", [])]
+
+    async def _instances_of_series(
+        self, series: Sequence[str], projection: dict[str, Any] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        docs = await by_id(self._db, "series", series, {"members": 1})
+        members = [m.split("|", 1)[1] for doc in docs.values() for m in doc.get("members", [])]
+        return await by_id(self._db, "instances", members, projection)
 
     async def _parent(
         self, collection: str, key: str, cache: dict[tuple[str, str], dict[str, Any] | None]
@@ -245,24 +293,30 @@ class MongoCatalog:
         patient_ids: Sequence[str] = (),
     ) -> list[InstanceLocation]:
         """The instances under the given entities, in series and instance order."""
-        mongo_filter: dict[str, Any] = {}
-        if study_uids:
-            mongo_filter["study"] = {"$in": list(study_uids)}
-        if series_uids:
-            mongo_filter["series"] = {"$in": list(series_uids)}
-        if sop_instance_uids:
-            mongo_filter["_id"] = {"$in": list(sop_instance_uids)}
         try:
-            if patient_ids:
-                keys = await self._db.patients.distinct(
-                    "_id", {"patient_id": {"$in": list(patient_ids)}}
-                )
-                mongo_filter["patient_key"] = {"$in": keys}
-            if not mongo_filter:
+            if sop_instance_uids:
+                found = await by_id(self._db, "instances", sop_instance_uids)
+            elif series_uids:
+                found = await self._instances_of_series(series_uids)
+            elif study_uids:
+                found = await self._instances_of_series(await self._series_of_studies(study_uids))
+            elif patient_ids:
+                patients = await self._db.patients.find(
+                    {"patient_id": {"$in": list(patient_ids)}}, {"study_members": 1}
+                ).to_list(None)
+                studies = [uid for p in patients for uid in p.get("study_members", [])]
+                found = await self._instances_of_series(await self._series_of_studies(studies))
+            else:
                 return []
-            docs = await self._db.instances.find(mongo_filter).to_list(None)
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
+        docs = [
+            d
+            for d in found.values()
+            if (not study_uids or d["study"] in study_uids)
+            and (not series_uids or d["series"] in series_uids)
+            and (not patient_ids or d["patient_key"].split("|", 1)[1] in patient_ids)
+        ]
         docs.sort(key=lambda d: (d["series"], d.get("instance_number") or 0, d["_id"]))
         return [
             InstanceLocation(
@@ -323,3 +377,13 @@ class MongoCatalog:
     async def close(self) -> None:
         """Close the client's connections."""
         await self._client.close()
+
+
+async def _each(docs: Any) -> AsyncIterator[dict[str, Any]]:
+    """The documents of a list or of a cursor, one by one."""
+    if isinstance(docs, list):
+        for doc in docs:
+            yield doc
+    else:
+        async for doc in docs:
+            yield doc
