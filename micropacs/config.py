@@ -69,6 +69,11 @@ class StorageSettings(BaseModel):
     fsync: bool = Field(
         True, description="fsync each object before answering Success (survives power loss)."
     )
+    compression: Literal["none", "rle", "jpeg-ls", "jpeg2000"] = Field(
+        "none",
+        description="Lossless compression at rest of uncompressed images of this storage group"
+        " (none: store as received); the original transfer syntax is recorded.",
+    )
 
 
 class S3Settings(BaseModel):

@@ -48,6 +48,8 @@ class InstanceStored:
     storage_group: str
     received_at: str
     header: DicomJson = field(repr=False)
+    original_transfer_syntax_uid: str = ""
+    """The syntax the object arrived in, when it was compressed at rest ("" otherwise)."""
 
     @property
     def key(self) -> str:

@@ -138,6 +138,8 @@ class InstanceRecord:
     storage_group: str
     received_at: str
     header: DicomJson = field(repr=False)
+    original_transfer_syntax_uid: str = ""
+    """The syntax the object arrived in, when it was compressed at rest ("" otherwise)."""
 
 
 @dataclass(frozen=True)

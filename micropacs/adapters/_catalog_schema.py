@@ -10,8 +10,12 @@ from typing import Any
 from micropacs.events import DicomJson
 from micropacs.ports import Level
 
-SCHEMA_VERSION = 1
-"""Stored in ``PRAGMA user_version``; a catalog of another version is refused."""
+SCHEMA_VERSION = 2
+"""Stored in ``PRAGMA user_version``; older catalogs are migrated, newer ones refused."""
+MIGRATIONS = {
+    1: "ALTER TABLE instances ADD COLUMN original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''",
+}
+"""The step from each schema version to the next."""
 
 PATIENT_ID = "00100020"
 ISSUER_OF_PATIENT_ID = "00100021"
@@ -100,7 +104,8 @@ CREATE TABLE IF NOT EXISTS instances (
     size INTEGER NOT NULL,
     storage_group TEXT NOT NULL,
     received_at TEXT NOT NULL,
-    attrs BLOB NOT NULL
+    attrs BLOB NOT NULL,
+    original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances (series_uid, instance_number);
 CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid, sop_class_uid);

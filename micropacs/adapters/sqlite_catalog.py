@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from micropacs.adapters._catalog_query import Decoder, next_matches, select_sql
-from micropacs.adapters._catalog_schema import SCHEMA, SCHEMA_VERSION
+from micropacs.adapters._catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from micropacs.adapters._catalog_write import Batch, prepare
 from micropacs.errors import CatalogUnavailable, InvalidInput
 from micropacs.events import DicomJson
@@ -41,6 +42,8 @@ from micropacs.ports import CatalogCounts, InstanceLocation, InstanceRecord, Nod
 T = TypeVar("T")
 
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+log = logging.getLogger(__name__)
 
 
 def _begin_read(conn: sqlite3.Connection) -> set[str]:
@@ -258,8 +261,14 @@ class SqliteCatalog:
         if writer:
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             conn.execute("PRAGMA synchronous = FULL")
-            self._retry(lambda: conn.executescript(SCHEMA))
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            while 0 < version < SCHEMA_VERSION:
+                log.info("migrating the catalog", extra={"from_version": version})
+                conn.execute(MIGRATIONS[version])
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
+            if version == SCHEMA_VERSION or version == 0:
+                self._retry(lambda: conn.executescript(SCHEMA))
             if version == 0:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:

@@ -88,3 +88,29 @@ def to_syntax(path: Path, target: UID) -> Dataset:
     except Exception as exc:
         raise UnsupportedTransfer(f"cannot encode this image as {target.name}: {exc}") from exc
     return ds
+
+
+AT_REST = {
+    "rle": RLELossless,
+    "jpeg-ls": JPEGLSLossless,
+    "jpeg2000": JPEG2000Lossless,
+}
+"""The lossless syntaxes a storage group can compress into (``storage.compression``)."""
+
+
+def compress_file(path: Path, target: UID, out: Path) -> bool:
+    """Write the uncompressed image at ``path`` to ``out`` losslessly compressed as ``target``.
+
+    False (and nothing written) when the object is not an uncompressed image
+    or the encoder cannot take it: then it is stored as received.
+    """
+    ds = dcmread(path)
+    stored = UID(ds.file_meta.TransferSyntaxUID)
+    if stored.is_compressed or "PixelData" not in ds:
+        return False
+    try:
+        ds.compress(target, generate_instance_uid=False)
+    except Exception:  # noqa: BLE001 - any encoder refusal means: keep it as it came
+        return False
+    ds.save_as(out, enforce_file_format=True)
+    return True

@@ -40,6 +40,7 @@ def to_record(event: InstanceStored) -> InstanceRecord:
         storage_group=event.storage_group,
         received_at=event.received_at,
         header=event.header,
+        original_transfer_syntax_uid=event.original_transfer_syntax_uid,
     )
 
 

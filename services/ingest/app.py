@@ -50,6 +50,7 @@ def build(
         IngestMetrics(registry),
         site=settings.site,
         storage_group=settings.storage.group,
+        compression=settings.storage.compression,
     )
     return IngestApp(
         store=store,

@@ -44,6 +44,7 @@ async def import_directory(settings: Settings, directory: Path) -> ImportSummary
         IngestMetrics(CollectorRegistry()),
         site=settings.site,
         storage_group=settings.storage.group,
+        compression=settings.storage.compression,
     )
     summary = ImportSummary()
     try:

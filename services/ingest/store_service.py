@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from pydicom import Dataset
 
 from micropacs.dicom.json_model import to_json
 from micropacs.dicom.part10 import read_header
+from micropacs.dicom.transcode import AT_REST, compress_file
 from micropacs.dicom.uids import require_uid
 from micropacs.errors import InvalidUid, MicropacsError
 from micropacs.events import INSTANCE_STORED, InstanceStored
@@ -66,12 +69,14 @@ class StoreService:
         *,
         site: str,
         storage_group: str,
+        compression: str = "none",
     ) -> None:
         self._blobs = blobs
         self._bus = bus
         self._metrics = metrics
         self._site = site
         self._group = storage_group
+        self._compress_to = AT_REST.get(compression)
 
     async def store(self, received: Received) -> InstanceStored:
         """Store one object; returns its event once blob and event are durable."""
@@ -91,6 +96,12 @@ class StoreService:
         except MicropacsError as exc:
             self._refused(received, exc)
             raise
+        syntax = str(ds.file_meta.TransferSyntaxUID)
+        original = ""
+        if self._compress_to is not None and "Rows" in ds:
+            received, compressed = self._compressed(received)
+            if compressed:
+                original, syntax = syntax, str(self._compress_to)
         event = InstanceStored(
             sop_class_uid=uids["class"],
             sop_instance_uid=uids["instance"],
@@ -100,15 +111,34 @@ class StoreService:
             issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or ""),
             object_key=object_key(self._group, uids["study"], uids["series"], uids["instance"]),
             size=received.path.stat().st_size,
-            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            transfer_syntax_uid=syntax,
             calling_ae=received.calling_ae,
             called_ae=received.called_ae,
             site=self._site,
             storage_group=self._group,
             received_at=datetime.now(UTC).isoformat(),
             header=to_json(ds),
+            original_transfer_syntax_uid=original,
         )
         return Prepared(received=received, event=event, payload=event.to_bytes())
+
+    def _compressed(self, received: Received) -> tuple[Received, bool]:
+        """The received object compressed at rest, or as it came if it cannot be."""
+        assert self._compress_to is not None
+        handle, name = tempfile.mkstemp(prefix="compressed-", suffix=".dcm")
+        os.close(handle)
+        out = Path(name)
+        try:
+            done = compress_file(received.path, self._compress_to, out)
+        except Exception as exc:  # noqa: BLE001 - compression is best effort; storing is not
+            log.warning("compression at rest skipped", extra={"reason": str(exc)})
+            done = False
+        if not done:
+            out.unlink(missing_ok=True)
+            return received, False
+        if received.owned:
+            received.path.unlink(missing_ok=True)
+        return replace(received, path=out, owned=True), True
 
     async def commit(self, prepared: Prepared, started: float | None = None) -> InstanceStored:
         """Make the object durable, then publish its event: only then is it stored."""

@@ -854,6 +854,29 @@ def test_sqlite_refuses_a_catalog_of_another_schema_version(catalog_url: str, ru
         run(open_catalog(catalog_url))
 
 
+def test_sqlite_migrates_a_version_1_catalog(catalog_url: str, run: Runner) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from micropacs.adapters.factory import _local_path, open_catalog
+
+    first = run(open_catalog(catalog_url))
+    run(first.upsert_instances([instance(1, 1, 1)]))
+    run(first.close())
+    with closing(sqlite3.connect(_local_path(catalog_url))) as conn:
+        conn.execute("ALTER TABLE instances DROP COLUMN original_transfer_syntax_uid")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+
+    migrated = run(open_catalog(catalog_url))
+    run(migrated.upsert_instances([instance(1, 1, 2)]))
+
+    assert run(migrated.counts()).instances == 2
+    run(migrated.close())
+    with closing(sqlite3.connect(_local_path(catalog_url))) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
 @pytest.mark.parametrize(
     "url", ["mongodb://localhost:27017/", "mongodb://h/bad.name", "postgres://x", "catalog.db"]
 )

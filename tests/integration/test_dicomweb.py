@@ -342,3 +342,40 @@ def test_cors_preflight_is_answered(server: Server) -> None:
     )
     assert answer.status_code == 200
     assert answer.headers["access-control-allow-origin"] in ("*", "https://viewer.example")
+
+
+def test_compression_at_rest_is_lossless_and_recorded(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    from tests.integration.server import start_server
+
+    files = dicomdata.make_study(tmp_path / "ct", 2, "CT")
+    compressing = start_server(
+        tmp_path / "data", env={**server_env, "MICROPACS_STORAGE__COMPRESSION": "jpeg-ls"}
+    )
+    try:
+        storescu(compressing, files)
+        wait_indexed(compressing, "IMAGE", 2)
+        web = client(compressing)
+        for path in files:
+            original = dcmread(path)
+            uids = (original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID)
+            stored = web.retrieve_instance(*uids, media_types=(("application/dicom", "*"),))
+            assert stored.file_meta.TransferSyntaxUID == JPEGLSLossless
+            assert len(stored.PixelData) < len(original.PixelData)
+            served = web.retrieve_instance(
+                *uids, media_types=(("application/dicom", ExplicitVRLittleEndian),)
+            )
+            assert np.array_equal(served.pixel_array, original.pixel_array)
+    finally:
+        compressing.stop()
+    catalog = tmp_path / "data" / "catalog.db"
+    if catalog.exists():  # the embedded catalog: the original syntax is on record
+        import sqlite3
+        from contextlib import closing
+
+        with closing(sqlite3.connect(catalog)) as conn:
+            recorded = {
+                r[0] for r in conn.execute("SELECT original_transfer_syntax_uid FROM instances")
+            }
+        assert recorded == {ExplicitVRLittleEndian}
