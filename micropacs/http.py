@@ -82,7 +82,11 @@ class HttpServer:
         if not config.loaded:
             config.load()
         # Bound here so a busy port raises OSError instead of uvicorn's sys.exit().
-        sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+        # protocol says TCP, and without it every response with a body waits ~40 ms for
+        # the client's delayed ACK (headers and body are two writes).
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((config.host, config.port))
         sock.set_inheritable(True)
