@@ -33,7 +33,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from micropacs.dicom.transcode import to_uncompressed
+from micropacs.dicom.transcode import ENCODABLE, to_syntax
 from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
 from micropacs.ports import InstanceLocation
 
@@ -80,7 +80,8 @@ def send_instance(
     """Send one stored instance with C-STORE; returns the peer's status.
 
     Sends the file's bytes when the stored transfer syntax was accepted,
-    otherwise decompresses to Explicit or Implicit VR Little Endian.
+    otherwise converts: to Explicit or Implicit VR Little Endian if accepted,
+    else to a compressed syntax micropacs can encode (RLE, JPEG-LS, JPEG 2000).
     """
     kwargs: dict[str, Any] = {"msg_id": msg_id}
     if originator is not None:
@@ -88,13 +89,13 @@ def send_instance(
     if _accepted(assoc, loc.sop_class_uid, [loc.transfer_syntax_uid]):
         status_ds = assoc.send_c_store(path, **kwargs)
     else:
-        target = _accepted(assoc, loc.sop_class_uid, UNCOMPRESSED)
+        target = _accepted(assoc, loc.sop_class_uid, [*UNCOMPRESSED, *sorted(ENCODABLE)])
         if target is None:
             raise UnsupportedTransfer(
                 f"peer accepted no transfer syntax we can send {loc.sop_class_uid} in "
                 f"(stored as {loc.transfer_syntax_uid})"
             )
-        status_ds = assoc.send_c_store(to_uncompressed(path, target), **kwargs)
+        status_ds = assoc.send_c_store(to_syntax(path, target), **kwargs)
     return int(getattr(status_ds, "Status", Status.UNABLE_TO_PROCESS))
 
 

@@ -13,8 +13,10 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from starlette.requests import Request
@@ -22,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from micropacs.dicom import frames, render
-from micropacs.dicom.transcode import ENCODABLE, to_syntax
+from micropacs.dicom.transcode import ENCODABLE, UNCOMPRESSED, to_syntax
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart, qido
 from micropacs.errors import (
@@ -43,6 +45,7 @@ ROOT = "/dicom-web"
 DICOM_JSON = "application/dicom+json"
 ANY_SYNTAX = "*"
 RETRIEVE_URL = "00081190"
+PIXEL_DATA = "7FE00010"
 PATH_UIDS = (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"))
 
 
@@ -112,6 +115,27 @@ async def _once(payload: bytes) -> AsyncIterator[bytes]:
     yield payload
 
 
+def _with_bulk_data_uri(base: str, record: DicomJson) -> DicomJson:
+    """An instance's metadata, pointing images to their pixel data (PS3.18 F.2.6)."""
+    if "00280010" in record:
+        study, series, instance = (
+            (record.get(tag, {}).get("Value") or [""])[0]
+            for tag in ("0020000D", "0020000E", "00080018")
+        )
+        bits = (record.get("00280100", {}).get("Value") or [16])[0]
+        record[PIXEL_DATA] = {
+            "vr": "OB" if bits == 8 else "OW",
+            "BulkDataURI": f"{base}/studies/{study}/series/{series}/instances/{instance}"
+            f"/bulkdata/{PIXEL_DATA}",
+        }
+    return dict(sorted(record.items()))
+
+
+def _all_frames(path: Path, accepted: set[str]) -> tuple[str, list[bytes]]:
+    count = frames.frame_count(dcmread(path, stop_before_pixels=True))
+    return frames.read_frames(path, list(range(1, count + 1)), accepted)
+
+
 def _target(stored: str, accepted: set[str]) -> str | None:
     """The syntax to send an instance stored as ``stored`` in, or None if none can be."""
     if ANY_SYNTAX in accepted or stored in accepted:
@@ -148,6 +172,7 @@ class DicomWeb:
             Route(f"{series}/metadata", self.metadata, methods=["GET"]),
             Route(f"{instance}/metadata", self.metadata, methods=["GET"]),
             Route(f"{instance}/frames/{{frames}}", self.frames, methods=["GET"]),
+            Route(f"{instance}/bulkdata/{{tag}}", self.bulk_data, methods=["GET"]),
             Route(f"{instance}/rendered", self.rendered, methods=["GET"]),
             Route(f"{instance}/frames/{{frames}}/rendered", self.rendered, methods=["GET"]),
             Route(f"{study}/thumbnail", self.thumbnail, methods=["GET"]),
@@ -293,9 +318,10 @@ class DicomWeb:
             records = await self._query.find(identifier, include_all=True)
         except MicropacsError as exc:
             return error_response(exc)
+        base = str(request.base_url).rstrip("/") + ROOT
         body = json.dumps(
             [
-                {t: e for t, e in sorted(r.items()) if t != "00080052"}
+                _with_bulk_data_uri(base, {t: e for t, e in r.items() if t != "00080052"})
                 for r in records
                 if (r.get("00080018", {}).get("Value") or [""])[0] in uids
             ]
@@ -304,6 +330,31 @@ class DicomWeb:
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers={"ETag": etag})
         return Response(body, media_type=DICOM_JSON, headers={"ETag": etag})
+
+    async def bulk_data(self, request: Request) -> Response:
+        """The pixel data of an instance (the bulk data its metadata points to)."""
+        try:
+            if request.path_params["tag"].upper() != PIXEL_DATA:
+                raise NotFound("only pixel data (7FE00010) is served as bulk data")
+            accepted = _frame_syntaxes(request.headers.get("accept", ""))
+            (location,) = await self._locate(request)
+            async with self._retrieve.local_path(location) as path:
+                syntax, payloads = await asyncio.to_thread(_all_frames, path, accepted)
+        except MicropacsError as exc:
+            return error_response(exc)
+        if syntax in UNCOMPRESSED:
+            payloads = [b"".join(payloads)]
+        part_type = frames.media_type(syntax)
+        boundary = multipart.new_boundary()
+
+        async def parts() -> AsyncIterator[tuple[str, str | None, AsyncIterator[bytes]]]:
+            for payload in payloads:
+                yield f"{part_type}; transfer-syntax={syntax}", None, _once(payload)
+
+        return StreamingResponse(
+            multipart.join(boundary, parts()),
+            media_type=f'multipart/related; type="{part_type}"; boundary={boundary}',
+        )
 
     # -- frames, rendered, thumbnails ---------------------------------------------------------
 
@@ -357,28 +408,48 @@ class DicomWeb:
     # -- WADO-URI -----------------------------------------------------------------------------
 
     async def wado_uri(self, request: Request) -> Response:
-        """PS3.18 9: one instance as application/dicom (the only content type served)."""
+        """PS3.18 9: one instance as application/dicom, or rendered as image/jpeg (the
+        default) or image/png with windowCenter, windowWidth, rows, columns, frameNumber."""
         query = request.query_params
         try:
             if query.get("requestType") != "WADO":
                 raise InvalidInput("requestType must be WADO")
-            content = query.get("contentType", "application/dicom")
-            if content.split(";")[0].strip() not in ("application/dicom", "*/*"):
-                return JSONResponse({"error": f"{content} is not served"}, status_code=406)
             for name in ("studyUID", "seriesUID", "objectUID"):
                 if name not in query:
                     raise InvalidInput(f"{name} is missing")
+            content = query.get("contentType", "image/jpeg").split(",")[0].split(";")[0].strip()
+            if content not in ("application/dicom", *render.RENDERED_TYPES):
+                raise UnsupportedTransfer(
+                    f"contentType {content} is not served; use application/dicom, image/jpeg "
+                    "or image/png"
+                )
             request.path_params.update(
                 study=query["studyUID"], series=query["seriesUID"], instance=query["objectUID"]
             )
             (location,) = await self._locate(request)
-        except MicropacsError as exc:
-            return error_response(exc)
-        syntax = query.get("transferSyntax", location.transfer_syntax_uid)
-        if syntax == location.transfer_syntax_uid:
-            return StreamingResponse(self._retrieve.read(location), media_type="application/dicom")
-        try:
+            if content != "application/dicom":
+                return await self._render_uri(location, content, query)
+            syntax = query.get("transferSyntax", location.transfer_syntax_uid)
+            if syntax == location.transfer_syntax_uid:
+                return StreamingResponse(
+                    self._retrieve.read(location), media_type="application/dicom"
+                )
             converted = await self._transcoded(location, UID(syntax))
         except MicropacsError as exc:
             return error_response(exc)
         return Response(converted, media_type="application/dicom")
+
+    async def _render_uri(self, location: InstanceLocation, media: str, query: Any) -> Response:
+        params: dict[str, str] = {}
+        if "windowCenter" in query and "windowWidth" in query:
+            params["window"] = f"{query['windowCenter']},{query['windowWidth']}"
+        if "rows" in query or "columns" in query:
+            side = query.get("columns") or query.get("rows")
+            params["viewport"] = f"{query.get('columns', side)},{query.get('rows', side)}"
+        if "imageQuality" in query:
+            params["quality"] = query["imageQuality"]
+        options = render.parse_options(media, params)
+        frame = frames.parse_numbers(query.get("frameNumber", "1"))[0]
+        async with self._retrieve.local_path(location) as path:
+            image = await asyncio.to_thread(render.render, path, frame, options)
+        return Response(image, media_type=media)

@@ -237,6 +237,9 @@ def test_metadata_comes_with_an_etag(server: Server, mixed: list[Path]) -> None:
         if dcmread(f).StudyInstanceUID == ct.StudyInstanceUID
     }
     assert all("00100010" in i and "0020000E" in i for i in instances)
+    (image,) = [i for i in instances if value(i, SOP_UID) == ct.SOPInstanceUID]
+    bulk = client(server).retrieve_bulkdata(image["7FE00010"]["BulkDataURI"])
+    assert b"".join(bulk) == ct.PixelData
     again = httpx.get(url, headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304
 
@@ -255,6 +258,20 @@ def test_wado_uri_returns_the_stored_file(server: Server, mixed: list[Path]) -> 
     )
     assert answer.status_code == 200
     assert dcmread(DicomBytesIO(answer.content)).PixelData == ct.PixelData
+    jpeg = httpx.get(
+        f"{server.http}/dicom-web/wado",
+        params={
+            "requestType": "WADO",
+            "studyUID": ct.StudyInstanceUID,
+            "seriesUID": ct.SeriesInstanceUID,
+            "objectUID": ct.SOPInstanceUID,
+            "rows": "100",
+            "windowCenter": "40",
+            "windowWidth": "400",
+        },
+    )
+    assert jpeg.headers["content-type"] == "image/jpeg"  # WADO-URI's default for images
+    assert max(Image.open(io.BytesIO(jpeg.content)).size) == 100
 
 
 @pytest.mark.parametrize(
@@ -379,3 +396,25 @@ def test_compression_at_rest_is_lossless_and_recorded(
                 r[0] for r in conn.execute("SELECT original_transfer_syntax_uid FROM instances")
             }
         assert recorded == {ExplicitVRLittleEndian}
+
+
+def test_c_get_compresses_for_a_receiver_that_takes_only_jpeg_ls(
+    server: Server, mixed: list[Path]
+) -> None:
+    from pydicom import Dataset
+
+    from tests.integration.peers import pyget
+
+    original = dcmread(mixed[0])  # stored as Explicit VR Little Endian
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = original.StudyInstanceUID
+    identifier.SeriesInstanceUID = original.SeriesInstanceUID
+    identifier.SOPInstanceUID = original.SOPInstanceUID
+
+    received, status = pyget(server, identifier, [original.SOPClassUID], [JPEGLSLossless])
+
+    assert status == 0x0000
+    (ds,) = received
+    assert ds.file_meta.TransferSyntaxUID == JPEGLSLossless
+    assert np.array_equal(ds.pixel_array, original.pixel_array)
