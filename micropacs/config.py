@@ -131,6 +131,11 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Root of the embedded stores.")
     site: str = Field("default", description="Site name, recorded in every stored event.")
+    issuer_of_patient_id: str = Field(
+        "",
+        description="Issuer of Patient ID assumed for objects that carry none, so patient IDs"
+        " of two sites sharing a catalog never merge.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level of log lines written."
     )

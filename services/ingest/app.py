@@ -51,6 +51,7 @@ def build(
         site=settings.site,
         storage_group=settings.storage.group,
         compression=settings.storage.compression,
+        default_issuer=settings.issuer_of_patient_id,
     )
     return IngestApp(
         store=store,

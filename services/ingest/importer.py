@@ -45,6 +45,7 @@ async def import_directory(settings: Settings, directory: Path) -> ImportSummary
         site=settings.site,
         storage_group=settings.storage.group,
         compression=settings.storage.compression,
+        default_issuer=settings.issuer_of_patient_id,
     )
     summary = ImportSummary()
     try:

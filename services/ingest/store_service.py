@@ -70,6 +70,7 @@ class StoreService:
         site: str,
         storage_group: str,
         compression: str = "none",
+        default_issuer: str = "",
     ) -> None:
         self._blobs = blobs
         self._bus = bus
@@ -77,6 +78,7 @@ class StoreService:
         self._site = site
         self._group = storage_group
         self._compress_to = AT_REST.get(compression)
+        self._default_issuer = default_issuer
 
     async def store(self, received: Received) -> InstanceStored:
         """Store one object; returns its event once blob and event are durable."""
@@ -108,7 +110,7 @@ class StoreService:
             series_instance_uid=uids["series"],
             study_instance_uid=uids["study"],
             patient_id=str(ds.get("PatientID", "") or ""),
-            issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or ""),
+            issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or "") or self._default_issuer,
             object_key=object_key(self._group, uids["study"], uids["series"], uids["instance"]),
             size=received.path.stat().st_size,
             transfer_syntax_uid=syntax,
