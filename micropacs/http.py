@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -23,6 +27,55 @@ from starlette.routing import BaseRoute, Route
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[None]]
+
+
+class Readiness:
+    """The backend checks of a process, run at most every few seconds, kept as a gauge."""
+
+    def __init__(self, registry: CollectorRegistry, checks: Mapping[str, Check]) -> None:
+        self._checks = checks
+        self._gauge = Gauge(
+            "micropacs_ready", "1 when every backend check passes, else 0.", registry=registry
+        )
+        self._checked_at = -1e9
+        self.failures: dict[str, str] = {}
+
+    async def refresh(self, max_age: float = 0.0) -> dict[str, str]:
+        """Failures by backend (empty when ready), re-checked if older than ``max_age``."""
+        if time.monotonic() - self._checked_at < max_age:
+            return self.failures
+        failures: dict[str, str] = {}
+        for name, check in self._checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=5)
+            except Exception as exc:  # noqa: BLE001 - report every failure
+                failures[name] = str(exc) or type(exc).__name__
+        self.failures, self._checked_at = failures, time.monotonic()
+        self._gauge.set(0 if failures else 1)
+        return failures
+
+
+class DataDirUsage:
+    """Free and total bytes of the data directory's file system, read at each scrape."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            usage = shutil.disk_usage(self._path)
+        except OSError:
+            return
+        free = GaugeMetricFamily(
+            "micropacs_data_dir_free_bytes", "Free bytes on the data directory's file system."
+        )
+        free.add_metric([], usage.free)
+        size = GaugeMetricFamily(
+            "micropacs_data_dir_size_bytes", "Size of the data directory's file system."
+        )
+        size.add_metric([], usage.total)
+        yield free
+        yield size
 
 
 def build_http_app(
@@ -37,18 +90,16 @@ def build_http_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    readiness = Readiness(registry, checks)
+
     async def readyz(request: Request) -> Response:
-        failures: dict[str, str] = {}
-        for name, check in checks.items():
-            try:
-                await asyncio.wait_for(check(), timeout=5)
-            except Exception as exc:  # noqa: BLE001 - report every failure
-                failures[name] = str(exc) or type(exc).__name__
+        failures = await readiness.refresh()
         if failures:
             return JSONResponse({"status": "unavailable", "failed": failures}, status_code=503)
         return JSONResponse({"status": "ready", "checked": sorted(checks)})
 
     async def metrics(request: Request) -> Response:
+        await readiness.refresh(max_age=10)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     cors = Middleware(

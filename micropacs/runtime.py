@@ -25,7 +25,7 @@ from micropacs import workers
 from micropacs.adapters.factory import open_blob_store, open_catalog, open_event_bus
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
-from micropacs.http import Check, HttpServer, build_http_app
+from micropacs.http import Check, DataDirUsage, HttpServer, build_http_app
 from micropacs.ports import BlobStore, Catalog, EventBus
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ async def run(
     tempfile.tempdir = str(received)
 
     registry = new_registry()
+    registry.register(DataDirUsage(settings.data_dir))
     bridge = LoopBridge(loop)
     async with AsyncExitStack() as stack:
         blobs: BlobStore | None = None

@@ -248,6 +248,11 @@ def start_ferretdb(run_dir: Path, ports: Ports) -> None:
     )
 
 
+ALERT_RULES = (
+    Path(__file__).resolve().parent.parent / "charts/micropacs/files/prometheus-alerts.yaml"
+)
+"""The alert rules the chart ships, loaded by the stack's Prometheus too."""
+
 SCRAPE_TARGETS = ("127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083")
 """The HTTP ports of ``make run`` and ``make run-stack``'s services."""
 
@@ -255,10 +260,11 @@ SCRAPE_TARGETS = ("127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082", "127.0.0
 def start_prometheus(
     run_dir: Path, ports: Ports, targets: tuple[str, ...] = SCRAPE_TARGETS
 ) -> None:
-    """Debian's Prometheus scraping the micropacs services every 5 s."""
+    """Debian's Prometheus scraping the micropacs services every 5 s, with our alert rules."""
     config = run_dir / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 5s, evaluation_interval: 5s}\n"
+        f"rule_files: [{json.dumps(str(ALERT_RULES))}]\n"
         "scrape_configs:\n"
         "  - job_name: micropacs\n"
         f"    static_configs: [{{targets: {json.dumps(list(targets))}}}]\n"

@@ -17,6 +17,12 @@ class IngestMetrics:
             ["status"],
             registry=registry,
         )
+        self.backend_errors = Counter(
+            "micropacs_ingest_backend_errors_total",
+            "Stores refused because a backend failed, by backend (object_store, event_bus).",
+            ["backend"],
+            registry=registry,
+        )
         self.stored_bytes = Counter(
             "micropacs_ingest_stored_bytes_total", "Bytes of objects stored.", registry=registry
         )

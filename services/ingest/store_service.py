@@ -23,7 +23,12 @@ from micropacs.dicom.json_model import to_json
 from micropacs.dicom.part10 import read_header
 from micropacs.dicom.transcode import AT_REST, compress_file
 from micropacs.dicom.uids import require_uid
-from micropacs.errors import InvalidUid, MicropacsError
+from micropacs.errors import (
+    BlobStoreUnavailable,
+    EventBusUnavailable,
+    InvalidUid,
+    MicropacsError,
+)
 from micropacs.events import INSTANCE_STORED, InstanceStored
 from micropacs.ports import BlobStore, EventBus
 from services.ingest.metrics import IngestMetrics
@@ -160,6 +165,9 @@ class StoreService:
             await self._bus.publish(INSTANCE_STORED, event.key, prepared.payload)
             self._metrics.publish_seconds.observe(time.perf_counter() - publish_started)
         except MicropacsError as exc:
+            if isinstance(exc, BlobStoreUnavailable | EventBusUnavailable):
+                backend = "object_store" if isinstance(exc, BlobStoreUnavailable) else "event_bus"
+                self._metrics.backend_errors.labels(backend=backend).inc()
             self._refused(received, exc)
             raise
         self._metrics.stored.labels(status="0x0000").inc()

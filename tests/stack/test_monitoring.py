@@ -1,0 +1,70 @@
+"""Debian's Prometheus scrapes a running micropacs: the series dashboards and alerts use appear,
+and the alert rules load."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stack import servers
+from tests import dicomdata
+from tests.integration.peers import findscu, free_port, storescu, wait_indexed
+from tests.integration.server import start_server
+
+pytestmark = pytest.mark.slow
+
+EXPECTED = [
+    'up{job="micropacs"} == 1',
+    "micropacs_ready == 1",
+    'micropacs_ingest_instances_total{status="0x0000"} >= 3',
+    "micropacs_ingest_stored_bytes_total > 0",
+    "micropacs_ingest_store_seconds_count >= 3",
+    "micropacs_ingest_object_store_seconds_count >= 3",
+    "micropacs_ingest_publish_seconds_count >= 3",
+    'micropacs_dimse_associations_total{result="accepted"} >= 1',
+    "micropacs_index_upserts_total >= 3",
+    "micropacs_index_consumer_lag_events >= 0",
+    "micropacs_qr_query_seconds_count >= 1",
+    "micropacs_data_dir_free_bytes > 0",
+    "process_resident_memory_bytes > 0",
+]
+
+
+def test_prometheus_scrapes_the_series_dashboards_and_alerts_use(tmp_path: Path) -> None:
+    reason = servers.available()
+    if reason:
+        pytest.skip(reason)
+    server = start_server(tmp_path / "data")
+    ports = servers.Ports(prometheus=free_port())
+    run_dir = tmp_path / "prometheus"
+    run_dir.mkdir()
+    try:
+        files = dicomdata.make_study(tmp_path / "ct", 3, "CT")
+        storescu(server, files)
+        wait_indexed(server, "IMAGE", 3)
+        findscu(server, {"QueryRetrieveLevel": "STUDY", "PatientID": ""}, tmp_path / "find")
+        servers.start_prometheus(run_dir, ports, targets=(f"127.0.0.1:{server.http_port}",))
+        api = f"http://127.0.0.1:{ports.prometheus}/api/v1"
+        missing = list(EXPECTED)
+        deadline = time.monotonic() + 90
+        while missing and time.monotonic() < deadline:
+            time.sleep(1)
+            for query in list(missing):
+                try:
+                    answer = httpx.get(f"{api}/query", params={"query": query}).json()
+                except httpx.HTTPError:
+                    break  # Prometheus still starting
+                if answer.get("data", {}).get("result"):
+                    missing.remove(query)
+        assert missing == [], f"series never appeared: {missing}"
+        groups = httpx.get(f"{api}/rules").json()["data"]["groups"]
+        alerts = {rule["name"] for group in groups for rule in group["rules"]}
+        assert {"MicropacsServiceDown", "MicropacsIngestFailures"} <= alerts
+        firing = httpx.get(f"{api}/alerts").json()["data"]["alerts"]
+        assert [a for a in firing if a["state"] == "firing"] == []  # a healthy PACS pages nobody
+    finally:
+        servers.stop_one(run_dir, "prometheus")
+        server.stop()
