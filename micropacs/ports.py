@@ -88,6 +88,10 @@ class Consumer(Protocol):
         """Mark ``records`` (and everything before them) as processed."""
         ...
 
+    async def lag(self) -> dict[int, int]:
+        """Events not yet committed, by partition this member owns."""
+        ...
+
     async def close(self) -> None:
         """Leave the group; uncommitted records are delivered again later."""
         ...

@@ -77,6 +77,20 @@ class KafkaConsumer:
         except KafkaError as exc:
             raise EventBusUnavailable(f"Kafka commit failed: {exc}") from exc
 
+    async def lag(self) -> dict[int, int]:
+        """Per owned partition, the high watermark minus the committed offset."""
+        lags: dict[int, int] = {}
+        try:
+            for partition in self._consumer.assignment():
+                end = self._consumer.highwater(partition)
+                if end is None:
+                    end = (await self._consumer.end_offsets([partition]))[partition]
+                committed = await self._consumer.committed(partition) or 0
+                lags[partition.partition] = max(end - committed, 0)
+        except KafkaError as exc:
+            raise EventBusUnavailable(f"Kafka lag query failed: {exc}") from exc
+        return lags
+
     async def close(self) -> None:
         """Leave the group (its partitions go to the other members)."""
         await self._consumer.stop()

@@ -407,6 +407,10 @@ class SqliteConsumer:
             raise InvalidInput(f"records of another topic than {self._topic!r}")
         await self._bus._commit(self._topic, self._group, max(r.offset for r in records))
 
+    async def lag(self) -> dict[int, int]:
+        """The one partition's uncommitted events."""
+        return {0: await self._bus.lag(self._topic, self._group)}
+
     async def close(self) -> None:
         """Stop consuming; records not committed go to the group's next consumer."""
         self._closed = True

@@ -19,10 +19,13 @@ from collections.abc import Sequence
 from micropacs.config import IndexSettings
 from micropacs.errors import MicropacsError, is_retryable
 from micropacs.events import DEAD_LETTER, INSTANCE_STORED, DeadLetter, InstanceStored
-from micropacs.ports import Catalog, EventBus, InstanceRecord, Record
+from micropacs.ports import Catalog, Consumer, EventBus, InstanceRecord, Record
 from services.index.metrics import IndexMetrics
 
 log = logging.getLogger(__name__)
+
+LAG_INTERVAL = 5.0
+"""Seconds between two readings of the consumer lag."""
 
 
 def to_record(event: InstanceStored) -> InstanceRecord:
@@ -54,6 +57,7 @@ class Indexer:
         self._catalog = catalog
         self._metrics = metrics
         self._settings = settings
+        self._lag_checked = -LAG_INTERVAL
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, committing after every written batch."""
@@ -67,8 +71,23 @@ class Indexer:
                 if records:
                     await self.process(records, stop)
                     await consumer.commit(records)
+                await self._observe_lag(consumer)
         finally:
             await consumer.close()
+
+    async def _observe_lag(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if now - self._lag_checked < LAG_INTERVAL:
+            return
+        self._lag_checked = now
+        try:
+            lags = await consumer.lag()
+        except MicropacsError as exc:
+            log.warning("consumer lag unknown", extra={"reason": str(exc)})
+            return
+        self._metrics.lag.clear()  # partitions move between members on a rebalance
+        for partition, events in lags.items():
+            self._metrics.lag.labels(partition=str(partition)).set(events)
 
     async def process(self, records: Sequence[Record], stop: asyncio.Event | None = None) -> None:
         """Write a batch of records to the catalog (dead-lettering the undecodable)."""

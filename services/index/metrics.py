@@ -30,6 +30,7 @@ class IndexMetrics:
         )
         self.lag = Gauge(
             "micropacs_index_consumer_lag_events",
-            "Events published but not yet indexed.",
+            "Events published but not yet indexed, by partition this consumer owns.",
+            ["partition"],
             registry=registry,
         )

@@ -373,3 +373,25 @@ def test_factory_refuses_buses_it_cannot_open(run: Runner, url: str) -> None:
 def test_unreachable_kafka_is_unavailable_not_a_crash(run: Runner) -> None:
     with pytest.raises(EventBusUnavailable, match="unreachable"):
         run(open_event_bus("kafka://127.0.0.1:9"))
+
+
+def test_lag_counts_what_the_group_has_not_committed(
+    event_bus: EventBus, run: Runner, topic: str
+) -> None:
+    async def scenario() -> tuple[dict[int, int], dict[int, int]]:
+        await _publish_all(event_bus, topic, 3)
+        consumer = await event_bus.consumer(topic, "index")
+        try:
+            records: list[Record] = []
+            while len(records) < 3:
+                records += await consumer.poll(10, 5.0)
+            before = await consumer.lag()
+            await consumer.commit(records[:1])
+            return before, await consumer.lag()
+        finally:
+            await consumer.close()
+
+    before, after = run(scenario())
+
+    assert sum(before.values()) == 3
+    assert sum(after.values()) == 2

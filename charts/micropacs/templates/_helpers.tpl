@@ -1,0 +1,175 @@
+{{/* Names, labels and the Deployment every service shares. */}}
+
+{{- define "micropacs.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "micropacs.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+micropacs.io/site: {{ .Values.site.name | quote }}
+{{- end -}}
+
+{{- define "micropacs.selector" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .service }}
+{{- end -}}
+
+{{- define "micropacs.s3Secret" -}}
+{{- .Values.objectStore.existingSecret | default (printf "%s-s3" (include "micropacs.fullname" .)) -}}
+{{- end -}}
+
+{{/* The Deployment of one service: dict "root" $ "service" "ingest|index|qr". */}}
+{{- define "micropacs.deployment" -}}
+{{- $root := .root -}}
+{{- $values := index $root.Values .service -}}
+{{- $name := printf "%s-%s" (include "micropacs.fullname" $root) .service -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ $name }}
+  labels:
+    {{- include "micropacs.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .service }}
+spec:
+  {{- if not $values.autoscaling.enabled }}
+  replicas: {{ $values.replicas }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "micropacs.selector" . | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}
+  template:
+    metadata:
+      labels:
+        {{- include "micropacs.labels" $root | nindent 8 }}
+        app.kubernetes.io/component: {{ .service }}
+      annotations:
+        checksum/config: {{ include (print $root.Template.BasePath "/common/configmap.yaml") $root | sha256sum }}
+    spec:
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      terminationGracePeriodSeconds: 60
+      containers:
+        - name: {{ .service }}
+          image: "{{ $root.Values.image.repository }}:{{ $root.Values.image.tag | default $root.Chart.AppVersion }}"
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          args: ["run", {{ .service | quote }}]
+          securityContext:
+            {{- toYaml $root.Values.securityContext | nindent 12 }}
+          envFrom:
+            - configMapRef:
+                name: {{ include "micropacs.fullname" $root }}
+          env:
+            {{- if eq .service "ingest" }}
+            - name: MICROPACS_DICOM__WORKERS
+              value: {{ $values.workers | quote }}
+            {{- end }}
+            {{- if ne .service "index" }}
+            - name: MICROPACS_S3__ACCESS_KEY
+              valueFrom:
+                secretKeyRef: {name: {{ include "micropacs.s3Secret" $root }}, key: accessKey}
+            - name: MICROPACS_S3__SECRET_KEY
+              valueFrom:
+                secretKeyRef: {name: {{ include "micropacs.s3Secret" $root }}, key: secretKey}
+            {{- end }}
+            {{- if $root.Values.catalog.existingSecret }}
+            - name: MICROPACS_STORAGE__CATALOG_URL
+              valueFrom:
+                secretKeyRef: {name: {{ $root.Values.catalog.existingSecret }}, key: url}
+            {{- end }}
+          ports:
+            {{- if ne .service "index" }}
+            - {name: dicom, containerPort: 11112, protocol: TCP}
+            {{- end }}
+            - {name: http, containerPort: 8080, protocol: TCP}
+          readinessProbe:
+            httpGet: {path: /readyz, port: http}
+            periodSeconds: 10
+            timeoutSeconds: 6
+            failureThreshold: 3
+          livenessProbe:
+            httpGet: {path: /healthz, port: http}
+            initialDelaySeconds: 10
+            periodSeconds: 15
+            failureThreshold: 4
+          resources:
+            {{- toYaml $values.resources | nindent 12 }}
+          volumeMounts:
+            - {name: data, mountPath: /var/lib/micropacs}
+            - {name: tmp, mountPath: /tmp}
+      volumes:
+        - name: data
+          emptyDir: {}
+        - name: tmp
+          emptyDir: {}
+      {{- with $root.Values.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end -}}
+
+{{/* HorizontalPodAutoscaler: dict "root" $ "service" … "max" N */}}
+{{- define "micropacs.hpa" -}}
+{{- $values := index .root.Values .service -}}
+{{- if $values.autoscaling.enabled }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ printf "%s-%s" (include "micropacs.fullname" .root) .service }}
+  labels:
+    {{- include "micropacs.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .service }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ printf "%s-%s" (include "micropacs.fullname" .root) .service }}
+  minReplicas: {{ $values.autoscaling.minReplicas }}
+  maxReplicas: {{ .max }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target: {type: Utilization, averageUtilization: {{ $values.autoscaling.targetCPUUtilizationPercentage }}}
+{{- end }}
+{{- end -}}
+
+{{/* PodDisruptionBudget: dict "root" $ "service" … */}}
+{{- define "micropacs.pdb" -}}
+{{- $values := index .root.Values .service -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ printf "%s-%s" (include "micropacs.fullname" .root) .service }}
+  labels:
+    {{- include "micropacs.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .service }}
+spec:
+  minAvailable: {{ $values.podDisruptionBudget.minAvailable }}
+  selector:
+    matchLabels:
+      {{- include "micropacs.selector" . | nindent 6 }}
+{{- end -}}
