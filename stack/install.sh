@@ -2,7 +2,8 @@
 # Installs the real servers micropacs runs against in a hospital deployment, built or
 # fetched through the ordinary package clients and cached outside the repository:
 #   Apache Kafka (jars from Maven Central), MinIO and FerretDB (built with Go),
-#   Prometheus (Debian package). Re-running it skips what is already there.
+#   Prometheus and promtool (Debian package), helm and helm-unittest (built with Go) for the
+#   deployment checks. Re-running it skips what is already there.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 STACK="${MICROPACS_STACK_HOME:-$HOME/.cache/micropacs-stack}"
@@ -36,6 +37,29 @@ install_ferretdb() {
       -o "$STACK/bin/ferretdb" .)
 }
 
+HELM_VERSION=v3.21.4
+HELM_UNITTEST_VERSION=v1.1.2
+
+install_helm() {
+  [ -x "$STACK/bin/helm" ] && return
+  log "helm $HELM_VERSION (go install)"
+  CGO_ENABLED=0 GOBIN="$STACK/bin" go install -trimpath \
+      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+install_helm_unittest() {
+  [ -x "$STACK/bin/helm-unittest" ] && return
+  # Its go.mod has a replace directive, which `go install …@version` refuses: build it
+  # inside its own module from the module cache instead.
+  log "helm-unittest $HELM_UNITTEST_VERSION (go build)"
+  local mod="github.com/helm-unittest/helm-unittest@$HELM_UNITTEST_VERSION"
+  local dir
+  dir="$(cd "$STACK" && go mod download -json "$mod" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" \
+      -o "$STACK/bin/helm-unittest" ./cmd/helm-unittest)
+}
+
 install_prometheus() {
   command -v prometheus >/dev/null 2>&1 && return
   log "Prometheus (apt-get)"
@@ -48,6 +72,8 @@ install_prometheus() {
 install_kafka & k=$!
 install_ferretdb & f=$!
 install_minio & m=$!
+install_helm & h=$!
+install_helm_unittest & u=$!
 install_prometheus
-wait $k; wait $f; wait $m
+wait $k; wait $f; wait $m; wait $h; wait $u
 log "ready in $STACK"
