@@ -169,4 +169,6 @@ def test_compose_file_uses_upstream_images_and_health_gates() -> None:
         docker
         and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
     ):
-        run(docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q")
+        # `docker compose config` needs only the compose plugin, no engine.
+        compose_file, env_file = str(ROOT / "docker-compose.yml"), str(ROOT / ".env.example")
+        run(docker, "compose", "--env-file", env_file, "-f", compose_file, "config", "-q")
