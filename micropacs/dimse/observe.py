@@ -26,10 +26,28 @@ class AssociationMetrics:
             ["result", "peer"],
             registry=registry,
         )
+        self.operations = Counter(
+            "micropacs_dimse_operations_total",
+            "DIMSE operations answered, by service, operation and final status.",
+            ["service", "operation", "status"],
+            registry=registry,
+        )
+
+
+# The service that answers each operation, for the metric's service label.
+SERVICE_OF = {
+    "C-ECHO": "ingest",
+    "C-STORE": "ingest",
+    "C-FIND": "qr",
+    "C-GET": "qr",
+    "C-MOVE": "qr",
+}
+PENDING = (0xFF00, 0xFF01)
 
 
 def handlers(metrics: AssociationMetrics, known_titles: Callable[[], Collection[str]]) -> list[Any]:
-    """EVT_ACCEPTED / EVT_REJECTED / EVT_ABORTED bindings that count and log."""
+    """Bindings that count associations (accepted, rejected, aborted) and the final
+    responses of every DIMSE operation, and log the refusals."""
 
     def peer(event: evt.Event) -> tuple[str, str]:
         title = str(event.assoc.requestor.ae_title).strip()
@@ -51,7 +69,21 @@ def handlers(metrics: AssociationMetrics, known_titles: Callable[[], Collection[
         metrics.associations.labels(result="aborted", peer=peer(event)[1]).inc()
         log.warning("association aborted", extra={"calling_ae": peer(event)[0]})
 
+    def sent(event: evt.Event) -> None:
+        name = type(event.message).__name__  # e.g. C_STORE_RSP
+        if not name.endswith("_RSP"):
+            return  # requests: C-STORE sub-operations of a C-GET or C-MOVE
+        status = getattr(event.message.command_set, "Status", None)
+        if status is None or int(status) in PENDING:
+            return
+        operation = name.removesuffix("_RSP").replace("_", "-")
+        service = SERVICE_OF.get(operation, "other")
+        metrics.operations.labels(
+            service=service, operation=operation, status=f"0x{int(status):04X}"
+        ).inc()
+
     return [
+        (evt.EVT_DIMSE_SENT, sent),
         (evt.EVT_ACCEPTED, accepted),
         (evt.EVT_REJECTED, rejected),
         (evt.EVT_ABORTED, aborted),

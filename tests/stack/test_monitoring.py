@@ -25,6 +25,8 @@ EXPECTED = [
     "micropacs_ingest_object_store_seconds_count >= 3",
     "micropacs_ingest_publish_seconds_count >= 3",
     'micropacs_dimse_associations_total{result="accepted"} >= 1',
+    'micropacs_dimse_operations_total{service="ingest", operation="C-STORE", status="0x0000"} >= 3',
+    'micropacs_dimse_operations_total{service="qr", operation="C-FIND", status="0x0000"} >= 1',
     "micropacs_index_upserts_total >= 3",
     "micropacs_index_consumer_lag_events >= 0",
     "micropacs_qr_query_seconds_count >= 1",
