@@ -8,13 +8,13 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/micropacs
-COPY requirements.lock ./
-RUN /opt/micropacs/bin/pip install --require-hashes --no-deps -r requirements.lock
+COPY requirements.lock requirements-build.lock ./
+RUN /opt/micropacs/bin/pip install --require-hashes --no-deps -r requirements-build.lock \
+ && /opt/micropacs/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY micropacs ./micropacs
 COPY services ./services
-RUN /opt/micropacs/bin/pip install --no-deps --no-build-isolation . \
- || /opt/micropacs/bin/pip install --no-deps .
+RUN /opt/micropacs/bin/pip install --no-deps --no-build-isolation .
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

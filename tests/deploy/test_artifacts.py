@@ -172,3 +172,19 @@ def test_compose_file_uses_upstream_images_and_health_gates() -> None:
         # `docker compose config` needs only the compose plugin, no engine.
         compose_file, env_file = str(ROOT / "docker-compose.yml"), str(ROOT / ".env.example")
         run(docker, "compose", "--env-file", env_file, "-f", compose_file, "config", "-q")
+
+
+@pytest.mark.slow
+def test_the_image_environment_installs_from_the_lock_alone(tmp_path: Path) -> None:
+    """What the Dockerfile's build stage does, without a container engine: a fresh venv,
+    the hashed locks with --no-deps, then micropacs itself; pip check finds nothing missing."""
+    import sys
+
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", str(venv))
+    pip = str(venv / "bin" / "pip")
+    for lock in ("requirements-build.lock", "requirements.lock"):
+        run(pip, "install", "-q", "--require-hashes", "--no-deps", "-r", str(ROOT / lock))
+    run(pip, "install", "-q", "--no-deps", "--no-build-isolation", str(ROOT))
+    run(pip, "check")
+    assert "serve" in run(str(venv / "bin" / "micropacs"), "--help")
