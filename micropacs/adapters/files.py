@@ -132,13 +132,20 @@ class FileBlobStore:
     async def read(self, key: str, chunk_size: int = _BUFFER) -> AsyncIterator[bytes]:
         """Stream the object's bytes in chunks; raises NotFound if absent."""
         path = self.path_of(key)
-        handle = await self._run(self._open, key, path)
+
+        def open_and_read() -> tuple[BinaryIO, bytes]:
+            handle = self._open(key, path)
+            return handle, handle.read(chunk_size)
+
+        # One thread hop for the open and the first chunk, and none for the end-of-file
+        # read when that chunk came short: most objects are smaller than one chunk.
+        handle, chunk = await self._run(open_and_read, path=path)
         try:
-            while True:
-                chunk = await self._run(handle.read, chunk_size, action="read", path=path)
-                if not chunk:
-                    return
+            while chunk:
                 yield chunk
+                if len(chunk) < chunk_size:
+                    return
+                chunk = await self._run(handle.read, chunk_size, action="read", path=path)
         finally:
             handle.close()
 
