@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from micropacs import logs
+from micropacs import logs, metrics_registry
 from micropacs.config import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,6 +61,7 @@ def main() -> None:
 
 
 def _serve(settings: Settings, services: tuple[str, ...]) -> None:
+    metrics_registry.prepare(settings.data_dir, settings.dicom.workers)
     from micropacs.runtime import Endpoints, run
 
     logs.configure(settings.log_level)

@@ -35,7 +35,10 @@ class Readiness:
     def __init__(self, registry: CollectorRegistry, checks: Mapping[str, Check]) -> None:
         self._checks = checks
         self._gauge = Gauge(
-            "micropacs_ready", "1 when every backend check passes, else 0.", registry=registry
+            "micropacs_ready",
+            "1 when every backend check passes, else 0.",
+            registry=registry,
+            multiprocess_mode="liveall",
         )
         self._checked_at = -1e9
         self.failures: dict[str, str] = {}
@@ -83,6 +86,7 @@ def build_http_app(
     checks: Mapping[str, Check],
     routes: Sequence[BaseRoute] = (),
     cors_origins: Sequence[str] = ("*",),
+    exposition: CollectorRegistry | None = None,
 ) -> Starlette:
     """A Starlette app with the health, readiness and metrics routes, and the services' own
     (DICOMweb), which browsers of ``cors_origins`` may call."""
@@ -100,7 +104,7 @@ def build_http_app(
 
     async def metrics(request: Request) -> Response:
         await readiness.refresh(max_age=10)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(exposition or registry), media_type=CONTENT_TYPE_LATEST)
 
     cors = Middleware(
         CORSMiddleware,

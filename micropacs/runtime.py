@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from micropacs import workers
+from micropacs import metrics_registry, workers
 from micropacs.adapters.factory import open_blob_store, open_catalog, open_event_bus
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
@@ -50,6 +51,20 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
+def exposition_registry(own: CollectorRegistry, data_dir: Path) -> CollectorRegistry:
+    """What ``/metrics`` shows: ``own``, or with workers, every process's metrics summed
+    (plus this process's defaults and the data volume)."""
+    if not metrics_registry.multiprocess():
+        own.register(DataDirUsage(data_dir))
+        return own
+    from prometheus_client import multiprocess
+
+    shown = new_registry()
+    multiprocess.MultiProcessCollector(shown)  # type: ignore[no-untyped-call]
+    shown.register(DataDirUsage(data_dir))
+    return shown
+
+
 async def run(
     settings: Settings,
     services: Sequence[str] = SERVICES,
@@ -76,8 +91,7 @@ async def run(
     # data directory's file system lets the file store move it into place.
     tempfile.tempdir = str(received)
 
-    registry = new_registry()
-    registry.register(DataDirUsage(settings.data_dir))
+    registry = CollectorRegistry() if metrics_registry.multiprocess() else new_registry()
     bridge = LoopBridge(loop)
     async with AsyncExitStack() as stack:
         blobs: BlobStore | None = None
@@ -131,7 +145,13 @@ async def run(
 
         routes = [route for app in dicom_apps for route in app.web_routes()]
         http = HttpServer(
-            build_http_app(registry, checks, routes, settings.http.cors_origins),
+            build_http_app(
+                registry,
+                checks,
+                routes,
+                settings.http.cors_origins,
+                exposition_registry(registry, settings.data_dir),
+            ),
             settings.http.host,
             settings.http.port,
         )

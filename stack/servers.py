@@ -294,6 +294,8 @@ def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack
     run_dir.mkdir(parents=True, exist_ok=True)
     start_minio(run_dir, ports)
     start_ferretdb(run_dir, ports)
+    kafka_log = run_dir / "kafka.log"
+    earlier = kafka_log.stat().st_size if kafka_log.exists() else 0  # logs are appended to
     start_kafka(run_dir, ports)
     if shutil.which("prometheus"):
         start_prometheus(run_dir, ports)
@@ -312,13 +314,12 @@ def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack
         "minio",
     )
     _wait("FerretDB", lambda: _listening(ports.ferretdb), timeout, run_dir, "ferretdb")
-    _wait(
-        "Kafka",
-        lambda: "Kafka Server started" in (run_dir / "kafka.log").read_text(errors="replace"),
-        timeout,
-        run_dir,
-        "kafka",
-    )
+    def kafka_started() -> bool:
+        with kafka_log.open("rb") as log:
+            log.seek(earlier)
+            return b"Kafka Server started" in log.read() and _listening(ports.kafka)
+
+    _wait("Kafka", kafka_started, timeout, run_dir, "kafka")
     stack = Stack(run_dir=run_dir, ports=ports)
     (run_dir / "stack.json").write_text(json.dumps({"ports": asdict(ports)}))
     return stack

@@ -33,4 +33,5 @@ class IndexMetrics:
             "Events published but not yet indexed, by partition this consumer owns.",
             ["partition"],
             registry=registry,
+            multiprocess_mode="livesum",
         )

@@ -70,3 +70,34 @@ def test_prometheus_scrapes_the_series_dashboards_and_alerts_use(tmp_path: Path)
     finally:
         servers.stop_one(run_dir, "prometheus")
         server.stop()
+
+
+def test_metrics_count_what_every_worker_process_did(tmp_path: Path) -> None:
+    """With DICOM worker processes on one port, /metrics of the parent sums all of them."""
+    server = start_server(tmp_path / "data", env={"MICROPACS_DICOM__WORKERS": "2"})
+    try:
+        deadline = time.monotonic() + 30
+        while '"services": ["ingest", "qr"]' not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.2)  # the worker process is listening once it logs its start
+        assert '"services": ["ingest", "qr"]' in server.log(), "the worker never started"
+        files = dicomdata.make_study(tmp_path / "ct", 8, "CT")
+        for path in files:  # one association each: the kernel spreads them over the processes
+            storescu(server, [path])
+        wait_indexed(server, "IMAGE", 8)
+        text = httpx.get(f"{server.http}/metrics").text
+        stored = [
+            line
+            for line in text.splitlines()
+            if line.startswith('micropacs_ingest_instances_total{status="0x0000"}')
+        ]
+        assert len(stored) == 1 and float(stored[0].split()[-1]) == 8, stored
+        operations = [
+            line
+            for line in text.splitlines()
+            if line.startswith("micropacs_dimse_operations_total")
+            and 'operation="C-STORE"' in line
+            and 'status="0x0000"' in line
+        ]
+        assert sum(float(line.split()[-1]) for line in operations) == 8
+    finally:
+        server.stop()
