@@ -49,7 +49,7 @@ def build(
     metrics = QrMetrics(registry)
     return QrApp(
         query=QueryService(catalog, metrics, settings.query, settings.dicom.ae_title),
-        retrieve=RetrieveService(catalog, blobs),
+        retrieve=RetrieveService(catalog, blobs, metrics),
         metrics=metrics,
         checks={"catalog": catalog.check, "blob_store": blobs.check},
     )

@@ -22,6 +22,13 @@ class QrMetrics:
             ["operation", "status"],
             registry=registry,
         )
+        self.object_store_seconds = Histogram(
+            "micropacs_qr_object_store_seconds",
+            "Time for the object store to hand over an object (C-GET, C-MOVE, WADO): "
+            "the local file, or the first chunk of the stream.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
         self.retrieved_bytes = Counter(
             "micropacs_qr_retrieved_bytes_total",
             "Bytes of instances sent by C-GET and C-MOVE.",

@@ -7,14 +7,16 @@ Instance UIDs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from micropacs.dicom.json_model import text_of
 from micropacs.errors import InvalidIdentifier, UnknownDestination
 from micropacs.events import DicomJson
 from micropacs.ports import BlobStore, Catalog, InstanceLocation, Level, Node
+from services.qr.metrics import QrMetrics
 from services.qr.query_service import (
     PATIENT_ID,
     SERIES_UID,
@@ -28,9 +30,12 @@ from services.qr.query_service import (
 class RetrieveService:
     """Locates instances and opens their stored bytes."""
 
-    def __init__(self, catalog: Catalog, blobs: BlobStore) -> None:
+    def __init__(
+        self, catalog: Catalog, blobs: BlobStore, metrics: QrMetrics | None = None
+    ) -> None:
         self._catalog = catalog
         self._blobs = blobs
+        self._metrics = metrics
 
     async def locate(self, identifier: DicomJson) -> list[InstanceLocation]:
         """The instances a retrieve identifier names, in series and instance order."""
@@ -57,13 +62,24 @@ class RetrieveService:
             sop_instance_uids=values(SOP_INSTANCE_UID) if level is Level.IMAGE else (),
         )
 
-    def read(self, location: InstanceLocation) -> AsyncIterator[bytes]:
+    async def read(self, location: InstanceLocation) -> AsyncIterator[bytes]:
         """The stored bytes of ``location``, in chunks."""
-        return self._blobs.read(location.object_key)
+        started = time.perf_counter()
+        first = True
+        async for chunk in self._blobs.read(location.object_key):
+            if first and self._metrics is not None:
+                self._metrics.object_store_seconds.observe(time.perf_counter() - started)
+            first = False
+            yield chunk
 
-    def local_path(self, location: InstanceLocation) -> AbstractAsyncContextManager[Path]:
+    @asynccontextmanager
+    async def local_path(self, location: InstanceLocation) -> AsyncIterator[Path]:
         """A local file with the stored bytes of ``location``."""
-        return self._blobs.local_path(location.object_key)
+        started = time.perf_counter()
+        async with self._blobs.local_path(location.object_key) as path:
+            if self._metrics is not None:
+                self._metrics.object_store_seconds.observe(time.perf_counter() - started)
+            yield path
 
     async def destination(self, ae_title: str) -> Node:
         """The registered node a C-MOVE sends to (PS3.4 C.4.2.1.4.1)."""

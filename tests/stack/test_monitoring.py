@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydicom import dcmread
 
 from stack import servers
 from tests import dicomdata
@@ -30,6 +31,7 @@ EXPECTED = [
     "micropacs_index_upserts_total >= 3",
     "micropacs_index_consumer_lag_events >= 0",
     "micropacs_qr_query_seconds_count >= 1",
+    "micropacs_qr_object_store_seconds_count >= 1",
     "micropacs_data_dir_free_bytes > 0",
     "process_resident_memory_bytes > 0",
 ]
@@ -48,6 +50,8 @@ def test_prometheus_scrapes_the_series_dashboards_and_alerts_use(tmp_path: Path)
         storescu(server, files)
         wait_indexed(server, "IMAGE", 3)
         findscu(server, {"QueryRetrieveLevel": "STUDY", "PatientID": ""}, tmp_path / "find")
+        study = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+        assert httpx.get(f"{server.http}/dicom-web/studies/{study}").status_code == 200
         servers.start_prometheus(run_dir, ports, targets=(f"127.0.0.1:{server.http_port}",))
         api = f"http://127.0.0.1:{ports.prometheus}/api/v1"
         missing = list(EXPECTED)
