@@ -58,8 +58,11 @@ def frame_count(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
-def read_frames(path: Path, numbers: Sequence[int], accepted: set[str]) -> tuple[str, list[bytes]]:
-    """The transfer syntax sent and the bytes of frames ``numbers`` of the image at ``path``.
+def read_frames(
+    path: Path, numbers: Sequence[int] | None, accepted: set[str]
+) -> tuple[str, list[bytes]]:
+    """The transfer syntax sent and the bytes of frames ``numbers`` (None: every frame) of
+    the image at ``path``.
 
     ``accepted`` holds transfer syntax UIDs or ``*`` (as stored).
     """
@@ -67,6 +70,7 @@ def read_frames(path: Path, numbers: Sequence[int], accepted: set[str]) -> tuple
     if "PixelData" not in ds:
         raise NotFound("this instance has no pixel data, so no frames")
     count = frame_count(ds)
+    numbers = range(1, count + 1) if numbers is None else numbers
     missing = [n for n in numbers if n > count]
     if missing:
         raise NotFound(f"frames {missing} do not exist; this image has {count}")

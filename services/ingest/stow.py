@@ -16,24 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart
+from micropacs.dicomweb.responses import DICOM_JSON, RETRIEVE_URL, ROOT, problem
 from micropacs.errors import MicropacsError, dimse_status
 from micropacs.events import DicomJson
 from services.ingest.store_service import Received, StoreService
 
 log = logging.getLogger(__name__)
 
-ROOT = "/dicom-web"
-DICOM_JSON = "application/dicom+json"
 STUDY_MISMATCH = 0xC409
 """FailureReason of an instance POSTed to another study's URL (a "cannot understand" code)."""
 NOT_DICOM_PART = 0xC000
 
-RETRIEVE_URL = "00081190"
 FAILED_SOP_SEQUENCE = "00081198"
 REFERENCED_SOP_SEQUENCE = "00081199"
 REFERENCED_SOP_CLASS = "00081150"
@@ -48,12 +46,6 @@ def _reference(sop_class: str, sop_instance: str) -> DicomJson:
     if sop_instance:
         item[REFERENCED_SOP_INSTANCE] = {"vr": "UI", "Value": [sop_instance]}
     return item
-
-
-def _problem(status: int, reason: str) -> Response:
-    return JSONResponse(
-        {"error": reason}, status_code=status, headers={"Warning": f'299 micropacs "{reason}"'}
-    )
 
 
 class Stow:
@@ -72,21 +64,21 @@ class Stow:
     async def store(self, request: Request) -> Response:
         study = request.path_params.get("study")
         if study is not None and not is_valid_uid(study):
-            return _problem(400, f"StudyInstanceUID {study!r} in the URL is not a valid UID")
+            return problem(400, f"StudyInstanceUID {study!r} in the URL is not a valid UID")
         media, params = multipart.parameters(request.headers.get("content-type", ""))
         part_type = params.get("type", "").lower()
         if media != "multipart/related" or part_type not in ("application/dicom", ""):
-            return _problem(
+            return problem(
                 415,
                 'send multipart/related; type="application/dicom" (instances as Part 10 files)',
             )
         if "boundary" not in params:
-            return _problem(400, "the Content-Type has no boundary")
+            return problem(400, "the Content-Type has no boundary")
         folder = Path(tempfile.gettempdir())
         try:
             parts = await multipart.split(request.stream(), params["boundary"], folder)
         except MicropacsError as exc:
-            return _problem(400, f"malformed multipart body: {exc}")
+            return problem(400, f"malformed multipart body: {exc}")
         referenced: list[DicomJson] = []
         failed: list[DicomJson] = []
         base = str(request.base_url).rstrip("/") + ROOT

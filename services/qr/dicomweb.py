@@ -13,26 +13,30 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from micropacs.dicom import frames, render
 from micropacs.dicom.transcode import ENCODABLE, UNCOMPRESSED, to_syntax
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart, qido
+from micropacs.dicomweb.responses import (
+    DICOM_JSON,
+    RETRIEVE_URL,
+    ROOT,
+    error_response,
+    problem,
+)
 from micropacs.errors import (
     InvalidInput,
     MicropacsError,
     NotFound,
     UnsupportedTransfer,
-    http_status,
 )
 from micropacs.events import DicomJson
 from micropacs.ports import InstanceLocation, Level
@@ -41,23 +45,9 @@ from services.qr.retrieve_service import RetrieveService
 
 log = logging.getLogger(__name__)
 
-ROOT = "/dicom-web"
-DICOM_JSON = "application/dicom+json"
 ANY_SYNTAX = "*"
-RETRIEVE_URL = "00081190"
 PIXEL_DATA = "7FE00010"
 PATH_UIDS = (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"))
-
-
-def error_response(exc: BaseException) -> Response:
-    """A PS3.18 status code with the reason in the body and the Warning header."""
-    reason = str(exc) or type(exc).__name__
-    status = http_status(exc)
-    if status >= 500:
-        log.error("DICOMweb request failed", extra={"reason": reason})
-    return JSONResponse(
-        {"error": reason}, status_code=status, headers={"Warning": f'299 micropacs "{reason}"'}
-    )
 
 
 def _uid(text: str, what: str) -> str:
@@ -77,7 +67,7 @@ def _accepted_syntaxes(accept: str) -> set[str]:
         ):
             found.add(params.get("transfer-syntax", ExplicitVRLittleEndian))
     if not found and accept.strip():
-        raise InvalidInput(f"cannot answer with {accept!r}")  # mapped to 406 below
+        raise UnsupportedTransfer(f"cannot answer with {accept!r}")
     return found or {ExplicitVRLittleEndian}
 
 
@@ -131,9 +121,19 @@ def _with_bulk_data_uri(base: str, record: DicomJson) -> DicomJson:
     return dict(sorted(record.items()))
 
 
-def _all_frames(path: Path, accepted: set[str]) -> tuple[str, list[bytes]]:
-    count = frames.frame_count(dcmread(path, stop_before_pixels=True))
-    return frames.read_frames(path, list(range(1, count + 1)), accepted)
+def _pixel_parts(syntax: str, payloads: list[bytes]) -> Response:
+    """Frames or pixel data as multipart/related, one part per payload (PS3.18 8.7.3.3)."""
+    part_type = frames.media_type(syntax)
+    boundary = multipart.new_boundary()
+
+    async def parts() -> AsyncIterator[tuple[str, str | None, AsyncIterator[bytes]]]:
+        for payload in payloads:
+            yield f"{part_type}; transfer-syntax={syntax}", None, _once(payload)
+
+    return StreamingResponse(
+        multipart.join(boundary, parts()),
+        media_type=f'multipart/related; type="{part_type}"; boundary={boundary}',
+    )
 
 
 def _target(stored: str, accepted: set[str]) -> str | None:
@@ -253,9 +253,6 @@ class DicomWeb:
     async def retrieve_instances(self, request: Request) -> Response:
         try:
             accepted = _accepted_syntaxes(request.headers.get("accept", ""))
-        except InvalidInput as exc:
-            return JSONResponse({"error": str(exc)}, status_code=406)
-        try:
             found = await self._locate(request)
         except MicropacsError as exc:
             return error_response(exc)
@@ -269,7 +266,7 @@ class DicomWeb:
                 f"stored as {sorted(set(unservable))}, which cannot be converted to "
                 f"{sorted(accepted)}; accept transfer-syntax=* or {ExplicitVRLittleEndian}"
             )
-            return JSONResponse({"error": reason}, status_code=406)
+            return problem(406, reason)
         boundary = multipart.new_boundary()
         body = multipart.join(boundary, self._parts(found, accepted))
         return StreamingResponse(
@@ -339,22 +336,12 @@ class DicomWeb:
             accepted = _frame_syntaxes(request.headers.get("accept", ""))
             (location,) = await self._locate(request)
             async with self._retrieve.local_path(location) as path:
-                syntax, payloads = await asyncio.to_thread(_all_frames, path, accepted)
+                syntax, payloads = await asyncio.to_thread(frames.read_frames, path, None, accepted)
         except MicropacsError as exc:
             return error_response(exc)
         if syntax in UNCOMPRESSED:
             payloads = [b"".join(payloads)]
-        part_type = frames.media_type(syntax)
-        boundary = multipart.new_boundary()
-
-        async def parts() -> AsyncIterator[tuple[str, str | None, AsyncIterator[bytes]]]:
-            for payload in payloads:
-                yield f"{part_type}; transfer-syntax={syntax}", None, _once(payload)
-
-        return StreamingResponse(
-            multipart.join(boundary, parts()),
-            media_type=f'multipart/related; type="{part_type}"; boundary={boundary}',
-        )
+        return _pixel_parts(syntax, payloads)
 
     # -- frames, rendered, thumbnails ---------------------------------------------------------
 
@@ -369,17 +356,7 @@ class DicomWeb:
                 )
         except MicropacsError as exc:
             return error_response(exc)
-        part_type = frames.media_type(syntax)
-        boundary = multipart.new_boundary()
-
-        async def parts() -> AsyncIterator[tuple[str, str | None, AsyncIterator[bytes]]]:
-            for payload in payloads:
-                yield f"{part_type}; transfer-syntax={syntax}", None, _once(payload)
-
-        return StreamingResponse(
-            multipart.join(boundary, parts()),
-            media_type=f'multipart/related; type="{part_type}"; boundary={boundary}',
-        )
+        return _pixel_parts(syntax, payloads)
 
     async def rendered(self, request: Request) -> Response:
         return await self._render(request, thumbnail=False)
