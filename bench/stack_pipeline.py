@@ -226,13 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
         work = Path(tmp)
-        ports = servers.Ports(
-            kafka=free_port(),
-            kafka_controller=free_port(),
-            minio=free_port(),
-            ferretdb=free_port(),
-            prometheus=free_port(),
-        )
+        ports = servers.Ports.picked_by(free_port)
         stack = servers.up(work / "stack", ports)
         try:
             files = dicomdata.make_ct_series(work / "ct", args.count, rows=512, cols=512)

@@ -23,7 +23,8 @@ import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 STACK_HOME = Path(os.environ.get("MICROPACS_STACK_HOME", Path.home() / ".cache/micropacs-stack"))
@@ -41,6 +42,11 @@ class Ports:
     minio: int = 19000
     ferretdb: int = 27018
     prometheus: int = 19090
+
+    @classmethod
+    def picked_by(cls, free_port: Callable[[], int]) -> Ports:
+        """Every port from ``free_port``: a stack of its own beside any other."""
+        return cls(**{field.name: free_port() for field in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -314,6 +320,7 @@ def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack
         "minio",
     )
     _wait("FerretDB", lambda: _listening(ports.ferretdb), timeout, run_dir, "ferretdb")
+
     def kafka_started() -> bool:
         with kafka_log.open("rb") as log:
             log.seek(earlier)

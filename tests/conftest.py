@@ -31,13 +31,7 @@ def shared_stack(
     reason = servers.available()
     if reason:
         pytest.skip(reason)
-    ports = servers.Ports(
-        kafka=free_port(),
-        kafka_controller=free_port(),
-        minio=free_port(),
-        ferretdb=free_port(),
-        prometheus=free_port(),
-    )
+    ports = servers.Ports.picked_by(free_port)
     stack = servers.up(tmp_path_factory.mktemp("stack"), ports)
     yield stack
     servers.down(stack.run_dir)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import (
@@ -35,6 +35,16 @@ FAILURE_REASON = "00081197"
 
 def client(server: Server) -> DICOMwebClient:
     return DICOMwebClient(url=f"{server.http}/dicom-web")
+
+
+def retrieve_as(server: Server, original: Dataset, syntax: str) -> Dataset:
+    """WADO-RS of one instance, asking for ``syntax``."""
+    return client(server).retrieve_instance(
+        original.StudyInstanceUID,
+        original.SeriesInstanceUID,
+        original.SOPInstanceUID,
+        media_types=(("application/dicom", syntax),),
+    )
 
 
 def value(item: dict[str, object], tag: str) -> object:
@@ -106,12 +116,7 @@ def test_wado_rs_decompresses_when_the_stored_syntax_is_not_accepted(
 ) -> None:
     rle = next(f for f in mixed if dcmread(f).file_meta.TransferSyntaxUID == RLELossless)
     original = dcmread(rle)
-    ds = client(server).retrieve_instance(
-        original.StudyInstanceUID,
-        original.SeriesInstanceUID,
-        original.SOPInstanceUID,
-        media_types=(("application/dicom", ExplicitVRLittleEndian),),
-    )
+    ds = retrieve_as(server, original, ExplicitVRLittleEndian)
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert np.array_equal(ds.pixel_array, original.pixel_array)
 
@@ -125,12 +130,7 @@ def test_every_lossless_codec_round_trips(
     server: Server, mixed: list[Path], target: str, which: str
 ) -> None:
     original = dcmread(next(f for f in mixed if f.name == which))
-    ds = client(server).retrieve_instance(
-        original.StudyInstanceUID,
-        original.SeriesInstanceUID,
-        original.SOPInstanceUID,
-        media_types=(("application/dicom", target),),
-    )
+    ds = retrieve_as(server, original, target)
     assert ds.file_meta.TransferSyntaxUID == target
     assert np.array_equal(ds.pixel_array, original.pixel_array)
 
@@ -401,7 +401,6 @@ def test_compression_at_rest_is_lossless_and_recorded(
 def test_c_get_compresses_for_a_receiver_that_takes_only_jpeg_ls(
     server: Server, mixed: list[Path]
 ) -> None:
-    from pydicom import Dataset
 
     from tests.integration.peers import pyget
 

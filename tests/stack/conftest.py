@@ -16,13 +16,7 @@ def stack(tmp_path: Path) -> Iterator[servers.Stack]:
     reason = servers.available()
     if reason:
         pytest.skip(reason)
-    ports = servers.Ports(
-        kafka=free_port(),
-        kafka_controller=free_port(),
-        minio=free_port(),
-        ferretdb=free_port(),
-        prometheus=free_port(),
-    )
+    ports = servers.Ports.picked_by(free_port)
     running = servers.up(tmp_path / "stack", ports)
     yield running
     servers.down(running.run_dir)
