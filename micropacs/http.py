@@ -38,7 +38,7 @@ class Readiness:
             "micropacs_ready",
             "1 when every backend check passes, else 0.",
             registry=registry,
-            multiprocess_mode="liveall",
+            multiprocess_mode="livemax",  # workers never check: the parent speaks for them
         )
         self._checked_at = -1e9
         self.failures: dict[str, str] = {}

@@ -144,7 +144,7 @@ class MongoCatalog:
             raise self._unavailable(exc) from exc
 
     async def upsert_instances(self, records: Sequence[InstanceRecord]) -> None:
-        """Upsert instances and their entities, then recompute the computed attributes."""
+        """Upsert instances and their entities, then derive the computed attributes."""
         if not records:
             return
         try:
@@ -219,12 +219,10 @@ class MongoCatalog:
         docs = await by_id(self._db, "studies", studies, {"series_members": 1})
         return [uid for doc in docs.values() for uid in doc.get("series_members", [])]
 
-    async def _instances_of_series(
-        self, series: Sequence[str], projection: dict[str, Any] | None = None
-    ) -> dict[str, dict[str, Any]]:
+    async def _instances_of_series(self, series: Sequence[str]) -> dict[str, dict[str, Any]]:
         docs = await by_id(self._db, "series", series, {"members": 1})
         members = [m.split("|", 1)[1] for doc in docs.values() for m in doc.get("members", [])]
-        return await by_id(self._db, "instances", members, projection)
+        return await by_id(self._db, "instances", members)
 
     async def _parent(
         self, collection: str, key: str, cache: dict[tuple[str, str], dict[str, Any] | None]

@@ -401,7 +401,6 @@ def test_compression_at_rest_is_lossless_and_recorded(
 def test_c_get_compresses_for_a_receiver_that_takes_only_jpeg_ls(
     server: Server, mixed: list[Path]
 ) -> None:
-
     from tests.integration.peers import pyget
 
     original = dcmread(mixed[0])  # stored as Explicit VR Little Endian

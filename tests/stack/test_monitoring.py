@@ -103,5 +103,7 @@ def test_metrics_count_what_every_worker_process_did(tmp_path: Path) -> None:
             and 'status="0x0000"' in line
         ]
         assert sum(float(line.split()[-1]) for line in operations) == 8
+        ready = [line for line in text.splitlines() if line.startswith("micropacs_ready")]
+        assert ready == ["micropacs_ready 1.0"]  # one series, not a 0 per worker process
     finally:
         server.stop()
