@@ -30,7 +30,7 @@ from bench.common import DCMTK_ENV, free_port, save, start_serve, stop, summary_
 from micropacs.adapters.factory import open_catalog
 from micropacs.config import IndexSettings
 from micropacs.dicom.json_model import to_json
-from micropacs.dimse.ae import set_nodelay
+from micropacs.dimse.sockets import set_nodelay
 from micropacs.events import InstanceStored
 from micropacs.ports import Record
 from services.index.indexer import Indexer

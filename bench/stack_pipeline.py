@@ -40,7 +40,7 @@ from bench.common import (
 from bench.store_throughput import micropacs_rate, send, storescp_rate
 from micropacs.adapters.factory import open_event_bus
 from micropacs.dicom.json_model import to_json
-from micropacs.dimse.ae import set_nodelay
+from micropacs.dimse.sockets import set_nodelay
 from micropacs.events import INSTANCE_STORED, InstanceStored
 from stack import servers
 from tests import dicomdata

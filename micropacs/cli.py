@@ -1,58 +1,18 @@
-"""The ``micropacs`` command: serve, run one service, manage nodes, import files."""
+"""The ``micropacs`` command: serve, run one service, manage nodes, and what services add."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from micropacs import logs, metrics_registry
-from micropacs.config import Settings, load_settings
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def settings_options(func: F) -> F:
-    """The flags every command shares; each is also settable by environment."""
-    options = [
-        click.option(
-            "--data-dir",
-            type=click.Path(path_type=Path),
-            help="Data directory [MICROPACS_DATA_DIR].",
-        ),
-        click.option("--host", help="Listen address of DICOM and HTTP [MICROPACS_DICOM__HOST]."),
-        click.option("--dicom-port", type=int, help="DICOM port [MICROPACS_DICOM__PORT]."),
-        click.option("--http-port", type=int, help="HTTP port [MICROPACS_HTTP__PORT]."),
-        click.option("--ae-title", help="Our AE title [MICROPACS_DICOM__AE_TITLE]."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _settings(
-    data_dir: Path | None,
-    host: str | None,
-    dicom_port: int | None,
-    http_port: int | None,
-    ae_title: str | None,
-    workers: int | None = None,
-) -> Settings:
-    return load_settings(
-        **{
-            "data_dir": str(data_dir) if data_dir else None,
-            "dicom.host": host,
-            "http.host": host,
-            "dicom.port": dicom_port,
-            "http.port": http_port,
-            "dicom.ae_title": ae_title,
-            "dicom.workers": workers,
-        }
-    )
+from micropacs.bootstrap import serve as serve_services
+from micropacs.bootstrap import serve_worker
+from micropacs.cli_options import settings_from, settings_options
+from micropacs.config import Settings
+from micropacs.service_list import SERVICES, named, names
 
 
 @click.group()
@@ -60,34 +20,11 @@ def main() -> None:
     """micropacs: a PACS built as independently scalable services."""
 
 
-def _serve(settings: Settings, services: tuple[str, ...]) -> None:
-    metrics_registry.prepare(settings.data_dir, settings.dicom.workers)
-    from micropacs.runtime import Endpoints, run
-
-    logs.configure(settings.log_level)
-
-    def announce(endpoints: Endpoints) -> None:
-        where = f"{settings.dicom.ae_title}@{settings.dicom.host}:{endpoints.dicom_port}"
-        click.echo(
-            f"micropacs {'+'.join(services)} ready: "
-            + (f"DICOM {where}, " if endpoints.dicom_port else "")
-            + f"HTTP http://{settings.http.host}:{endpoints.http_port} "
-            + f"(/healthz /readyz /metrics), data in {settings.data_dir.resolve()}",
-            err=True,
-        )
-
-    try:
-        asyncio.run(run(settings, services, on_ready=announce))
-    except OSError as exc:
-        raise click.ClickException(
-            f"{exc}. Is another server using the port? Choose others with --dicom-port/--http-port."
-        ) from exc
-
-
 WORKERS = click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    help="Processes sharing the DICOM port, each running ingest and qr [MICROPACS_DICOM__WORKERS].",
+    help="Processes sharing the DICOM port, each running the DICOM services "
+    "[MICROPACS_DICOM__WORKERS].",
 )
 
 
@@ -95,30 +32,29 @@ WORKERS = click.option(
 @settings_options
 @WORKERS
 def serve(**flags: Any) -> None:
-    """Run ingest, index and qr in one process: a complete PACS."""
-    _serve(_settings(**flags), ("ingest", "index", "qr"))
+    """Run every service in one process: a complete PACS."""
+    serve_services(settings_from(**flags), SERVICES)
 
 
 @main.command(name="run")
-@click.argument("service", type=click.Choice(["ingest", "index", "qr"]))
+@click.argument("service", type=click.Choice(names()))
 @settings_options
 @WORKERS
 def run_one(service: str, **flags: Any) -> None:
     """Run one service alone (configured by MICROPACS_ variables)."""
-    _serve(_settings(**flags), (service,))
+    serve_services(settings_from(**flags), named([service]))
 
 
 @main.command(hidden=True)
-@click.argument("services", nargs=-1, type=click.Choice(["ingest", "qr"]), required=True)
+@click.argument(
+    "services",
+    nargs=-1,
+    type=click.Choice(names([service for service in SERVICES if service.dicom])),
+    required=True,
+)
 def worker(services: tuple[str, ...]) -> None:
     """A DICOM worker process of `serve` (configured by its parent's environment)."""
-    from micropacs.runtime import run
-    from micropacs.workers import die_with_parent
-
-    die_with_parent()
-    settings = load_settings()
-    logs.configure(settings.log_level)
-    asyncio.run(run(settings, services, reuse_port=True))
+    serve_worker(named(services))
 
 
 @main.group()
@@ -182,7 +118,7 @@ def nodes_add(
         storage_group=storage_group,
         ae_group=ae_group,
     )
-    _catalog_call(_settings(**flags), lambda catalog: catalog.put_node(node))
+    _catalog_call(settings_from(**flags), lambda catalog: catalog.put_node(node))
     click.echo(f"node {node.ae_title} -> {node.host}:{node.port} saved")
 
 
@@ -190,7 +126,7 @@ def nodes_add(
 @settings_options
 def nodes_list(**flags: Any) -> None:
     """List the registered nodes."""
-    found = _catalog_call(_settings(**flags), lambda catalog: catalog.nodes())
+    found = _catalog_call(settings_from(**flags), lambda catalog: catalog.nodes())
     if not found:
         click.echo("no nodes registered; add one with: micropacs nodes add AE_TITLE HOST PORT")
         return
@@ -207,24 +143,14 @@ def nodes_list(**flags: Any) -> None:
 @settings_options
 def nodes_remove(node_ae_title: str, **flags: Any) -> None:
     """Remove a node."""
-    removed = _catalog_call(_settings(**flags), lambda catalog: catalog.remove_node(node_ae_title))
+    removed = _catalog_call(
+        settings_from(**flags), lambda catalog: catalog.remove_node(node_ae_title)
+    )
     if not removed:
         raise click.ClickException(f"no node {node_ae_title!r}; see: micropacs nodes list")
     click.echo(f"node {node_ae_title} removed")
 
 
-@main.command(name="import")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@settings_options
-def import_(directory: Path, **flags: Any) -> None:
-    """Store every DICOM file under DIRECTORY (the index picks them up)."""
-    from services.ingest.importer import import_directory
-
-    settings = _settings(**flags)
-    logs.configure("WARNING")
-    summary = asyncio.run(import_directory(settings, directory))
-    click.echo(
-        f"stored {summary.stored}, skipped {summary.skipped} non-DICOM, failed {summary.failed}"
-    )
-    if summary.failed:
-        sys.exit(1)
+for _service in SERVICES:
+    for _command in _service.commands:
+        main.add_command(_command)

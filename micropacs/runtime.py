@@ -1,9 +1,10 @@
 """Running services in one process: ``micropacs serve`` (all) or ``micropacs run NAME`` (one).
 
-One asyncio loop owns the adapters, the HTTP server and the index consumer;
+One asyncio loop owns the adapters, the HTTP server and the background tasks;
 pynetdicom's acceptor and association threads call into it through a
-:class:`~micropacs.bridge.LoopBridge`. Ingest and qr share one AE title and
-one DICOM port, as users expect of one PACS.
+:class:`~micropacs.bridge.LoopBridge`. The DICOM services share one AE title
+and one DICOM port, as users expect of one PACS. What runs is whatever
+descriptors (:mod:`micropacs.service`) the caller passes.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ from micropacs import metrics_registry, workers
 from micropacs.adapters.factory import open_blob_store, open_catalog, open_event_bus
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
-from micropacs.http import Check, DataDirUsage, HttpServer, build_http_app
-from micropacs.ports import BlobStore, Catalog, EventBus
+from micropacs.dimse import observe
+from micropacs.dimse.ae import build_ae, start_server
+from micropacs.http import DataDirUsage, HttpServer, build_http_app
+from micropacs.service import (
+    Adapters,
+    Port,
+    ServiceApp,
+    ServiceDescriptor,
+    needs_of,
+    operation_owners,
+)
 
 log = logging.getLogger(__name__)
-
-SERVICES = ("ingest", "index", "qr")
 
 
 @dataclass(frozen=True)
@@ -67,102 +75,42 @@ def exposition_registry(own: CollectorRegistry, data_dir: Path) -> CollectorRegi
 
 async def run(
     settings: Settings,
-    services: Sequence[str] = SERVICES,
+    services: Sequence[ServiceDescriptor],
     *,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Endpoints], None] | None = None,
-    reuse_port: bool = False,
+    worker: bool = False,
 ) -> None:
-    """Run ``services`` until SIGTERM/SIGINT (or ``stop``), then shut down cleanly."""
-    unknown = set(services) - set(SERVICES)
-    if unknown:
-        raise ValueError(f"unknown services {sorted(unknown)}; choose from {SERVICES}")
+    """Run ``services`` until SIGTERM/SIGINT (or ``stop``), then shut down cleanly.
+
+    A ``worker`` is an extra DICOM process of a parent that runs the rest: it
+    shares the parent's port and starts no workers of its own.
+    """
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Outside the main thread (a test running the server in a thread) there are no signals.
-        with contextlib.suppress(RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    received = settings.data_dir / "tmp"
-    received.mkdir(exist_ok=True)
-    # pynetdicom writes each received dataset to a temporary file; keeping it on the
-    # data directory's file system lets the file store move it into place.
-    tempfile.tempdir = str(received)
-
+    _stop_on_signals(stop)
+    _prepare_data_dir(settings.data_dir)
     registry = CollectorRegistry() if metrics_registry.multiprocess() else new_registry()
-    bridge = LoopBridge(loop)
     async with AsyncExitStack() as stack:
-        blobs: BlobStore | None = None
-        bus: EventBus | None = None
-        catalog: Catalog | None = None
-        if {"ingest", "qr"} & set(services):
-            blobs = await open_blob_store(
-                settings.blob_url, fsync=settings.storage.fsync, s3=settings.s3
-            )
-            stack.push_async_callback(blobs.close)
-        if {"ingest", "index"} & set(services):
-            bus = await open_event_bus(settings.bus_url, settings.kafka)
-            stack.push_async_callback(bus.close)
-        if {"index", "qr"} & set(services) or settings.dicom.strict_nodes:
-            catalog = await open_catalog(settings.catalog_url)
-            stack.push_async_callback(catalog.close)
-
-        checks: dict[str, Check] = {}
-        dicom_apps: list[Any] = []
-        tasks: list[asyncio.Task[None]] = []
-        if "ingest" in services:
-            from services.ingest.app import build as build_ingest
-
-            assert blobs is not None and bus is not None
-            ingest = build_ingest(settings, blobs, bus, registry)
-            dicom_apps.append(ingest)
-            checks.update(ingest.checks)
-        if "qr" in services:
-            from services.qr.app import build as build_qr
-
-            assert catalog is not None and blobs is not None
-            qr = build_qr(settings, catalog, blobs, registry)
-            dicom_apps.append(qr)
-            checks.update(qr.checks)
-        if "index" in services:
-            from services.index.app import build as build_index
-
-            assert bus is not None and catalog is not None
-            index = build_index(settings, bus, catalog, registry)
-            checks.update(index.checks)
-            tasks.append(asyncio.create_task(index.indexer.run(stop), name="index"))
-
+        adapters = await _open_adapters(settings, services, stack)
+        apps = [service.build(settings, adapters, registry) for service in services]
         dicom_port = None
-        if dicom_apps:
-            shared = reuse_port or settings.dicom.workers > 1
-            dicom_port = _start_dicom(
-                settings, dicom_apps, bridge, catalog, shared, stack, registry
-            )
-            started = workers.spawn(settings, services, dicom_port)
-            stack.callback(workers.stop, started)
-
-        routes = [route for app in dicom_apps for route in app.web_routes()]
-        http = HttpServer(
-            build_http_app(
-                registry,
-                checks,
-                routes,
-                settings.http.cors_origins,
-                exposition_registry(registry, settings.data_dir),
-            ),
-            settings.http.host,
-            settings.http.port,
-        )
-        http_port = await http.start()
-        stack.push_async_callback(http.stop)
-
+        if any(service.dicom for service in services):
+            shared = worker or settings.dicom.workers > 1
+            dicom_port = _start_dicom(settings, services, apps, adapters, shared, registry, stack)
+            if not worker:
+                dicom = [service.name for service in services if service.dicom]
+                stack.callback(workers.stop, workers.spawn(settings, dicom, dicom_port))
+        http_port = await _start_http(settings, apps, registry, stack)
+        tasks = [
+            asyncio.create_task(task(stop), name=service.name)
+            for service, app in zip(services, apps, strict=True)
+            for task in app.background()
+        ]
         endpoints = Endpoints(dicom_port=dicom_port, http_port=http_port)
         log.info(
             "micropacs started",
             extra={
-                "services": list(services),
+                "services": [service.name for service in services],
                 "ae_title": settings.dicom.ae_title,
                 "dicom_port": dicom_port,
                 "http_port": http_port,
@@ -175,35 +123,66 @@ async def run(
         log.info("micropacs stopping")
 
 
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Outside the main thread (a test running the server in a thread) there are no signals.
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def _prepare_data_dir(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    received = data_dir / "tmp"
+    received.mkdir(exist_ok=True)
+    # pynetdicom writes each received dataset to a temporary file; keeping it on the
+    # data directory's file system lets the file store move it into place.
+    tempfile.tempdir = str(received)
+
+
+async def _open_adapters(
+    settings: Settings, services: Sequence[ServiceDescriptor], stack: AsyncExitStack
+) -> Adapters:
+    """The adapters the services need, closed when ``stack`` closes."""
+    needs = set(needs_of(services))
+    if settings.dicom.strict_nodes and any(service.dicom for service in services):
+        needs.add(Port.CATALOG)  # the node registry decides who may call
+    blobs = bus = catalog = None
+    if Port.BLOB_STORE in needs:
+        blobs = await open_blob_store(
+            settings.blob_url, fsync=settings.storage.fsync, s3=settings.s3
+        )
+        stack.push_async_callback(blobs.close)
+    if Port.EVENT_BUS in needs:
+        bus = await open_event_bus(settings.bus_url, settings.kafka)
+        stack.push_async_callback(bus.close)
+    if Port.CATALOG in needs:
+        catalog = await open_catalog(settings.catalog_url)
+        stack.push_async_callback(catalog.close)
+    return Adapters(blobs=blobs, bus=bus, catalog=catalog)
+
+
 def _start_dicom(
     settings: Settings,
-    apps: list[Any],
-    bridge: LoopBridge,
-    catalog: Catalog | None,
+    services: Sequence[ServiceDescriptor],
+    apps: Sequence[ServiceApp],
+    adapters: Adapters,
     reuse_port: bool,
-    stack: AsyncExitStack,
     registry: CollectorRegistry,
+    stack: AsyncExitStack,
 ) -> int:
-    from micropacs.dimse import observe
-    from micropacs.dimse.ae import build_ae, start_server
-
-    cache: tuple[float, list[str]] = (0.0, [])
-
-    def known_titles() -> list[str]:
-        """The registry's AE titles, read at most once a second."""
-        nonlocal cache
-        if catalog is None:
-            return []
-        if time.monotonic() - cache[0] > 1.0:
-            titles = [node.ae_title for node in bridge.run(catalog.nodes(), timeout=10)]
-            cache = (time.monotonic(), titles)
-        return cache[1]
-
-    ae = build_ae(settings.dicom, known_titles if catalog is not None else None)
-    handlers: list[Any] = observe.handlers(observe.AssociationMetrics(registry), known_titles)
+    """One AE for every DICOM service, listening until ``stack`` closes; returns its port."""
+    bridge = LoopBridge(asyncio.get_running_loop())
+    known_titles = _known_titles(adapters, bridge)
+    ae = build_ae(settings.dicom, known_titles if adapters.catalog is not None else None)
+    handlers = observe.handlers(
+        observe.AssociationMetrics(registry),
+        known_titles,
+        operation_owners(services),
+    )
     for app in apps:
         app.add_contexts(ae)
-        handlers.extend(app.handlers(bridge))
+        handlers.extend(app.dimse_handlers(bridge))
     server = start_server(
         ae, settings.dicom.host, settings.dicom.port, handlers, reuse_port=reuse_port
     )
@@ -213,6 +192,47 @@ def _start_dicom(
 
     stack.push_async_callback(shutdown)
     return int(server.server_address[1])
+
+
+def _known_titles(adapters: Adapters, bridge: LoopBridge) -> Callable[[], list[str]]:
+    """The node registry's AE titles, read at most once a second ([] without a catalog)."""
+    cache: tuple[float, list[str]] = (-1e9, [])
+
+    def known_titles() -> list[str]:
+        nonlocal cache
+        if adapters.catalog is None:
+            return []
+        if time.monotonic() - cache[0] > 1.0:
+            nodes = bridge.run(adapters.catalog.nodes(), timeout=10)
+            cache = (time.monotonic(), [node.ae_title for node in nodes])
+        return cache[1]
+
+    return known_titles
+
+
+async def _start_http(
+    settings: Settings,
+    apps: Sequence[ServiceApp],
+    registry: CollectorRegistry,
+    stack: AsyncExitStack,
+) -> int:
+    """Health, readiness, metrics and the services' routes; returns the bound port."""
+    checks = {name: check for app in apps for name, check in app.checks.items()}
+    routes = [route for app in apps for route in app.web_routes()]
+    http = HttpServer(
+        build_http_app(
+            registry,
+            checks,
+            routes,
+            settings.http.cors_origins,
+            exposition_registry(registry, settings.data_dir),
+        ),
+        settings.http.host,
+        settings.http.port,
+    )
+    port = await http.start()
+    stack.push_async_callback(http.stop)
+    return port
 
 
 async def _wait(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:

@@ -3,9 +3,9 @@
 One Python process is bound by its GIL and by pynetdicom's per-association
 threads; the kernel spreads new associations across every process listening
 on the port, as a load balancer spreads modalities across pods. Workers run
-the DIMSE services (ingest, qr) only; the index consumer and HTTP stay in the
-parent. A worker dies with its parent (PR_SET_PDEATHSIG), so a killed server
-leaves no orphan holding the port.
+the services that answer on the DICOM port only; background tasks (the index
+consumer) and the HTTP routes stay in the parent. A worker dies with its parent
+(PR_SET_PDEATHSIG), so a killed server leaves no orphan holding the port.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from micropacs.config import Settings
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
-DICOM_SERVICES = ("ingest", "qr")
 
 
 def die_with_parent() -> None:
@@ -36,9 +35,9 @@ def die_with_parent() -> None:
 
 
 def spawn(settings: Settings, services: Sequence[str], port: int) -> list[subprocess.Popen[bytes]]:
-    """Start ``settings.dicom.workers - 1`` processes serving ``services`` on ``port``."""
-    wanted = [s for s in services if s in DICOM_SERVICES]
-    if settings.dicom.workers <= 1 or not wanted:
+    """Start ``settings.dicom.workers - 1`` processes serving the DICOM ``services`` on
+    ``port``."""
+    if settings.dicom.workers <= 1 or not services:
         return []
     env = {
         **os.environ,
@@ -55,7 +54,7 @@ def spawn(settings: Settings, services: Sequence[str], port: int) -> list[subpro
     }
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "micropacs", "worker", *wanted],
+            [sys.executable, "-m", "micropacs", "worker", *services],
             env=env,
             preexec_fn=die_with_parent,
         )

@@ -15,10 +15,12 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config
 from pynetdicom.transport import ThreadedAssociationServer
 
 from micropacs.config import DicomSettings
+from micropacs.dimse import retrieve_scp
+from micropacs.dimse.sockets import NODELAY
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +41,8 @@ def configure_pynetdicom() -> None:
         _config.STORE_SEND_CHUNKED_DATASET = True
         # Identifiers with odd values must reach our handlers, which answer them properly.
         _config.ENFORCE_UID_CONFORMANCE = False
-        from micropacs.dimse import retrieve_scp
-
         retrieve_scp.install()
         _done = True
-
-
-def set_nodelay(event: evt.Event) -> None:
-    """EVT_CONN_OPEN handler: disable Nagle so each DIMSE response leaves at once."""
-    sock = getattr(event.assoc.dul.socket, "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            log.debug("could not set TCP_NODELAY")
 
 
 class RegistryAE(AE):
@@ -129,7 +119,7 @@ def start_server(
     server = ae.make_server(
         (host, port),
         contexts=SharedContexts(ae.supported_contexts),
-        evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay), *handlers],
+        evt_handlers=[NODELAY, *handlers],
         server_class=server_class,
     )
     thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)

@@ -7,11 +7,13 @@ the registry, every other caller counts as ``other``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pynetdicom import evt
+
+from micropacs.errors import Status
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +36,14 @@ class AssociationMetrics:
         )
 
 
-# The service that answers each operation, for the metric's service label.
-SERVICE_OF = {
-    "C-ECHO": "ingest",
-    "C-STORE": "ingest",
-    "C-FIND": "qr",
-    "C-GET": "qr",
-    "C-MOVE": "qr",
-}
-PENDING = (0xFF00, 0xFF01)
-
-
-def handlers(metrics: AssociationMetrics, known_titles: Callable[[], Collection[str]]) -> list[Any]:
+def handlers(
+    metrics: AssociationMetrics,
+    known_titles: Callable[[], Collection[str]],
+    owners: Mapping[str, str],
+) -> list[Any]:
     """Bindings that count associations (accepted, rejected, aborted) and the final
-    responses of every DIMSE operation, and log the refusals."""
+    responses of every DIMSE operation (labelled with the service in ``owners`` that
+    answers it), and log the refusals."""
 
     def peer(event: evt.Event) -> tuple[str, str]:
         title = str(event.assoc.requestor.ae_title).strip()
@@ -74,10 +70,10 @@ def handlers(metrics: AssociationMetrics, known_titles: Callable[[], Collection[
         if not name.endswith("_RSP"):
             return  # requests: C-STORE sub-operations of a C-GET or C-MOVE
         status = getattr(event.message.command_set, "Status", None)
-        if status is None or int(status) in PENDING:
+        if status is None or int(status) in (Status.PENDING, Status.PENDING_WARNING):
             return
         operation = name.removesuffix("_RSP").replace("_", "-")
-        service = SERVICE_OF.get(operation, "other")
+        service = owners.get(operation, "other")
         metrics.operations.labels(
             service=service, operation=operation, status=f"0x{int(status):04X}"
         ).inc()

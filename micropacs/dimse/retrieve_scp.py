@@ -34,6 +34,7 @@ from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from micropacs.dicom.transcode import ENCODABLE, to_syntax
+from micropacs.dimse.sockets import NODELAY
 from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
 from micropacs.ports import InstanceLocation
 
@@ -199,15 +200,13 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
                 if key not in seen and len(contexts) < 128:
                     seen.add(key)
                     contexts.append(build_context(loc.sop_class_uid, syntaxes))
-        from micropacs.dimse.ae import set_nodelay
-
         assoc = self.ae.associate(
             host,
             port,
             contexts=contexts,
             ae_title=ae_title,
             max_pdu=0,
-            evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
+            evt_handlers=[NODELAY],
         )
         if not assoc.is_established:
             log.warning(

@@ -1,5 +1,6 @@
 """``python -m services.index``: the index service alone, configured by MICROPACS_ variables."""
 
-from micropacs.cli import main
+from micropacs.bootstrap import serve_alone
+from services.index.descriptor import SERVICE
 
-main(["run", "index"])
+serve_alone(SERVICE)

@@ -1,5 +1,6 @@
 """``python -m services.ingest``: the ingest service alone, configured by MICROPACS_ variables."""
 
-from micropacs.cli import main
+from micropacs.bootstrap import serve_alone
+from services.ingest.descriptor import SERVICE
 
-main(["run", "ingest"])
+serve_alone(SERVICE)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pynetdicom import AE
@@ -13,6 +13,10 @@ from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
 from micropacs.ports import BlobStore, EventBus
+from micropacs.service import (
+    BackgroundTask,
+    HandlerBinding,
+)
 from services.ingest import dimse
 from services.ingest.metrics import IngestMetrics
 from services.ingest.store_service import StoreService
@@ -24,20 +28,24 @@ class IngestApp:
     """The ingest service: C-ECHO, C-STORE and STOW-RS over a StoreService."""
 
     store: StoreService
-    checks: dict[str, Check]
+    checks: Mapping[str, Check]
     called_ae: str
 
     def add_contexts(self, ae: AE) -> None:
         """Accept verification and every storage SOP class."""
         dimse.add_contexts(ae)
 
+    def dimse_handlers(self, bridge: LoopBridge) -> list[HandlerBinding]:
+        """C-ECHO and C-STORE, calling into ``bridge``'s loop."""
+        return dimse.handlers(self.store, bridge)
+
     def web_routes(self) -> list[BaseRoute]:
         """STOW-RS."""
         return Stow(self.store, self.called_ae).routes()
 
-    def handlers(self, bridge: LoopBridge) -> list[Any]:
-        """DIMSE handler bindings, calling into ``bridge``'s loop."""
-        return dimse.handlers(self.store, bridge)
+    def background(self) -> list[BackgroundTask]:
+        """None: ingest answers requests only."""
+        return []
 
 
 def build(

@@ -17,8 +17,8 @@ from tqdm import tqdm
 from micropacs.adapters.factory import open_blob_store, open_event_bus
 from micropacs.config import Settings
 from micropacs.errors import MicropacsError, NotDicom
-from services.ingest.metrics import IngestMetrics
-from services.ingest.store_service import Received, StoreService
+from services.ingest.app import build
+from services.ingest.store_service import Received
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,7 @@ async def import_directory(settings: Settings, directory: Path) -> ImportSummary
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     blobs = await open_blob_store(settings.blob_url, fsync=settings.storage.fsync, s3=settings.s3)
     bus = await open_event_bus(settings.bus_url, settings.kafka)
-    service = StoreService(
-        blobs,
-        bus,
-        IngestMetrics(CollectorRegistry()),
-        site=settings.site,
-        storage_group=settings.storage.group,
-        compression=settings.storage.compression,
-        default_issuer=settings.issuer_of_patient_id,
-    )
+    service = build(settings, blobs, bus, CollectorRegistry()).store
     summary = ImportSummary()
     try:
         with tqdm(files, unit="file", desc="import", disable=None) as progress:

@@ -1,5 +1,6 @@
 """``python -m services.qr``: the qr service alone, configured by MICROPACS_ variables."""
 
-from micropacs.cli import main
+from micropacs.bootstrap import serve_alone
+from services.qr.descriptor import SERVICE
 
-main(["run", "qr"])
+serve_alone(SERVICE)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pynetdicom import AE
@@ -13,6 +13,10 @@ from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
 from micropacs.ports import BlobStore, Catalog
+from micropacs.service import (
+    BackgroundTask,
+    HandlerBinding,
+)
 from services.qr import dimse
 from services.qr.dicomweb import DicomWeb
 from services.qr.metrics import QrMetrics
@@ -27,19 +31,23 @@ class QrApp:
     query: QueryService
     retrieve: RetrieveService
     metrics: QrMetrics
-    checks: dict[str, Check]
+    checks: Mapping[str, Check]
 
     def add_contexts(self, ae: AE) -> None:
         """Accept the Patient Root and Study Root information models."""
         dimse.add_contexts(ae)
 
+    def dimse_handlers(self, bridge: LoopBridge) -> list[HandlerBinding]:
+        """C-FIND, C-GET and C-MOVE, calling into ``bridge``'s loop."""
+        return dimse.handlers(self.query, self.retrieve, bridge, self.metrics)
+
     def web_routes(self) -> list[BaseRoute]:
         """QIDO-RS, WADO-RS and WADO-URI."""
         return DicomWeb(self.query, self.retrieve).routes()
 
-    def handlers(self, bridge: LoopBridge) -> list[Any]:
-        """DIMSE handler bindings, calling into ``bridge``'s loop."""
-        return dimse.handlers(self.query, self.retrieve, bridge, self.metrics)
+    def background(self) -> list[BackgroundTask]:
+        """None: qr answers requests only."""
+        return []
 
 
 def build(

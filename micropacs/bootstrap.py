@@ -1,0 +1,56 @@
+"""One bootstrap function per entry point: ``serve``/``run`` (a process of services),
+``worker`` (an extra DICOM process of one) and ``python -m services.NAME``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import click
+
+from micropacs import logs, metrics_registry
+from micropacs.config import Settings, load_settings
+from micropacs.runtime import Endpoints, run
+from micropacs.service import ServiceDescriptor
+from micropacs.workers import die_with_parent
+
+
+def serve(settings: Settings, services: Sequence[ServiceDescriptor]) -> None:
+    """Run ``services`` in this process until SIGTERM/SIGINT, announcing where they listen."""
+    metrics_registry.prepare(settings.data_dir, settings.dicom.workers)
+    logs.configure(settings.log_level)
+    names = "+".join(service.name for service in services)
+
+    def announce(endpoints: Endpoints) -> None:
+        where = f"{settings.dicom.ae_title}@{settings.dicom.host}:{endpoints.dicom_port}"
+        click.echo(
+            f"micropacs {names} ready: "
+            + (f"DICOM {where}, " if endpoints.dicom_port else "")
+            + f"HTTP http://{settings.http.host}:{endpoints.http_port} "
+            + f"(/healthz /readyz /metrics), data in {settings.data_dir.resolve()}",
+            err=True,
+        )
+
+    try:
+        asyncio.run(run(settings, services, on_ready=announce))
+    except OSError as exc:
+        raise click.ClickException(
+            f"{exc}. Is another server using the port? Choose others with --dicom-port/--http-port."
+        ) from exc
+
+
+def serve_worker(services: Sequence[ServiceDescriptor]) -> None:
+    """A DICOM worker process of ``serve``, configured by its parent's environment."""
+    die_with_parent()
+    settings = load_settings()
+    logs.configure(settings.log_level)
+    asyncio.run(run(settings, services, worker=True))
+
+
+def serve_alone(service: ServiceDescriptor) -> None:
+    """``python -m services.NAME``: one service, configured by ``MICROPACS_`` variables."""
+    try:
+        serve(load_settings(), [service])
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from exc

@@ -1,0 +1,123 @@
+"""What a service is to the runtime: a descriptor, and the app its ``build`` returns.
+
+Every service folder describes itself once (``SERVICE`` in its ``descriptor.py``):
+its name, the ports it needs, the DIMSE operations it answers and the
+commands it adds to the CLI. The runtime, the CLI, the DICOM worker
+processes and the metric labels all derive from the tuple of those
+descriptors in :mod:`micropacs.service_list`; adding a service is adding a
+folder and one entry there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+import click
+from prometheus_client import CollectorRegistry
+from pynetdicom import AE
+from starlette.routing import BaseRoute
+
+from micropacs.bridge import LoopBridge
+from micropacs.config import Settings
+from micropacs.http import Check
+from micropacs.ports import BlobStore, Catalog, EventBus
+
+HandlerBinding = tuple[Any, ...]
+"""A pynetdicom handler binding: ``(event, handler)`` or ``(event, handler, args)``."""
+
+BackgroundTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""A coroutine function that runs until the given event is set."""
+
+
+class Port(StrEnum):
+    """The seams a service may need (ARCHITECTURE.md, "The three seams")."""
+
+    BLOB_STORE = "blob_store"
+    EVENT_BUS = "event_bus"
+    CATALOG = "catalog"
+
+
+@dataclass(frozen=True)
+class Adapters:
+    """The adapters a process opened, one per port it needs."""
+
+    blobs: BlobStore | None = None
+    bus: EventBus | None = None
+    catalog: Catalog | None = None
+
+    def require_blobs(self) -> BlobStore:
+        """The BlobStore; the runtime opens it for every service that declares it."""
+        if self.blobs is None:
+            raise RuntimeError("this service needs Port.BLOB_STORE in its descriptor")
+        return self.blobs
+
+    def require_bus(self) -> EventBus:
+        """The EventBus; the runtime opens it for every service that declares it."""
+        if self.bus is None:
+            raise RuntimeError("this service needs Port.EVENT_BUS in its descriptor")
+        return self.bus
+
+    def require_catalog(self) -> Catalog:
+        """The Catalog; the runtime opens it for every service that declares it."""
+        if self.catalog is None:
+            raise RuntimeError("this service needs Port.CATALOG in its descriptor")
+        return self.catalog
+
+
+class ServiceApp(Protocol):
+    """A built service: what it adds to the process's DICOM AE, HTTP server and tasks."""
+
+    @property
+    def checks(self) -> Mapping[str, Check]:
+        """Readiness checks by backend name, for ``/readyz``."""
+        ...
+
+    def add_contexts(self, ae: AE) -> None:
+        """Add the presentation contexts the service accepts as SCP."""
+        ...
+
+    def dimse_handlers(self, bridge: LoopBridge) -> list[HandlerBinding]:
+        """pynetdicom handler bindings, calling into ``bridge``'s loop."""
+        ...
+
+    def web_routes(self) -> list[BaseRoute]:
+        """HTTP routes beside ``/healthz``, ``/readyz`` and ``/metrics``."""
+        ...
+
+    def background(self) -> list[BackgroundTask]:
+        """Tasks that run for the life of the process (consumers)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ServiceDescriptor:
+    """A service as the runtime and the CLI know it."""
+
+    name: str
+    summary: str
+    needs: frozenset[Port]
+    build: Callable[[Settings, Adapters, CollectorRegistry], ServiceApp]
+    operations: tuple[str, ...] = ()
+    """DIMSE operations it answers (e.g. ``C-STORE``); a service with some runs on the DICOM
+    port and in every DICOM worker process."""
+    commands: tuple[click.Command, ...] = ()
+    """Commands it adds to ``micropacs`` (e.g. ``import``)."""
+
+    @property
+    def dicom(self) -> bool:
+        """Whether the service answers on the DICOM port."""
+        return bool(self.operations)
+
+
+def needs_of(services: Sequence[ServiceDescriptor]) -> frozenset[Port]:
+    """Every port the given services need together."""
+    return frozenset().union(*(service.needs for service in services))
+
+
+def operation_owners(services: Sequence[ServiceDescriptor]) -> dict[str, str]:
+    """The service answering each DIMSE operation, for metric labels."""
+    return {operation: service.name for service in services for operation in service.operations}

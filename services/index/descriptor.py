@@ -1,0 +1,21 @@
+"""The index service as the runtime and the CLI know it."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from micropacs.config import Settings
+from micropacs.service import Adapters, Port, ServiceApp, ServiceDescriptor
+from services.index.app import build
+
+
+def _build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -> ServiceApp:
+    return build(settings, adapters.require_bus(), adapters.require_catalog(), registry)
+
+
+SERVICE = ServiceDescriptor(
+    name="index",
+    summary="instance.stored events into the Catalog",
+    needs=frozenset({Port.EVENT_BUS, Port.CATALOG}),
+    build=_build,
+)
