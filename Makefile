@@ -10,11 +10,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Stamps in the venv: reinstall only when pyproject.toml changed or the venv is new.
+INSTALLED := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
 
-install-test: $(BIN)/python dcmtk
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+install-test: $(INSTALLED_TEST) dcmtk
+
+# The test extra installs the package too, so it stamps both.
+$(INSTALLED_TEST): pyproject.toml $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(INSTALLED)
 
 # DCMTK (storescu, findscu, getscu, movescu, storescp) is the DICOM peer of the tests.
 dcmtk:

@@ -3,7 +3,7 @@
 Each server runs from the binaries ``stack/install.sh`` cached, in its own
 session, with its PID in the run directory, and is stopped by that PID:
 
-    python -m stack.servers up [RUN_DIR]      # start all, wait until each is ready
+    python -m stack.servers up [RUN_DIR]      # start what is not running, wait until ready
     python -m stack.servers down [RUN_DIR]    # stop all
     python -m stack.servers env [RUN_DIR]     # print the MICROPACS_ variables pointing at them
 
@@ -88,8 +88,14 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 """Servers this process started, so stopping one also reaps it (no zombie, no warning)."""
 
 
+START_MARK = b"--- micropacs stack: starting "
+"""Written to a server's log before each start, so readiness is read from this start only."""
+
+
 def _start(run_dir: Path, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
     with (run_dir / f"{name}.log").open("ab") as log:
+        log.write(START_MARK + name.encode() + b" ---\n")
+        log.flush()
         process = subprocess.Popen(
             args,
             stdout=log,
@@ -290,21 +296,92 @@ def start_prometheus(
     )
 
 
+SERVERS = ("minio", "ferretdb", "kafka", "prometheus")
+"""The servers of a stack, by the names of their PID and log files."""
+
+
+def _ports_of(name: str, ports: Ports) -> tuple[int, ...]:
+    if name == "kafka":
+        return (ports.kafka, ports.kafka_controller)
+    return (int(getattr(ports, name)),)
+
+
+def _taken(port: int) -> bool:
+    try:
+        return _listening(port)
+    except OSError:
+        return False
+
+
+def running(run_dir: Path) -> list[str]:
+    """The servers of ``run_dir`` whose PID file names a live process of this stack.
+
+    A PID file outlives a reboot or a SIGKILL and its number may be reused, so the
+    process counts only if its command line names ``run_dir`` (every server's does:
+    its data or configuration lives there). A stale PID file is removed.
+    """
+    alive = []
+    for name in SERVERS:
+        pid_file = run_dir / f"{name}.pid"
+        try:
+            pid = int(pid_file.read_text())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            pid_file.unlink(missing_ok=True)
+            continue
+        except ValueError:
+            pid_file.unlink()
+            continue
+        if str(run_dir).encode() in command:
+            alive.append(name)
+        else:
+            pid_file.unlink()
+    return alive
+
+
+def _started_since_last_mark(log_file: Path, needle: bytes) -> bool:
+    with log_file.open("rb") as log:
+        text = log.read()
+    return needle in text[max(text.rfind(START_MARK), 0) :]
+
+
 def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack:
-    """Start Kafka, MinIO, FerretDB (and Prometheus, if installed) in ``run_dir``; wait
-    until each is ready."""
+    """Start what is missing of Kafka, MinIO, FerretDB (and Prometheus, if installed) in
+    ``run_dir`` and wait until each is ready.
+
+    Servers already running there (see :func:`running`) are left alone, so a second
+    ``up`` on a running stack only checks it: a second broker on the same log
+    directory would unsettle the first one's KRaft controller.
+    """
     reason = available()
     if reason:
         raise RuntimeError(reason)
     ports = ports or Ports()
+    run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    start_minio(run_dir, ports)
-    start_ferretdb(run_dir, ports)
-    kafka_log = run_dir / "kafka.log"
-    earlier = kafka_log.stat().st_size if kafka_log.exists() else 0  # logs are appended to
-    start_kafka(run_dir, ports)
-    if shutil.which("prometheus"):
-        start_prometheus(run_dir, ports)
+    wanted = [name for name in SERVERS if name != "prometheus" or shutil.which("prometheus")]
+    already = running(run_dir)
+    recorded = run_dir / "stack.json"
+    if already and recorded.exists():
+        before = Ports(**json.loads(recorded.read_text())["ports"])
+        if before != ports:
+            raise RuntimeError(
+                f"the stack in {run_dir} runs on {before}, not {ports}: stop it first"
+            )
+    missing = [name for name in wanted if name not in already]
+    for name in missing:
+        taken = [port for port in _ports_of(name, ports) if _taken(port)]
+        if taken:
+            raise RuntimeError(f"{name}: port {taken[0]} is taken by a process not of {run_dir}")
+    starters = {
+        "minio": start_minio,
+        "ferretdb": start_ferretdb,
+        "kafka": start_kafka,
+        "prometheus": start_prometheus,
+    }
+    for name in missing:
+        starters[name](run_dir, ports)
+    if "prometheus" in wanted:
         _wait(
             "Prometheus",
             lambda: _http_ok(f"http://127.0.0.1:{ports.prometheus}/-/ready"),
@@ -322,13 +399,13 @@ def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack
     _wait("FerretDB", lambda: _listening(ports.ferretdb), timeout, run_dir, "ferretdb")
 
     def kafka_started() -> bool:
-        with kafka_log.open("rb") as log:
-            log.seek(earlier)
-            return b"Kafka Server started" in log.read() and _listening(ports.kafka)
+        return _started_since_last_mark(
+            run_dir / "kafka.log", b"Kafka Server started"
+        ) and _listening(ports.kafka)
 
     _wait("Kafka", kafka_started, timeout, run_dir, "kafka")
     stack = Stack(run_dir=run_dir, ports=ports)
-    (run_dir / "stack.json").write_text(json.dumps({"ports": asdict(ports)}))
+    recorded.write_text(json.dumps({"ports": asdict(ports)}))
     return stack
 
 
@@ -375,6 +452,9 @@ def main(argv: list[str]) -> int:
     command = argv[0] if argv else "up"
     run_dir = Path(argv[1]) if len(argv) > 1 else STACK_HOME / "run"
     if command == "up":
+        already = running(run_dir.resolve())
+        if already:
+            print(f"already running in {run_dir}: {', '.join(already)}", file=sys.stderr)
         stack = up(run_dir)
         for key, value in stack.env.items():
             print(f"export {key}={value}")
