@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import InvalidInput
 
 INSTANCE_STORED = "instance.stored"
@@ -17,9 +18,6 @@ INSTANCE_STORED = "instance.stored"
 
 DEAD_LETTER = "dead-letter"
 """Topic where consumers park events they cannot process after retries."""
-
-DicomJson = dict[str, Any]
-"""A dataset in the DICOM JSON model (PS3.18 F.2): tag "GGGGEEEE" -> {vr, Value}."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from micropacs.events import DicomJson
+from micropacs.dicom.json_model import DicomJson
 
 
 @dataclass(frozen=True)

@@ -16,23 +16,15 @@ from typing import Any
 
 from micropacs.adapters._catalog_schema import (
     INDEXED,
-    ISSUER_OF_PATIENT_ID,
     MODALITIES_COLUMN,
-    PATIENT_ID,
-    SERIES_UID,
-    SOP_CLASS_UID,
-    SOP_INSTANCE_UID,
-    STUDY_UID,
     TABLES_AT,
     Column,
-    element,
     kind_of,
-    normal_date,
     normalise,
 )
-from micropacs.dicom import levels, matching
+from micropacs.dicom import matching, tags
+from micropacs.dicom.json_model import DicomJson, element
 from micropacs.dicom.matching import fold
-from micropacs.events import DicomJson
 from micropacs.ports import Level, Query
 
 FETCH = 200
@@ -184,7 +176,7 @@ def condition_sql(
         parts = []
         for bound, operator in ((condition.low, ">="), (condition.high, "<=")):
             if bound:
-                params.append(normal_date(bound))
+                params.append(matching.normal_date(bound))
                 parts.append(f"{column.sql} {operator} ?")
         return " AND ".join(parts) or None
     folded = column.kind == "pn" and case_insensitive
@@ -249,37 +241,37 @@ class Decoder:
             return dict(series)
         sop_uid, sop_class, attrs = row[16:19]
         result = {**series, **json.loads(zlib.decompress(attrs))}
-        result[SOP_INSTANCE_UID] = element("UI", [sop_uid])
-        result[SOP_CLASS_UID] = element("UI", [sop_class])
+        result[tags.SOP_INSTANCE_UID] = element("UI", sop_uid)
+        result[tags.SOP_CLASS_UID] = element("UI", sop_class)
         return result
 
 
 def _patient(row: tuple[Any, ...]) -> DicomJson:
     _, patient_id, issuer, studies, series, instances, attrs = row[:7]
     result: DicomJson = json.loads(attrs)
-    result[PATIENT_ID] = element("LO", [patient_id])
+    result[tags.PATIENT_ID] = element("LO", patient_id)
     if issuer:
-        result[ISSUER_OF_PATIENT_ID] = element("LO", [issuer])
-    result[levels.NUMBER_OF_PATIENT_RELATED_STUDIES] = element("IS", [studies])
-    result[levels.NUMBER_OF_PATIENT_RELATED_SERIES] = element("IS", [series])
-    result[levels.NUMBER_OF_PATIENT_RELATED_INSTANCES] = element("IS", [instances])
+        result[tags.ISSUER_OF_PATIENT_ID] = element("LO", issuer)
+    result[tags.NUMBER_OF_PATIENT_RELATED_STUDIES] = element("IS", studies)
+    result[tags.NUMBER_OF_PATIENT_RELATED_SERIES] = element("IS", series)
+    result[tags.NUMBER_OF_PATIENT_RELATED_INSTANCES] = element("IS", instances)
     return result
 
 
 def _study(row: tuple[Any, ...], patient: DicomJson) -> DicomJson:
     study_uid, series, instances, modalities, sop_classes, attrs = row[7:13]
     result = {**patient, **json.loads(attrs)}
-    result[STUDY_UID] = element("UI", [study_uid])
-    result[levels.NUMBER_OF_STUDY_RELATED_SERIES] = element("IS", [series])
-    result[levels.NUMBER_OF_STUDY_RELATED_INSTANCES] = element("IS", [instances])
-    result[levels.MODALITIES_IN_STUDY] = element("CS", json.loads(modalities))
-    result[levels.SOP_CLASSES_IN_STUDY] = element("UI", json.loads(sop_classes))
+    result[tags.STUDY_INSTANCE_UID] = element("UI", study_uid)
+    result[tags.NUMBER_OF_STUDY_RELATED_SERIES] = element("IS", series)
+    result[tags.NUMBER_OF_STUDY_RELATED_INSTANCES] = element("IS", instances)
+    result[tags.MODALITIES_IN_STUDY] = element("CS", *json.loads(modalities))
+    result[tags.SOP_CLASSES_IN_STUDY] = element("UI", *json.loads(sop_classes))
     return result
 
 
 def _series(row: tuple[Any, ...], study: DicomJson) -> DicomJson:
     series_uid, instances, attrs = row[13:16]
     result = {**study, **json.loads(attrs)}
-    result[SERIES_UID] = element("UI", [series_uid])
-    result[levels.NUMBER_OF_SERIES_RELATED_INSTANCES] = element("IS", [instances])
+    result[tags.SERIES_INSTANCE_UID] = element("UI", series_uid)
+    result[tags.NUMBER_OF_SERIES_RELATED_INSTANCES] = element("IS", instances)
     return result

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from micropacs.events import DicomJson
+from micropacs.dicom import tags
+from micropacs.dicom.json_model import DicomJson, text_of
+from micropacs.dicom.matching import NUMERIC_VRS, normal_date, normal_pn
 from micropacs.ports import Level
 
 SCHEMA_VERSION = 2
@@ -16,15 +17,6 @@ MIGRATIONS = {
     1: "ALTER TABLE instances ADD COLUMN original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''",
 }
 """The step from each schema version to the next."""
-
-PATIENT_ID = "00100020"
-ISSUER_OF_PATIENT_ID = "00100021"
-PATIENT_NAME = "00100010"
-STUDY_UID = "0020000D"
-SERIES_UID = "0020000E"
-SOP_INSTANCE_UID = "00080018"
-SOP_CLASS_UID = "00080016"
-MODALITY = "00080060"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -155,40 +147,40 @@ ALIAS = {"patients": "p", "studies": "s", "series": "se", "instances": "i"}
 """Table aliases of the query SQL."""
 
 COLUMNS: tuple[Column, ...] = (
-    Column("patients", "patient_name", PATIENT_NAME, "pn"),
-    Column("patients", "birth_date", "00100030", "da"),
-    Column("patients", "sex", "00100040", "text"),
-    Column("studies", "study_date", "00080020", "da"),
-    Column("studies", "study_time", "00080030", "time"),
-    Column("studies", "accession_number", "00080050", "text"),
-    Column("studies", "study_id", "00200010", "text"),
-    Column("studies", "referring_physician", "00080090", "pn"),
-    Column("studies", "description", "00081030", "text"),
-    Column("series", "modality", MODALITY, "text"),
-    Column("series", "series_number", "00200011", "number"),
-    Column("series", "series_date", "00080021", "da"),
-    Column("series", "series_time", "00080031", "time"),
-    Column("series", "description", "0008103E", "text"),
-    Column("series", "body_part", "00180015", "text"),
-    Column("series", "protocol_name", "00181030", "text"),
-    Column("series", "station_name", "00081010", "text"),
-    Column("series", "institution_name", "00080080", "text"),
-    Column("series", "manufacturer", "00080070", "text"),
-    Column("instances", "instance_number", "00200013", "number"),
+    Column("patients", "patient_name", tags.PATIENT_NAME, "pn"),
+    Column("patients", "birth_date", tags.PATIENT_BIRTH_DATE, "da"),
+    Column("patients", "sex", tags.PATIENT_SEX, "text"),
+    Column("studies", "study_date", tags.STUDY_DATE, "da"),
+    Column("studies", "study_time", tags.STUDY_TIME, "time"),
+    Column("studies", "accession_number", tags.ACCESSION_NUMBER, "text"),
+    Column("studies", "study_id", tags.STUDY_ID, "text"),
+    Column("studies", "referring_physician", tags.REFERRING_PHYSICIAN_NAME, "pn"),
+    Column("studies", "description", tags.STUDY_DESCRIPTION, "text"),
+    Column("series", "modality", tags.MODALITY, "text"),
+    Column("series", "series_number", tags.SERIES_NUMBER, "number"),
+    Column("series", "series_date", tags.SERIES_DATE, "da"),
+    Column("series", "series_time", tags.SERIES_TIME, "time"),
+    Column("series", "description", tags.SERIES_DESCRIPTION, "text"),
+    Column("series", "body_part", tags.BODY_PART_EXAMINED, "text"),
+    Column("series", "protocol_name", tags.PROTOCOL_NAME, "text"),
+    Column("series", "station_name", tags.STATION_NAME, "text"),
+    Column("series", "institution_name", tags.INSTITUTION_NAME, "text"),
+    Column("series", "manufacturer", tags.MANUFACTURER, "text"),
+    Column("instances", "instance_number", tags.INSTANCE_NUMBER, "number"),
 )
 """Indexed attributes taken from the header (besides the identity keys)."""
 
 KEY_COLUMNS: tuple[Column, ...] = (
-    Column("patients", "patient_id", PATIENT_ID, "text"),
-    Column("patients", "issuer", ISSUER_OF_PATIENT_ID, "text"),
-    Column("studies", "study_uid", STUDY_UID, "ui"),
-    Column("series", "series_uid", SERIES_UID, "ui"),
-    Column("instances", "sop_instance_uid", SOP_INSTANCE_UID, "ui"),
-    Column("instances", "sop_class_uid", SOP_CLASS_UID, "ui"),
+    Column("patients", "patient_id", tags.PATIENT_ID, "text"),
+    Column("patients", "issuer", tags.ISSUER_OF_PATIENT_ID, "text"),
+    Column("studies", "study_uid", tags.STUDY_INSTANCE_UID, "ui"),
+    Column("series", "series_uid", tags.SERIES_INSTANCE_UID, "ui"),
+    Column("instances", "sop_instance_uid", tags.SOP_INSTANCE_UID, "ui"),
+    Column("instances", "sop_class_uid", tags.SOP_CLASS_UID, "ui"),
 )
 """Identity keys, written from the instance record itself."""
 
-MODALITIES_COLUMN = Column("series", "modality", "00080061", "text", alias="x")
+MODALITIES_COLUMN = Column("series", "modality", tags.MODALITIES_IN_STUDY, "text", alias="x")
 """ModalitiesInStudy is the set of its series' Modality: matched on them in a subquery."""
 
 TABLES_AT: dict[Level, tuple[str, ...]] = {
@@ -213,8 +205,6 @@ LEVEL_OF_TABLE = {
 }
 """The level whose attributes each table stores."""
 
-_NUMBER_VRS = {"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV"}
-
 
 def kind_of(vr: str) -> str:
     """How values of ``vr`` are matched (micropacs.dicom.matching): the Column kinds, or sq."""
@@ -222,7 +212,7 @@ def kind_of(vr: str) -> str:
         return vr.lower()
     if vr in ("TM", "DT"):
         return "time"
-    return "number" if vr in _NUMBER_VRS else "text"
+    return "number" if vr in NUMERIC_VRS else "text"
 
 
 # The normalisations below are those micropacs.dicom.matching applies to stored
@@ -232,31 +222,7 @@ def kind_of(vr: str) -> str:
 
 def texts_of(dataset: DicomJson, tag: str) -> list[str]:
     """The non-empty values of ``tag`` as matching sees them (a PN as its Alphabetic group)."""
-    element = dataset.get(tag)
-    if not isinstance(element, dict):
-        return []
-    values = element.get("Value")
-    if not isinstance(values, list):
-        return []
-    texts = []
-    for value in values:
-        if isinstance(value, dict):
-            text = str(value.get("Alphabetic", ""))
-        else:
-            text = "" if value is None else str(value)
-        if text.strip():
-            texts.append(text)
-    return texts
-
-
-def normal_pn(text: str) -> str:
-    """A person name without padding or trailing empty components (PS3.5 6.2.1.1)."""
-    return text.strip().rstrip("^ ").strip()
-
-
-def normal_date(text: str) -> str:
-    """A DA value as compared: digits of YYYYMMDD (old YYYY.MM.DD accepted)."""
-    return text.strip().replace(".", "")[:8]
+    return text_of(dataset.get(tag), skip_blank=True)
 
 
 def normalise(text: str, kind: str) -> str:
@@ -284,12 +250,6 @@ def column_value(dataset: DicomJson, column: Column) -> Any:
     if len(texts) > 1:
         return None
     return normalise(texts[0], column.kind)
-
-
-def element(vr: str, values: Iterable[Any]) -> DicomJson:
-    """A DICOM JSON element; no ``Value`` when there are no values."""
-    listed = list(values)
-    return {"vr": vr, "Value": listed} if listed else {"vr": vr}
 
 
 def dumps(dataset: DicomJson) -> str:

@@ -17,26 +17,17 @@ from typing import Any
 from micropacs.adapters._catalog_schema import (
     COLUMNS,
     INDEXED,
-    ISSUER_OF_PATIENT_ID,
-    MODALITY,
-    PATIENT_ID,
-    SERIES_UID,
-    SOP_CLASS_UID,
-    SOP_INSTANCE_UID,
-    STUDY_UID,
     column_value,
     dumps,
-    element,
-    texts_of,
 )
-from micropacs.dicom import levels
+from micropacs.dicom import levels, tags
+from micropacs.dicom.json_model import DicomJson, element, text_of
 from micropacs.dicom.matching import fold
 from micropacs.dicom.uids import require_uid
 from micropacs.errors import InvalidInput
-from micropacs.events import DicomJson
 from micropacs.ports import InstanceRecord, Level
 
-INSTANCE_NUMBER = INDEXED["00200013"]
+INSTANCE_NUMBER = INDEXED[tags.INSTANCE_NUMBER]
 
 
 @dataclass
@@ -61,13 +52,15 @@ def prepare(record: InstanceRecord) -> Prepared:
     split = levels.split_by_level(record.header)
     by_level = {level: dict(split.get(level, {})) for level in Level}
     # The identity of each level comes from the record, whatever the header says.
-    by_level[Level.PATIENT][PATIENT_ID] = element("LO", [record.patient_id])
-    if record.issuer_of_patient_id or ISSUER_OF_PATIENT_ID in by_level[Level.PATIENT]:
-        by_level[Level.PATIENT][ISSUER_OF_PATIENT_ID] = element("LO", [record.issuer_of_patient_id])
-    by_level[Level.STUDY][STUDY_UID] = element("UI", [record.study_instance_uid])
-    by_level[Level.SERIES][SERIES_UID] = element("UI", [record.series_instance_uid])
-    by_level[Level.IMAGE][SOP_INSTANCE_UID] = element("UI", [record.sop_instance_uid])
-    by_level[Level.IMAGE][SOP_CLASS_UID] = element("UI", [record.sop_class_uid])
+    by_level[Level.PATIENT][tags.PATIENT_ID] = element("LO", record.patient_id)
+    if record.issuer_of_patient_id or tags.ISSUER_OF_PATIENT_ID in by_level[Level.PATIENT]:
+        by_level[Level.PATIENT][tags.ISSUER_OF_PATIENT_ID] = element(
+            "LO", record.issuer_of_patient_id
+        )
+    by_level[Level.STUDY][tags.STUDY_INSTANCE_UID] = element("UI", record.study_instance_uid)
+    by_level[Level.SERIES][tags.SERIES_INSTANCE_UID] = element("UI", record.series_instance_uid)
+    by_level[Level.IMAGE][tags.SOP_INSTANCE_UID] = element("UI", record.sop_instance_uid)
+    by_level[Level.IMAGE][tags.SOP_CLASS_UID] = element("UI", record.sop_class_uid)
     return Prepared(record=record, by_level=by_level)
 
 
@@ -409,5 +402,7 @@ class Batch:
         """Modalities of a study some of whose series hold several Modality values."""
         found: set[str] = set()
         for (attrs,) in self.conn.execute("SELECT attrs FROM series WHERE study_uid = ?", (study,)):
-            found.update(t.strip() for t in texts_of(json.loads(attrs), MODALITY))
+            found.update(
+                t.strip() for t in text_of(json.loads(attrs).get(tags.MODALITY), skip_blank=True)
+            )
         return sorted(found)

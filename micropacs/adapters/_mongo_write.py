@@ -24,59 +24,54 @@ from pymongo import DeleteOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from micropacs.dicom import levels, matching
-from micropacs.dicom.json_model import text_of
-from micropacs.events import DicomJson
+from micropacs.dicom import levels, matching, tags
+from micropacs.dicom.json_model import DicomJson, text_of
+from micropacs.dicom.matching import normal_date, normal_pn
 from micropacs.ports import InstanceRecord, Level
 
 Document = dict[str, Any]
 
 # tag -> (field, kind) of the indexed copies kept on each level's documents
 PATIENT_FIELDS = {
-    "00100020": ("patient_id", "text"),
-    "00100010": ("patient_name", "pn"),
-    "00100030": ("birth_date", "da"),
-    "00100040": ("sex", "text"),
+    tags.PATIENT_ID: ("patient_id", "text"),
+    tags.PATIENT_NAME: ("patient_name", "pn"),
+    tags.PATIENT_BIRTH_DATE: ("birth_date", "da"),
+    tags.PATIENT_SEX: ("sex", "text"),
 }
 STUDY_FIELDS = {
     **PATIENT_FIELDS,
-    "0020000D": ("_id", "uid"),
-    "00080020": ("study_date", "da"),
-    "00080050": ("accession_number", "text"),
-    "00200010": ("study_id", "text"),
-    "00080090": ("referring_physician", "pn"),
-    "00081030": ("study_description", "text"),
-    "00080061": ("modalities", "text"),
+    tags.STUDY_INSTANCE_UID: ("_id", "uid"),
+    tags.STUDY_DATE: ("study_date", "da"),
+    tags.ACCESSION_NUMBER: ("accession_number", "text"),
+    tags.STUDY_ID: ("study_id", "text"),
+    tags.REFERRING_PHYSICIAN_NAME: ("referring_physician", "pn"),
+    tags.STUDY_DESCRIPTION: ("study_description", "text"),
+    tags.MODALITIES_IN_STUDY: ("modalities", "text"),
 }
 SERIES_FIELDS = {
-    "0020000E": ("_id", "uid"),
-    "0020000D": ("study", "uid"),
-    "00080060": ("modality", "text"),
-    "0008103E": ("series_description", "text"),
-    "00180015": ("body_part", "text"),
-    "00080021": ("series_date", "da"),
+    tags.SERIES_INSTANCE_UID: ("_id", "uid"),
+    tags.STUDY_INSTANCE_UID: ("study", "uid"),
+    tags.MODALITY: ("modality", "text"),
+    tags.SERIES_DESCRIPTION: ("series_description", "text"),
+    tags.BODY_PART_EXAMINED: ("body_part", "text"),
+    tags.SERIES_DATE: ("series_date", "da"),
 }
 INSTANCE_FIELDS = {
-    "00080018": ("_id", "uid"),
-    "0020000E": ("series", "uid"),
-    "0020000D": ("study", "uid"),
-    "00080016": ("sop_class", "uid"),
+    tags.SOP_INSTANCE_UID: ("_id", "uid"),
+    tags.SERIES_INSTANCE_UID: ("series", "uid"),
+    tags.STUDY_INSTANCE_UID: ("study", "uid"),
+    tags.SOP_CLASS_UID: ("sop_class", "uid"),
 }
 _NOT_COPIED = ("_id", "study", "series", "modalities")
 DUPLICATE_KEY = 11000
 
 
-def normal_pn(text: str) -> str:
-    """A person name as indexed: without trailing empty components."""
-    return text.strip().rstrip("^ ").strip()
-
-
 def _field_values(element: DicomJson | None, kind: str) -> list[str]:
-    values = [v for v in text_of(element or {}) if v.strip()]
+    values = text_of(element, skip_blank=True)
     if kind == "pn":
         return [normal_pn(v) for v in values]
     if kind == "da":
-        return [v.strip().replace(".", "")[:8] for v in values]
+        return [normal_date(v) for v in values]
     return [v.strip() for v in values]
 
 
@@ -102,7 +97,7 @@ def _attrs(attrs: DicomJson) -> Document:
 
 
 def _number(element: DicomJson | None) -> int | None:
-    values = text_of(element or {})
+    values = text_of(element)
     try:
         return int(float(values[0])) if values else None
     except ValueError:
@@ -197,7 +192,7 @@ async def upsert(db: AsyncDatabase[Document], records: Sequence[InstanceRecord])
             "size": record.size,
             "storage_group": record.storage_group,
             "received_at": record.received_at,
-            "instance_number": _number(image.get("00200013")),
+            "instance_number": _number(image.get(tags.INSTANCE_NUMBER)),
         }
         one_series = series.setdefault(record.series_instance_uid, _Merged())
         one_series.fields.update(

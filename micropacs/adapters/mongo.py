@@ -25,12 +25,11 @@ from micropacs.adapters._mongo_write import (
     SERIES_FIELDS,
     STUDY_FIELDS,
     by_id,
-    normal_pn,
     upsert,
 )
-from micropacs.dicom import levels, matching
+from micropacs.dicom import levels, matching, tags
+from micropacs.dicom.json_model import DicomJson, element
 from micropacs.errors import CatalogUnavailable, InvalidInput
-from micropacs.events import DicomJson
 from micropacs.ports import (
     CatalogCounts,
     InstanceLocation,
@@ -45,11 +44,6 @@ FIELDS = {
     Level.STUDY: STUDY_FIELDS,
     Level.SERIES: SERIES_FIELDS,
     Level.IMAGE: INSTANCE_FIELDS,
-}
-UNIQUE_TAG = {  # the key that is the level's _id (a patient's _id is issuer|ID)
-    Level.STUDY: "0020000D",
-    Level.SERIES: "0020000E",
-    Level.IMAGE: "00080018",
 }
 COLLECTION = {
     Level.PATIENT: "patients",
@@ -87,14 +81,14 @@ def _condition_filter(field: str, kind: str, cond: object, fold: bool) -> dict[s
         if kind == "pn":
             value = matching.fold(value) if fold else value
         elif kind == "da":
-            value = value.replace(".", "")[:8]
+            value = matching.normal_date(value)
             if len(value) != 8:
                 return None
         return {field: value}
     if isinstance(cond, matching.Wildcard) and kind in ("text", "pn"):
         prefix = matching.literal_prefix(cond.pattern)
         if kind == "pn":
-            prefix = normal_pn(prefix) if "*" not in cond.pattern else prefix
+            prefix = matching.normal_pn(prefix) if "*" not in cond.pattern else prefix
             prefix = matching.fold(prefix) if fold else prefix
         if not prefix:
             return None
@@ -102,15 +96,11 @@ def _condition_filter(field: str, kind: str, cond: object, fold: bool) -> dict[s
     if isinstance(cond, matching.Range) and kind == "da":
         bounds: dict[str, str] = {}
         if cond.low:
-            bounds["$gte"] = cond.low.replace(".", "")[:8]
+            bounds["$gte"] = matching.normal_date(cond.low)
         if cond.high:
-            bounds["$lte"] = cond.high.replace(".", "")[:8]
+            bounds["$lte"] = matching.normal_date(cond.high)
         return {field: bounds} if bounds else None
     return None
-
-
-def _element(vr: str, values: list[Any]) -> DicomJson:
-    return {"vr": vr, "Value": values} if values else {"vr": vr}
 
 
 class MongoCatalog:
@@ -202,14 +192,15 @@ class MongoCatalog:
                 return [cond.value]
             return None
 
-        own = uids(UNIQUE_TAG[level]) if level in UNIQUE_TAG else None
+        # A level's unique key is its _id, but for patients: theirs is issuer|PatientID.
+        own = uids(levels.UNIQUE_KEY[level]) if level is not Level.PATIENT else None
         if own is not None:
             found = await by_id(self._db, COLLECTION[level], own)
-        elif level is Level.IMAGE and (series := uids("0020000E")) is not None:
+        elif level is Level.IMAGE and (series := uids(tags.SERIES_INSTANCE_UID)) is not None:
             found = await self._instances_of_series(series)
-        elif level is Level.IMAGE and (studies := uids("0020000D")) is not None:
+        elif level is Level.IMAGE and (studies := uids(tags.STUDY_INSTANCE_UID)) is not None:
             found = await self._instances_of_series(await self._series_of_studies(studies))
-        elif level is Level.SERIES and (studies := uids("0020000D")) is not None:
+        elif level is Level.SERIES and (studies := uids(tags.STUDY_INSTANCE_UID)) is not None:
             found = await by_id(self._db, "series", await self._series_of_studies(studies))
         else:
             return None
@@ -242,14 +233,10 @@ class MongoCatalog:
         if patient is None:
             return None
         record.update(patient.get("attrs", {}))
-        record[levels.NUMBER_OF_PATIENT_RELATED_STUDIES] = _element(
-            "IS", [patient.get("n_studies", 0)]
-        )
-        record[levels.NUMBER_OF_PATIENT_RELATED_SERIES] = _element(
-            "IS", [patient.get("n_series", 0)]
-        )
-        record[levels.NUMBER_OF_PATIENT_RELATED_INSTANCES] = _element(
-            "IS", [patient.get("n_instances", 0)]
+        record[tags.NUMBER_OF_PATIENT_RELATED_STUDIES] = element("IS", patient.get("n_studies", 0))
+        record[tags.NUMBER_OF_PATIENT_RELATED_SERIES] = element("IS", patient.get("n_series", 0))
+        record[tags.NUMBER_OF_PATIENT_RELATED_INSTANCES] = element(
+            "IS", patient.get("n_instances", 0)
         )
         if level is Level.PATIENT:
             return record
@@ -257,13 +244,11 @@ class MongoCatalog:
         if study is None:
             return None
         record.update(study.get("attrs", {}))
-        record["0020000D"] = _element("UI", [study["_id"]])
-        record[levels.NUMBER_OF_STUDY_RELATED_SERIES] = _element("IS", [study.get("n_series", 0)])
-        record[levels.NUMBER_OF_STUDY_RELATED_INSTANCES] = _element(
-            "IS", [study.get("n_instances", 0)]
-        )
-        record[levels.MODALITIES_IN_STUDY] = _element("CS", list(study.get("modalities", [])))
-        record[levels.SOP_CLASSES_IN_STUDY] = _element("UI", list(study.get("sop_classes", [])))
+        record[tags.STUDY_INSTANCE_UID] = element("UI", study["_id"])
+        record[tags.NUMBER_OF_STUDY_RELATED_SERIES] = element("IS", study.get("n_series", 0))
+        record[tags.NUMBER_OF_STUDY_RELATED_INSTANCES] = element("IS", study.get("n_instances", 0))
+        record[tags.MODALITIES_IN_STUDY] = element("CS", *study.get("modalities", []))
+        record[tags.SOP_CLASSES_IN_STUDY] = element("UI", *study.get("sop_classes", []))
         if level is Level.STUDY:
             return record
         series = (
@@ -272,15 +257,15 @@ class MongoCatalog:
         if series is None:
             return None
         record.update(series.get("attrs", {}))
-        record["0020000E"] = _element("UI", [series["_id"]])
-        record[levels.NUMBER_OF_SERIES_RELATED_INSTANCES] = _element(
-            "IS", [series.get("n_instances", 0)]
+        record[tags.SERIES_INSTANCE_UID] = element("UI", series["_id"])
+        record[tags.NUMBER_OF_SERIES_RELATED_INSTANCES] = element(
+            "IS", series.get("n_instances", 0)
         )
         if level is Level.SERIES:
             return record
         record.update(doc.get("attrs", {}))
-        record["00080018"] = _element("UI", [doc["_id"]])
-        record["00080016"] = _element("UI", [doc["sop_class"]])
+        record[tags.SOP_INSTANCE_UID] = element("UI", doc["_id"])
+        record[tags.SOP_CLASS_UID] = element("UI", doc["sop_class"])
         return record
 
     async def locate(

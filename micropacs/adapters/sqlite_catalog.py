@@ -35,8 +35,8 @@ from typing import Any, TypeVar
 from micropacs.adapters._catalog_query import Decoder, next_matches, select_sql
 from micropacs.adapters._catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from micropacs.adapters._catalog_write import Batch, prepare
+from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import CatalogUnavailable, InvalidInput
-from micropacs.events import DicomJson
 from micropacs.ports import CatalogCounts, InstanceLocation, InstanceRecord, Node, Query
 
 T = TypeVar("T")

@@ -15,9 +15,10 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.tag import BaseTag
 
-from micropacs.events import DicomJson
-
 log = logging.getLogger(__name__)
+
+DicomJson = dict[str, Any]
+"""A dataset in the DICOM JSON model (PS3.18 F.2): tag "GGGGEEEE" -> {vr, Value}."""
 
 BULK_THRESHOLD = 1024
 """Binary values longer than this many bytes are bulk data (PS3.18 F.2.7 leaves it to us)."""
@@ -120,21 +121,34 @@ def _person_name(value: Any) -> str:
     return "=".join(groups).rstrip("=")
 
 
-def text_of(element: dict[str, Any]) -> list[str]:
-    """The values of one DICOM JSON element as text (PN as its Alphabetic group)."""
-    values: list[Any] = element.get("Value") or []
+def element(vr: str, *values: Any) -> DicomJson:
+    """One DICOM JSON element (PS3.18 F.2.2): its VR and values; no ``Value`` when empty."""
+    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
+
+
+def text_of(element: DicomJson | None, *, skip_blank: bool = False) -> list[str]:
+    """The values of one DICOM JSON element as text.
+
+    A PN value is its Alphabetic component group (PS3.18 F.2.2), a null value
+    "" (PS3.18 F.2.5), and an element that is absent, not an object or whose
+    Value is not an array has no values. With ``skip_blank``, values that are
+    empty or only spaces are left out, as matching (PS3.4 C.2.2.2) sees them.
+    """
+    values = element.get("Value") if isinstance(element, dict) else None
+    if not isinstance(values, list):
+        return []
     texts: list[str] = []
     for value in values:
         if isinstance(value, dict):
-            texts.append(str(value.get("Alphabetic", "")))
-        elif value is None:
-            texts.append("")
+            text = str(value.get("Alphabetic", ""))
         else:
-            texts.append(str(value))
+            text = "" if value is None else str(value)
+        if text.strip() or not skip_blank:
+            texts.append(text)
     return texts
 
 
 def first_text(data: DicomJson, tag: str) -> str:
     """The first value of ``tag`` in ``data`` as text, or "" when absent or empty."""
-    texts = text_of(data.get(tag, {}))
+    texts = text_of(data.get(tag))
     return texts[0] if texts else ""

@@ -1,37 +1,45 @@
-"""Which Query/Retrieve level each attribute belongs to (PS3.4 C.6.1.1.2-C.6.1.1.5, C.6.2.1).
+"""The Query/Retrieve levels: their unique keys and the attributes of each (PS3.4 C.6).
 
 The catalog keeps each level's attributes once (a patient's name with the
 patient, a study's date with the study) and answers a query at one level with
 the attributes of that level and above. Attributes not listed at an upper
-level belong to the instance (IMAGE level).
+level (PS3.4 C.6.1.1.2-C.6.1.1.4, C.6.2.1) belong to the instance (IMAGE level).
 """
 
 from __future__ import annotations
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR
 
-from micropacs.events import DicomJson
+from micropacs.dicom import tags
+from micropacs.dicom.json_model import DicomJson
+from micropacs.dicom.tags import tag_of
 from micropacs.ports import Level
 
 LEVEL_ORDER = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
+"""The levels from the top of the hierarchy down (PS3.4 C.3)."""
+
+UNIQUE_KEY: dict[Level, str] = {
+    Level.PATIENT: tags.PATIENT_ID,
+    Level.STUDY: tags.STUDY_INSTANCE_UID,
+    Level.SERIES: tags.SERIES_INSTANCE_UID,
+    Level.IMAGE: tags.SOP_INSTANCE_UID,
+}
+"""The unique key of each level (PS3.4 C.6.1.1.2-C.6.1.1.5)."""
 
 
-def tag_of(keyword: str) -> str:
-    """The DICOM JSON key ("GGGGEEEE") of a DICOM keyword."""
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        raise KeyError(f"unknown DICOM keyword {keyword!r}")
-    return f"{tag:08X}"
+def _keyed(*path: Level) -> tuple[tuple[str, str], ...]:
+    return tuple((UNIQUE_KEY[level], dictionary_VR(int(UNIQUE_KEY[level], 16))) for level in path)
 
 
-MODALITIES_IN_STUDY = tag_of("ModalitiesInStudy")
-SOP_CLASSES_IN_STUDY = tag_of("SOPClassesInStudy")
-NUMBER_OF_PATIENT_RELATED_STUDIES = tag_of("NumberOfPatientRelatedStudies")
-NUMBER_OF_PATIENT_RELATED_SERIES = tag_of("NumberOfPatientRelatedSeries")
-NUMBER_OF_PATIENT_RELATED_INSTANCES = tag_of("NumberOfPatientRelatedInstances")
-NUMBER_OF_STUDY_RELATED_SERIES = tag_of("NumberOfStudyRelatedSeries")
-NUMBER_OF_STUDY_RELATED_INSTANCES = tag_of("NumberOfStudyRelatedInstances")
-NUMBER_OF_SERIES_RELATED_INSTANCES = tag_of("NumberOfSeriesRelatedInstances")
+UNIQUE_KEYS: dict[Level, tuple[tuple[str, str], ...]] = {
+    Level.PATIENT: _keyed(Level.PATIENT),
+    Level.STUDY: _keyed(Level.STUDY),
+    Level.SERIES: _keyed(Level.STUDY, Level.SERIES),
+    Level.IMAGE: _keyed(Level.STUDY, Level.SERIES, Level.IMAGE),
+}
+"""(tag, VR) of the unique keys a response at each level holds: its own and those of
+the levels above it, from STUDY down as in the Study Root model (PS3.4 C.4.1.1.3.2,
+C.6.2.1); a PATIENT response holds PatientID alone."""
 
 _PATIENT = [
     "PatientName",
@@ -117,13 +125,6 @@ LEVEL_OF_TAG: dict[str, Level] = {
     **{tag_of(k): Level.PATIENT for k in _PATIENT},
     **{tag_of(k): Level.STUDY for k in _STUDY},
     **{tag_of(k): Level.SERIES for k in _SERIES},
-}
-
-UNIQUE_KEY: dict[Level, str] = {
-    Level.PATIENT: tag_of("PatientID"),
-    Level.STUDY: tag_of("StudyInstanceUID"),
-    Level.SERIES: tag_of("SeriesInstanceUID"),
-    Level.IMAGE: tag_of("SOPInstanceUID"),
 }
 
 

@@ -27,19 +27,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Union
+from typing import Union
 
+from micropacs.dicom import tags
+from micropacs.dicom.json_model import DicomJson, text_of
 from micropacs.errors import InvalidIdentifier
-from micropacs.events import DicomJson
 
 IGNORED = {
-    "00080005",  # Specific Character Set
-    "00080052",  # Query/Retrieve Level
-    "00080054",  # Retrieve AE Title
-    "00080056",  # Instance Availability
-    "00880130",  # Storage Media File-Set ID
-    "00880140",  # Storage Media File-Set UID
+    tags.SPECIFIC_CHARACTER_SET,
+    tags.QUERY_RETRIEVE_LEVEL,
+    tags.RETRIEVE_AE_TITLE,
+    tags.INSTANCE_AVAILABILITY,
+    tags.STORAGE_MEDIA_FILE_SET_ID,
+    tags.STORAGE_MEDIA_FILE_SET_UID,
 }
+"""Keys of an identifier that are never matching keys: they describe the query or where
+instances are, not the instances (PS3.4 C.4.1.1.3)."""
 NUMERIC_VRS = {"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV"}
 DATE_TIME_VRS = {"DA", "TM", "DT"}
 
@@ -95,22 +98,14 @@ class SequenceMatch:
 Condition = Union[Universal, Single, Wildcard, Range, UidList, AnyOf, SequenceMatch]  # noqa: UP007
 
 
-def _texts(element: DicomJson) -> list[str]:
-    values: list[Any] = element.get("Value") or []
-    texts = []
-    for value in values:
-        if isinstance(value, dict):
-            texts.append(str(value.get("Alphabetic", "")))
-        elif value is None:
-            texts.append("")
-        else:
-            texts.append(str(value))
-    return texts
-
-
-def _normal_pn(text: str) -> str:
+def normal_pn(text: str) -> str:
     """A person name without padding or trailing empty components (PS3.5 6.2.1.1)."""
     return text.strip().rstrip("^ ").strip()
+
+
+def normal_date(text: str) -> str:
+    """A DA value as compared: the digits of YYYYMMDD (the old YYYY.MM.DD accepted, PS3.5 6.2)."""
+    return text.strip().replace(".", "")[:8]
 
 
 def _one(text: str, vr: str) -> Single | Wildcard | Range | Universal:
@@ -125,8 +120,8 @@ def _one(text: str, vr: str) -> Single | Wildcard | Range | Universal:
     if vr in NUMERIC_VRS or vr == "UI":
         return Single(text)
     if "*" in text or "?" in text:
-        return Wildcard(_normal_pn(text) if vr == "PN" else text)
-    return Single(_normal_pn(text) if vr == "PN" else text)
+        return Wildcard(normal_pn(text) if vr == "PN" else text)
+    return Single(normal_pn(text) if vr == "PN" else text)
 
 
 def _is_range(text: str, vr: str) -> bool:
@@ -153,7 +148,7 @@ def condition(element: DicomJson) -> Condition:
         if len(items) > 1:
             raise InvalidIdentifier("a sequence matching key holds exactly one item")
         return SequenceMatch(items[0])
-    texts = [t for t in _texts(element) if t.strip()]
+    texts = text_of(element, skip_blank=True)
     if not texts:
         return Universal()
     if vr == "UI":
@@ -237,14 +232,12 @@ def _datetime_bound(text: str, upper: bool) -> str:
     return f"{whole}.{fraction}"
 
 
-def _date(text: str) -> str:
-    return text.strip().replace(".", "")[:8]
-
-
 def _in_range(value: str, vr: str, low: str | None, high: str | None) -> bool:
     if vr == "DA":
-        stored = _date(value)
-        return (low is None or _date(low) <= stored) and (high is None or stored <= _date(high))
+        stored = normal_date(value)
+        return (low is None or normal_date(low) <= stored) and (
+            high is None or stored <= normal_date(high)
+        )
     if vr == "TM":
         stored = _time_bound(value, upper=False)
         return (low is None or _time_bound(low, False) <= stored) and (
@@ -271,7 +264,7 @@ def _value_matches(value: str, cond: Condition, vr: str, fold: bool) -> bool:
     if isinstance(cond, Range):
         return _in_range(value, vr, cond.low, cond.high)
     if isinstance(cond, Wildcard):
-        stored = _normal_pn(value) if vr == "PN" else value.strip()
+        stored = normal_pn(value) if vr == "PN" else value.strip()
         return _regex(cond.pattern, fold and vr == "PN").fullmatch(stored) is not None
     if isinstance(cond, Single):
         if vr in DATE_TIME_VRS:
@@ -281,7 +274,7 @@ def _value_matches(value: str, cond: Condition, vr: str, fold: bool) -> bool:
             if number is not None and wanted is not None:
                 return number == wanted
         if vr == "PN":
-            stored = _normal_pn(value)
+            stored = normal_pn(value)
             return stored.casefold() == cond.value.casefold() if fold else stored == cond.value
         return value.strip() == cond.value
     return True
@@ -298,7 +291,7 @@ def _key_matches(stored: DicomJson | None, cond: Condition, vr: str, fold: bool)
             isinstance(item, dict) and matches(item, cond.item, case_insensitive_pn=fold)
             for item in items
         )
-    values = [v for v in _texts(stored) if v.strip()]
+    values = text_of(stored, skip_blank=True)
     return any(_value_matches(v, cond, vr, fold) for v in values)
 
 

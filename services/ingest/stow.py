@@ -19,11 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from micropacs.dicom.json_model import DicomJson
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart
 from micropacs.dicomweb.responses import DICOM_JSON, RETRIEVE_URL, ROOT, problem
 from micropacs.errors import MicropacsError, dimse_status
-from micropacs.events import DicomJson
 from services.ingest.store_service import Received, StoreService
 
 log = logging.getLogger(__name__)

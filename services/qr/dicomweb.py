@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from micropacs.dicom import frames, render
+from micropacs.dicom.json_model import DicomJson
 from micropacs.dicom.transcode import ENCODABLE, UNCOMPRESSED, to_syntax
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart, qido
@@ -38,7 +39,6 @@ from micropacs.errors import (
     NotFound,
     UnsupportedTransfer,
 )
-from micropacs.events import DicomJson
 from micropacs.ports import InstanceLocation, Level
 from services.qr.query_service import QueryService
 from services.qr.retrieve_service import RetrieveService

@@ -12,10 +12,9 @@ import time
 from typing import Any
 
 from micropacs.config import QuerySettings
-from micropacs.dicom.json_model import text_of
+from micropacs.dicom.json_model import DicomJson, text_of
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.errors import InvalidIdentifier
-from micropacs.events import DicomJson
 from micropacs.ports import Catalog, Level, Query
 from services.qr.metrics import QrMetrics
 

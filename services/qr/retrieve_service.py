@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from micropacs.dicom.json_model import text_of
+from micropacs.dicom.json_model import DicomJson, text_of
 from micropacs.errors import InvalidIdentifier, UnknownDestination
-from micropacs.events import DicomJson
 from micropacs.ports import BlobStore, Catalog, InstanceLocation, Level, Node
 from services.qr.metrics import QrMetrics
 from services.qr.query_service import (

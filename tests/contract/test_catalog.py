@@ -7,6 +7,7 @@ found only in the stored JSON, so both paths are exercised.
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable
 from dataclasses import replace
@@ -15,9 +16,9 @@ from typing import Any
 import pytest
 from pydicom.datadict import tag_for_keyword
 
-from micropacs.dicom import levels, matching
+from micropacs.dicom import matching, tags
+from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import InvalidInput
-from micropacs.events import DicomJson
 from micropacs.ports import Catalog, CatalogCounts, InstanceRecord, Level, Node, Query
 from tests.contract.conftest import Runner
 
@@ -157,7 +158,7 @@ def test_upsert_is_idempotent(catalog: Catalog, run: Runner) -> None:
 
     assert once[0] == CatalogCounts(patients=1, studies=1, series=2, instances=4)
     assert twice == once
-    assert first(twice[1][0], levels.NUMBER_OF_STUDY_RELATED_INSTANCES) == 4
+    assert first(twice[1][0], tags.NUMBER_OF_STUDY_RELATED_INSTANCES) == 4
 
 
 def test_same_instance_twice_in_one_batch_counts_once(catalog: Catalog, run: Runner) -> None:
@@ -167,7 +168,7 @@ def test_same_instance_twice_in_one_batch_counts_once(catalog: Catalog, run: Run
 
     assert run(catalog.counts()) == CatalogCounts(patients=1, studies=1, series=1, instances=2)
     (series,) = find(run, catalog, Level.SERIES, {})
-    assert first(series, levels.NUMBER_OF_SERIES_RELATED_INSTANCES) == 2
+    assert first(series, tags.NUMBER_OF_SERIES_RELATED_INSTANCES) == 2
 
 
 def test_computed_attributes(catalog: Catalog, run: Runner) -> None:
@@ -179,21 +180,21 @@ def test_computed_attributes(catalog: Catalog, run: Runner) -> None:
 
     studies = {first(s, STUDY_UID): s for s in find(run, catalog, Level.STUDY, {})}
     study = studies[uid(1)]
-    assert first(study, levels.NUMBER_OF_STUDY_RELATED_SERIES) == 2
-    assert first(study, levels.NUMBER_OF_STUDY_RELATED_INSTANCES) == 5
-    assert sorted(all_of(study, levels.MODALITIES_IN_STUDY)) == ["CT", "PR"]
-    assert sorted(all_of(study, levels.SOP_CLASSES_IN_STUDY)) == sorted([CT_IMAGE, GSPS])
-    assert all_of(studies[uid(2)], levels.MODALITIES_IN_STUDY) == ["MR"]
+    assert first(study, tags.NUMBER_OF_STUDY_RELATED_SERIES) == 2
+    assert first(study, tags.NUMBER_OF_STUDY_RELATED_INSTANCES) == 5
+    assert sorted(all_of(study, tags.MODALITIES_IN_STUDY)) == ["CT", "PR"]
+    assert sorted(all_of(study, tags.SOP_CLASSES_IN_STUDY)) == sorted([CT_IMAGE, GSPS])
+    assert all_of(studies[uid(2)], tags.MODALITIES_IN_STUDY) == ["MR"]
 
     series = {first(s, SERIES_UID): s for s in find(run, catalog, Level.SERIES, {})}
-    assert first(series[uid(1, 1)], levels.NUMBER_OF_SERIES_RELATED_INSTANCES) == 3
-    assert first(series[uid(1, 2)], levels.NUMBER_OF_SERIES_RELATED_INSTANCES) == 2
+    assert first(series[uid(1, 1)], tags.NUMBER_OF_SERIES_RELATED_INSTANCES) == 3
+    assert first(series[uid(1, 2)], tags.NUMBER_OF_SERIES_RELATED_INSTANCES) == 2
     assert first(series[uid(1, 2)], STUDY_UID) == uid(1)
 
     (patient,) = find(run, catalog, Level.PATIENT, {})
-    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
-    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_SERIES) == 3
-    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 6
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_SERIES) == 3
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 6
     assert run(catalog.counts()) == CatalogCounts(patients=1, studies=2, series=3, instances=6)
 
 
@@ -214,8 +215,8 @@ def test_a_corrected_patient_id_moves_the_study(catalog: Catalog, run: Runner) -
 
     patients = find(run, catalog, Level.PATIENT, {})
     assert [first(p, PATIENT_ID) for p in patients] == ["RIGHT"]
-    assert first(patients[0], levels.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
-    assert first(patients[0], levels.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 3
+    assert first(patients[0], tags.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
+    assert first(patients[0], tags.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 3
     assert run(catalog.counts()) == CatalogCounts(patients=1, studies=2, series=2, instances=3)
 
 
@@ -447,7 +448,7 @@ def test_study_level_queries(archive: Catalog, run: Runner) -> None:
         run,
         archive,
         level,
-        {levels.MODALITIES_IN_STUDY: el("CS", "PR")},
+        {tags.MODALITIES_IN_STUDY: el("CS", "PR")},
         [uid(1)],
     )
 
@@ -519,7 +520,7 @@ def test_several_values_match_any_of_them(archive: Catalog, run: Runner) -> None
         run,
         archive,
         Level.STUDY,
-        {levels.MODALITIES_IN_STUDY: el("CS", "MR", "US")},
+        {tags.MODALITIES_IN_STUDY: el("CS", "MR", "US")},
         [uid(2), uid(4)],
     )
 
@@ -713,18 +714,18 @@ def test_a_series_moved_to_another_study_takes_its_instances(catalog: Catalog, r
     run(catalog.upsert_instances(moved))
 
     studies = {first(s, STUDY_UID): s for s in find(run, catalog, Level.STUDY, {})}
-    assert first(studies[uid(1)], levels.NUMBER_OF_STUDY_RELATED_SERIES) == 1
-    assert first(studies[uid(1)], levels.NUMBER_OF_STUDY_RELATED_INSTANCES) == 2
-    assert all_of(studies[uid(1)], levels.MODALITIES_IN_STUDY) == ["CT"]
-    assert first(studies[uid(2)], levels.NUMBER_OF_STUDY_RELATED_SERIES) == 1
-    assert all_of(studies[uid(2)], levels.MODALITIES_IN_STUDY) == ["MR"]
+    assert first(studies[uid(1)], tags.NUMBER_OF_STUDY_RELATED_SERIES) == 1
+    assert first(studies[uid(1)], tags.NUMBER_OF_STUDY_RELATED_INSTANCES) == 2
+    assert all_of(studies[uid(1)], tags.MODALITIES_IN_STUDY) == ["CT"]
+    assert first(studies[uid(2)], tags.NUMBER_OF_STUDY_RELATED_SERIES) == 1
+    assert all_of(studies[uid(2)], tags.MODALITIES_IN_STUDY) == ["MR"]
     assert sorted(loc.sop_instance_uid for loc in run(catalog.locate(study_uids=[uid(2)]))) == [
         uid(1, 2, 1)
     ]
     (patient,) = find(run, catalog, Level.PATIENT, {})
-    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
-    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_SERIES) == 2
-    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 3
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_SERIES) == 2
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 3
 
 
 def test_an_instance_sent_again_in_another_series_moves(catalog: Catalog, run: Runner) -> None:
@@ -738,7 +739,7 @@ def test_an_instance_sent_again_in_another_series_moves(catalog: Catalog, run: R
     run(catalog.upsert_instances([again]))
 
     series = {first(s, SERIES_UID): s for s in find(run, catalog, Level.SERIES, {})}
-    assert {k: first(v, levels.NUMBER_OF_SERIES_RELATED_INSTANCES) for k, v in series.items()} == {
+    assert {k: first(v, tags.NUMBER_OF_SERIES_RELATED_INSTANCES) for k, v in series.items()} == {
         uid(1, 1): 1,
         uid(1, 2): 1,
     }
@@ -761,9 +762,9 @@ def test_one_series_claimed_by_two_studies_in_a_batch_stays_consistent(
     assert run(catalog.counts()) == CatalogCounts(patients=1, studies=1, series=1, instances=2)
     (study,) = find(run, catalog, Level.STUDY, {})
     assert first(study, STUDY_UID) == uid(2)  # the latest record decides
-    assert first(study, levels.NUMBER_OF_STUDY_RELATED_INSTANCES) == 2
+    assert first(study, tags.NUMBER_OF_STUDY_RELATED_INSTANCES) == 2
     (patient,) = find(run, catalog, Level.PATIENT, {})
-    assert first(patient, levels.NUMBER_OF_PATIENT_RELATED_STUDIES) == 1
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_STUDIES) == 1
 
 
 def test_multi_valued_modality_counts_every_value(catalog: Catalog, run: Runner) -> None:
@@ -772,11 +773,9 @@ def test_multi_valued_modality_counts_every_value(catalog: Catalog, run: Runner)
     run(catalog.upsert_instances([odd, instance(1, 2, 1, modality="SR")]))
 
     (study,) = find(run, catalog, Level.STUDY, {})
-    assert sorted(all_of(study, levels.MODALITIES_IN_STUDY)) == ["CT", "PT", "SR"]
+    assert sorted(all_of(study, tags.MODALITIES_IN_STUDY)) == ["CT", "PT", "SR"]
     for modality in ("PT", "CT", "SR"):
-        _expect(
-            run, catalog, Level.STUDY, {levels.MODALITIES_IN_STUDY: el("CS", modality)}, [uid(1)]
-        )
+        _expect(run, catalog, Level.STUDY, {tags.MODALITIES_IN_STUDY: el("CS", modality)}, [uid(1)])
         _expect(
             run,
             catalog,
@@ -887,9 +886,13 @@ def test_factory_refuses_catalogs_it_cannot_open(run: Runner, url: str) -> None:
         run(open_catalog(url))
 
 
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_an_unreachable_mongodb_is_unavailable_with_advice(run: Runner) -> None:
     from micropacs.adapters.factory import open_catalog
     from micropacs.errors import CatalogUnavailable
 
     with pytest.raises(CatalogUnavailable, match="check that MongoDB"):
         run(open_catalog("mongodb://127.0.0.1:9/pacs"))
+    # PyMongo 4.20 leaves unclosed the socket of a monitor connect cancelled by close()
+    # (PYTHON-5867): collect it here, not as a warning in whichever test runs next.
+    gc.collect()

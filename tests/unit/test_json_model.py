@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence
 
-from micropacs.dicom.json_model import first_text, from_json, text_of, to_json
+from micropacs.dicom import levels, tags
+from micropacs.dicom.json_model import element, first_text, from_json, text_of, to_json
+from micropacs.ports import Level
 from tests import dicomdata
 
 
@@ -57,3 +60,41 @@ def test_text_of_values() -> None:
     assert text_of({"vr": "IS", "Value": [5, 6]}) == ["5", "6"]
     assert text_of({"vr": "LO"}) == []
     assert first_text({}, "00100010") == ""
+
+
+def test_text_of_nulls_blanks_and_malformed_elements() -> None:
+    element_with_gaps = {"vr": "PN", "Value": [None, {"Alphabetic": " "}, {}, "X^Y"]}
+    assert text_of(element_with_gaps) == ["", " ", "", "X^Y"]
+    assert text_of(element_with_gaps, skip_blank=True) == ["X^Y"]
+    assert text_of(None) == []
+    assert text_of({"vr": "CS", "Value": "CT"}) == []  # not an array: not DICOM JSON
+
+
+def test_element_builds_what_to_json_writes() -> None:
+    ds = Dataset()
+    ds.Modality = "CT"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.AccessionNumber = None
+    data = to_json(ds)
+    assert data[tags.MODALITY] == element("CS", "CT")
+    assert data[tags.tag_of("ImageType")] == element("CS", "ORIGINAL", "PRIMARY")
+    assert data[tags.ACCESSION_NUMBER] == element("SH") == {"vr": "SH"}
+
+
+def test_tags_are_json_keys_from_the_dictionary() -> None:
+    assert tags.STUDY_INSTANCE_UID == "0020000D"
+    assert tags.SERIES_DESCRIPTION == "0008103E"
+    assert tags.PIXEL_DATA == "7FE00010"
+    with pytest.raises(KeyError):
+        tags.tag_of("StudyInstanceUid")
+
+
+def test_unique_keys_of_each_level_with_their_vrs() -> None:
+    assert levels.UNIQUE_KEYS[Level.PATIENT] == (("00100020", "LO"),)
+    assert levels.UNIQUE_KEYS[Level.STUDY] == (("0020000D", "UI"),)
+    assert levels.UNIQUE_KEYS[Level.IMAGE] == (
+        ("0020000D", "UI"),
+        ("0020000E", "UI"),
+        ("00080018", "UI"),
+    )
+    assert all(levels.UNIQUE_KEYS[level][-1][0] == levels.UNIQUE_KEY[level] for level in Level)
