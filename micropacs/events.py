@@ -7,11 +7,11 @@ version it does not know instead of guessing (it goes to the dead-letter topic).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
-from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import InvalidInput
+from micropacs.ports import InstanceRecord
 
 INSTANCE_STORED = "instance.stored"
 """Topic of :class:`InstanceStored`, keyed by StudyInstanceUID."""
@@ -20,34 +20,21 @@ DEAD_LETTER = "dead-letter"
 """Topic where consumers park events they cannot process after retries."""
 
 
-@dataclass(frozen=True)
-class InstanceStored:
+@dataclass(frozen=True, kw_only=True)
+class InstanceStored(InstanceRecord):
     """An object is durable in the BlobStore (ARCHITECTURE.md, rule 1).
 
-    ``header`` is the whole dataset as DICOM JSON without bulk data
-    (PS3.18 F.2), so the index can store and match any attribute.
+    The instance record the index writes, plus who sent the object and where
+    it was received. ``header`` is the whole dataset as DICOM JSON without
+    bulk data (PS3.18 F.2), so the index can store and match any attribute.
     """
 
     type: ClassVar[str] = INSTANCE_STORED
     version: ClassVar[int] = 1
 
-    sop_class_uid: str
-    sop_instance_uid: str
-    series_instance_uid: str
-    study_instance_uid: str
-    patient_id: str
-    issuer_of_patient_id: str
-    object_key: str
-    size: int
-    transfer_syntax_uid: str
     calling_ae: str
     called_ae: str
     site: str
-    storage_group: str
-    received_at: str
-    header: DicomJson = field(repr=False)
-    original_transfer_syntax_uid: str = ""
-    """The syntax the object arrived in, when it was compressed at rest ("" otherwise)."""
 
     @property
     def key(self) -> str:

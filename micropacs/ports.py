@@ -126,12 +126,16 @@ class Level(StrEnum):
     IMAGE = "IMAGE"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InstanceRecord:
-    """What the index writes for one stored instance."""
+    """What the index writes for one stored instance.
 
-    sop_instance_uid: str
+    :class:`micropacs.events.InstanceStored` is one, so the index hands events
+    to the catalog as they are.
+    """
+
     sop_class_uid: str
+    sop_instance_uid: str
     series_instance_uid: str
     study_instance_uid: str
     patient_id: str
@@ -142,6 +146,7 @@ class InstanceRecord:
     storage_group: str
     received_at: str
     header: DicomJson = field(repr=False)
+    """The whole dataset as DICOM JSON without bulk data (PS3.18 F.2)."""
     original_transfer_syntax_uid: str = ""
     """The syntax the object arrived in, when it was compressed at rest ("" otherwise)."""
 

@@ -28,25 +28,6 @@ LAG_INTERVAL = 5.0
 """Seconds between two readings of the consumer lag."""
 
 
-def to_record(event: InstanceStored) -> InstanceRecord:
-    """The catalog record of a stored instance."""
-    return InstanceRecord(
-        sop_instance_uid=event.sop_instance_uid,
-        sop_class_uid=event.sop_class_uid,
-        series_instance_uid=event.series_instance_uid,
-        study_instance_uid=event.study_instance_uid,
-        patient_id=event.patient_id,
-        issuer_of_patient_id=event.issuer_of_patient_id,
-        object_key=event.object_key,
-        size=event.size,
-        transfer_syntax_uid=event.transfer_syntax_uid,
-        storage_group=event.storage_group,
-        received_at=event.received_at,
-        header=event.header,
-        original_transfer_syntax_uid=event.original_transfer_syntax_uid,
-    )
-
-
 class Indexer:
     """Consumes instance.stored and upserts the catalog, batch by batch."""
 
@@ -95,7 +76,8 @@ class Indexer:
         good: list[tuple[Record, InstanceRecord]] = []
         for record in records:
             try:
-                good.append((record, to_record(InstanceStored.from_bytes(record.value))))
+                # An event is the catalog's record as it is (InstanceStored is an InstanceRecord).
+                good.append((record, InstanceStored.from_bytes(record.value)))
             except MicropacsError as exc:
                 await self._dead_letter(record, str(exc))
         if good:
