@@ -29,13 +29,13 @@ import contextlib
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from micropacs.adapters import _sqlite
 from micropacs.errors import EventBusUnavailable, InvalidInput
 from micropacs.ports import Record
 
@@ -63,16 +63,10 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
 """
 
 _BATCH = 512
-_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (code is not None and (code & 0xFF) in _BUSY) or "locked" in str(exc)
 
 
 @dataclass
@@ -226,12 +220,7 @@ class SqliteEventBus:
     # -- threads and connections ----------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path,
-            isolation_level=None,
-            timeout=min(self._busy_timeout, 5.0),
-            check_same_thread=False,
-        )
+        conn = _sqlite.connect(self._path, self._busy_timeout)
         with self._lock:
             self._connections.append(conn)
         return conn
@@ -284,37 +273,14 @@ class SqliteEventBus:
 
     def _open_writer(self) -> sqlite3.Connection:
         conn = self._connect()
-        self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-        conn.execute("PRAGMA synchronous=FULL")
-        self._retry(lambda: conn.executescript(_SCHEMA))
+        _sqlite.use_wal(conn, self._busy_timeout)
+        _sqlite.retry(lambda: conn.executescript(_SCHEMA), self._busy_timeout)
         return conn
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[Any]:
-        def attempt() -> list[Any]:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                results = [job.run(conn) for job in batch]
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return results
-
-        return self._retry(attempt)
-
-    def _retry(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt``, again while another process holds the lock, up to busy_timeout."""
-        deadline = time.monotonic() + self._busy_timeout
-        delay = 0.005
-        while True:
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
+        return _sqlite.write_transaction(
+            conn, lambda c: [job.run(c) for job in batch], self._busy_timeout
+        )
 
     async def _read(self, run: Callable[..., T], *args: Any) -> T:
         with self._lock:
@@ -336,7 +302,7 @@ class SqliteEventBus:
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
-        return self._retry(lambda: run(conn, *args))
+        return _sqlite.retry(lambda: run(conn, *args), self._busy_timeout)
 
     def _unavailable(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.Error | OSError):

@@ -26,22 +26,20 @@ import json
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any, TypeVar
 
-from micropacs.adapters._catalog_query import Decoder, next_matches, select_sql
-from micropacs.adapters._catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from micropacs.adapters._catalog_write import Batch, prepare
+from micropacs.adapters import _sqlite
+from micropacs.adapters._sqlite_catalog_query import Decoder, next_matches, select_sql
+from micropacs.adapters._sqlite_catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
+from micropacs.adapters._sqlite_catalog_write import Batch, prepare
 from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import CatalogUnavailable, InvalidInput
 from micropacs.ports import CatalogCounts, InstanceLocation, InstanceRecord, Node, Query
 
 T = TypeVar("T")
-
-_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 log = logging.getLogger(__name__)
 
@@ -251,16 +249,10 @@ class SqliteCatalog:
     # -- connections --------------------------------------------------------------------------
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path,
-            isolation_level=None,
-            timeout=min(self._busy_timeout, 5.0),
-            check_same_thread=False,
-        )
+        conn = _sqlite.connect(self._path, self._busy_timeout)
         conn.execute("PRAGMA cache_size = -65536")
         if writer:
-            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-            conn.execute("PRAGMA synchronous = FULL")
+            _sqlite.use_wal(conn, self._busy_timeout)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             while 0 < version < SCHEMA_VERSION:
                 log.info("migrating the catalog", extra={"from_version": version})
@@ -268,7 +260,7 @@ class SqliteCatalog:
                 version += 1
                 conn.execute(f"PRAGMA user_version = {version}")
             if version == SCHEMA_VERSION or version == 0:
-                self._retry(lambda: conn.executescript(SCHEMA))
+                _sqlite.retry(lambda: conn.executescript(SCHEMA), self._busy_timeout)
             if version == 0:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
@@ -308,20 +300,6 @@ class SqliteCatalog:
                 self._writer = self._connect(writer=True)
         return self._writer
 
-    def _retry(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt``, again while another process holds the lock, up to busy_timeout."""
-        deadline = time.monotonic() + self._busy_timeout
-        delay = 0.005
-        while True:
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-                if code not in _BUSY or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.to_thread(func, *args)
@@ -332,7 +310,7 @@ class SqliteCatalog:
         def read() -> T:
             conn = self._acquire()
             try:
-                return self._retry(lambda: func(conn))
+                return _sqlite.retry(lambda: func(conn), self._busy_timeout)
             finally:
                 self._release(conn)
 
@@ -346,19 +324,7 @@ class SqliteCatalog:
                 conn = self._writer_connection()
                 if not transaction:
                     return func(conn)
-
-                def attempt() -> T:
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = func(conn)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:
-                            conn.execute("ROLLBACK")
-                        raise
-                    return result
-
-                return self._retry(attempt)
+                return _sqlite.write_transaction(conn, func, self._busy_timeout)
 
         return await self._run(write)
 

@@ -813,7 +813,7 @@ def test_sqlite_queries_on_indexed_keys_use_an_index(
     import sqlite3
     from contextlib import closing
 
-    from micropacs.adapters._catalog_query import select_sql
+    from micropacs.adapters._sqlite_catalog_query import select_sql
 
     sqlite_catalog = _sqlite(catalog)
     run(catalog.upsert_instances([instance(1, 1, 1)]))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from micropacs.adapters._catalog_schema import (
+from micropacs.adapters._sqlite_catalog_schema import (
     INDEXED,
     MODALITIES_COLUMN,
     TABLES_AT,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from micropacs.adapters._catalog_schema import (
+from micropacs.adapters._sqlite_catalog_schema import (
     COLUMNS,
     INDEXED,
     column_value,
