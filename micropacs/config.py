@@ -107,7 +107,6 @@ class IndexSettings(BaseModel):
     group: str = Field("index", description="Consumer group name on the event bus.")
     batch_size: int = Field(200, ge=1, description="Events written to the catalog per commit.")
     poll_interval: float = Field(0.2, gt=0, description="Seconds between polls when idle.")
-    max_retries: int = Field(5, ge=0, description="Retries of a retryable failure per event.")
 
 
 class QuerySettings(BaseModel):
