@@ -11,6 +11,7 @@ frames here: converting them raises :class:`~micropacs.errors.UnsupportedTransfe
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
@@ -65,9 +66,30 @@ ENCODABLE = LOSSLESS_ENCODABLE | {JPEGLSNearLossless, JPEG2000}
 """Compressed syntaxes micropacs can write (decoding covers every image syntax)."""
 
 
+ANY_SYNTAX = "*"
+"""What a receiver accepts when any transfer syntax will do (PS3.18 8.7.3.5.2)."""
+
+
 def can_produce(stored: str, target: str) -> bool:
     """Whether an object stored as ``stored`` can be served as ``target``."""
     return target == stored or target in UNCOMPRESSED or target in ENCODABLE
+
+
+def choose_syntax(stored: str, accepted: Collection[str]) -> str | None:
+    """The syntax to send an object stored as ``stored`` in, to a receiver that accepts
+    ``accepted``; None when micropacs can produce none of them.
+
+    One policy for C-GET, C-MOVE and WADO-RS: as stored when accepted (or
+    when any syntax is), so no byte is re-encoded; else Explicit, then Implicit
+    VR Little Endian (PS3.5 A.2, A.1: every receiver's baseline); else a
+    compressed syntax micropacs can encode.
+    """
+    if ANY_SYNTAX in accepted or stored in accepted:
+        return stored
+    for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, *sorted(ENCODABLE)):
+        if syntax in accepted and can_produce(stored, syntax):
+            return str(syntax)
+    return None
 
 
 def to_syntax(path: Path, target: UID) -> Dataset:

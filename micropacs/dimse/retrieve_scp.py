@@ -6,7 +6,8 @@ held whole in memory and no stored byte is sent as stored. This module swaps
 in a service class whose C-GET and C-MOVE send each stored file in chunks
 when the peer accepted its transfer syntax, and convert it (PS3.5 10) only
 when it did not. The handler bound to ``EVT_C_GET`` / ``EVT_C_MOVE`` returns
-a :class:`RetrievePlan` instead of a generator.
+a :class:`RetrievePlan` (or the status that refuses the request) instead of a
+generator; the plan's :class:`InstanceSource` opens the files.
 
 Statuses follow PS3.4 C.4.2.1.5 (C-MOVE) and C.4.3.1.3 (C-GET): a Pending
 response after each sub-operation, then Success, Warning 0xB000 when some
@@ -16,12 +17,12 @@ sub-operations failed, 0xA702 when all failed, Cancel 0xFE00 on C-CANCEL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pynetdicom.association
 from pydicom import Dataset
@@ -33,42 +34,59 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from micropacs.dicom.transcode import ENCODABLE, to_syntax
+from micropacs.dicom.transcode import choose_syntax, to_syntax
 from micropacs.dimse.sockets import NODELAY
 from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
 from micropacs.ports import InstanceLocation
 
 log = logging.getLogger(__name__)
 
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a C-MOVE sends its sub-operations (PS3.4 C.4.2.1.4.1)."""
+
+    host: str
+    port: int
+    ae_title: str
 
 
-@dataclass
-class RetrievePlan:
-    """What a C-GET or C-MOVE handler decided: refuse, or send these instances.
+class InstanceSource(Protocol):
+    """What a C-GET or C-MOVE sends from, called in the association's thread.
 
-    ``opener`` gives a local file for an instance for as long as it is sent.
-    ``destination`` (host, port, AE title) is set for C-MOVE.
+    The qr service implements it over its RetrieveService; this module knows
+    nothing else of qr.
     """
 
-    status: int = Status.SUCCESS
-    reason: str = ""
-    instances: Sequence[InstanceLocation] = ()
-    opener: Callable[[InstanceLocation], AbstractContextManager[Path]] | None = None
-    destination: tuple[str, int, str] | None = None
-    on_sent: Callable[[InstanceLocation, int], None] = field(default=lambda loc, status: None)
+    def open(self, location: InstanceLocation) -> AbstractContextManager[Path]:
+        """A local file with the stored bytes of ``location``, for as long as it is sent."""
+        ...
+
+    def sent(self, location: InstanceLocation, status: int) -> None:
+        """One sub-operation ended with the receiver's ``status``."""
+        ...
 
 
-def _accepted(assoc: Any, sop_class: str, syntaxes: Sequence[str]) -> UID | None:
-    """The first of ``syntaxes`` the peer accepted for ``sop_class`` as SCP of C-STORE."""
+@dataclass(frozen=True)
+class RetrievePlan:
+    """What a C-GET or C-MOVE handler decided to send, and to whom (C-MOVE only).
+
+    A handler that refuses the request returns its DIMSE status instead.
+    """
+
+    instances: Sequence[InstanceLocation]
+    source: InstanceSource
+    destination: Destination | None = None
+
+
+def _accepted(assoc: Any, sop_class: str) -> set[str]:
+    """The transfer syntaxes the peer accepted for ``sop_class`` as SCP of C-STORE."""
     # On a C-GET association only the contexts where we may act as SCU carry C-STOREs.
-    accepted = {
-        (cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts if cx.as_scu
+    return {
+        str(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if cx.as_scu and cx.abstract_syntax == sop_class
     }
-    for syntax in syntaxes:
-        if (sop_class, syntax) in accepted:
-            return UID(syntax)
-    return None
 
 
 def send_instance(
@@ -81,22 +99,21 @@ def send_instance(
     """Send one stored instance with C-STORE; returns the peer's status.
 
     Sends the file's bytes when the stored transfer syntax was accepted,
-    otherwise converts: to Explicit or Implicit VR Little Endian if accepted,
-    else to a compressed syntax micropacs can encode (RLE, JPEG-LS, JPEG 2000).
+    otherwise converts it, as :func:`~micropacs.dicom.transcode.choose_syntax` says.
     """
     kwargs: dict[str, Any] = {"msg_id": msg_id}
     if originator is not None:
         kwargs.update(originator_aet=originator[0], originator_id=originator[1])
-    if _accepted(assoc, loc.sop_class_uid, [loc.transfer_syntax_uid]):
+    target = choose_syntax(loc.transfer_syntax_uid, _accepted(assoc, loc.sop_class_uid))
+    if target is None:
+        raise UnsupportedTransfer(
+            f"peer accepted no transfer syntax we can send {loc.sop_class_uid} in "
+            f"(stored as {loc.transfer_syntax_uid})"
+        )
+    if target == loc.transfer_syntax_uid:
         status_ds = assoc.send_c_store(path, **kwargs)
     else:
-        target = _accepted(assoc, loc.sop_class_uid, [*UNCOMPRESSED, *sorted(ENCODABLE)])
-        if target is None:
-            raise UnsupportedTransfer(
-                f"peer accepted no transfer syntax we can send {loc.sop_class_uid} in "
-                f"(stored as {loc.transfer_syntax_uid})"
-            )
-        status_ds = assoc.send_c_store(to_syntax(path, target), **kwargs)
+        status_ds = assoc.send_c_store(to_syntax(path, UID(target)), **kwargs)
     return int(getattr(status_ds, "Status", Status.UNABLE_TO_PROCESS))
 
 
@@ -111,7 +128,7 @@ class _Progress:
         self.remaining -= 1
         if status == Status.SUCCESS:
             self.completed += 1
-        elif status in (0xB000, 0xB006, 0xB007):
+        elif status in Status.STORE_WARNINGS:
             self.warning += 1
         else:
             self.failed += 1
@@ -162,14 +179,9 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
             log.exception("retrieve handler failed")
             self._respond(rsp, cx_id, Status.UNABLE_TO_PROCESS)
             return
-        if not isinstance(plan, RetrievePlan) or plan.opener is None:
-            status = plan.status if isinstance(plan, RetrievePlan) else Status.UNABLE_TO_PROCESS
-            if status == Status.SUCCESS:
-                status = Status.UNABLE_TO_PROCESS
-            self._respond(rsp, cx_id, status)
-            return
-        if plan.status != Status.SUCCESS:
-            self._respond(rsp, cx_id, plan.status)
+        if not isinstance(plan, RetrievePlan):
+            refused = plan if isinstance(plan, int) and plan != Status.SUCCESS else None
+            self._respond(rsp, cx_id, refused or Status.UNABLE_TO_PROCESS)
             return
         if not plan.instances:
             self._respond(rsp, cx_id, Status.SUCCESS)
@@ -189,29 +201,36 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
                 store_assoc.release()
 
     def _open_destination(self, plan: RetrievePlan) -> Any:
-        assert plan.destination is not None
-        host, port, ae_title = plan.destination
+        destination = plan.destination
+        assert destination is not None
         contexts: list[PresentationContext] = []
         seen: set[tuple[str, str]] = set()
         for loc in plan.instances:
-            proposals: list[list[str | UID]] = [[loc.transfer_syntax_uid], [*UNCOMPRESSED]]
+            proposals: list[list[str | UID]] = [
+                [loc.transfer_syntax_uid],
+                [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+            ]
             for syntaxes in proposals:
                 key = (loc.sop_class_uid, ",".join(syntaxes))
                 if key not in seen and len(contexts) < 128:
                     seen.add(key)
                     contexts.append(build_context(loc.sop_class_uid, syntaxes))
         assoc = self.ae.associate(
-            host,
-            port,
+            destination.host,
+            destination.port,
             contexts=contexts,
-            ae_title=ae_title,
+            ae_title=destination.ae_title,
             max_pdu=0,
             evt_handlers=[NODELAY],
         )
         if not assoc.is_established:
             log.warning(
                 "move destination refused or unreachable",
-                extra={"destination": ae_title, "host": host, "port": port},
+                extra={
+                    "destination": destination.ae_title,
+                    "host": destination.host,
+                    "port": destination.port,
+                },
             )
             return None
         return assoc
@@ -219,7 +238,6 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
     def _send_all(
         self, req: Any, rsp: Any, cx_id: int, plan: RetrievePlan, store_assoc: Any, is_move: bool
     ) -> None:
-        assert plan.opener is not None
         progress = _Progress(len(plan.instances))
         originator = (self.assoc.requestor.ae_title, int(req.MessageID)) if is_move else None
         for index, loc in enumerate(plan.instances):
@@ -232,7 +250,7 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
                 return
             msg_id = (int(req.MessageID) + index + 1) % 65536 or 1
             try:
-                with plan.opener(loc) as path:
+                with plan.source.open(loc) as path:
                     status = send_instance(store_assoc, loc, path, msg_id, originator)
             except MicropacsError as exc:
                 log.warning(
@@ -244,7 +262,7 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
                 log.exception("sub-operation failed", extra={"sop_class": loc.sop_class_uid})
                 status = Status.UNABLE_TO_PROCESS
             progress.record(loc.sop_instance_uid, status)
-            plan.on_sent(loc, status)
+            plan.source.sent(loc, status)
             if progress.remaining:
                 progress.fill(rsp, final=False)
                 self._respond(rsp, cx_id, Status.PENDING)

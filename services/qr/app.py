@@ -17,8 +17,7 @@ from micropacs.service import (
     BackgroundTask,
     HandlerBinding,
 )
-from services.qr import dimse
-from services.qr.dicomweb import DicomWeb
+from services.qr import dicomweb, dimse
 from services.qr.metrics import QrMetrics
 from services.qr.query_service import QueryService
 from services.qr.retrieve_service import RetrieveService
@@ -43,7 +42,7 @@ class QrApp:
 
     def web_routes(self) -> list[BaseRoute]:
         """QIDO-RS, WADO-RS and WADO-URI."""
-        return DicomWeb(self.query, self.retrieve).routes()
+        return dicomweb.routes(self.query, self.retrieve)
 
     def background(self) -> list[BackgroundTask]:
         """None: qr answers requests only."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset
@@ -18,7 +20,7 @@ from pynetdicom import AE, evt
 from micropacs.bridge import LoopBridge
 from micropacs.dicom.charset import response_charset
 from micropacs.dicom.json_model import from_json, to_json
-from micropacs.dimse.retrieve_scp import RetrievePlan
+from micropacs.dimse.retrieve_scp import Destination, RetrievePlan
 from micropacs.errors import MicropacsError, Status
 from micropacs.ports import InstanceLocation
 from services.qr.metrics import QrMetrics
@@ -33,11 +35,12 @@ IDENTIFIER_SYNTAXES = [
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
 ]
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 QR_CLASSES = [
     "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Query/Retrieve Information Model - FIND
     "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root - MOVE
     "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root - GET
-    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Query/Retrieve Information Model - FIND
+    STUDY_ROOT_FIND,  # Study Root Query/Retrieve Information Model - FIND
     "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root - MOVE
     "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root - GET
 ]
@@ -63,7 +66,8 @@ def handle_find(
     try:
         request = event.identifier
         requested_charset = request.get("SpecificCharacterSet")
-        matches = bridge.run(service.find(_identifier(event)))
+        study_root = event.request.AffectedSOPClassUID == STUDY_ROOT_FIND
+        matches = bridge.run(service.find(_identifier(event), study_root=study_root))
     except MicropacsError as exc:
         log.warning("C-FIND refused", extra={"reason": str(exc)})
         yield exc.dimse, None
@@ -83,46 +87,56 @@ def handle_find(
         yield Status.PENDING, ds
 
 
-def _plan(
-    event: evt.Event, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics, op: str
-) -> RetrievePlan:
-    locations = bridge.run(service.locate(_identifier(event)))
+class BridgedSource:
+    """The qr service's :class:`InstanceSource`: its RetrieveService, called from the
+    association's thread through the loop, counting what each sub-operation did."""
 
-    def on_sent(location: InstanceLocation, status: int) -> None:
-        metrics.suboperations.labels(operation=op, status=f"0x{status:04X}").inc()
+    def __init__(
+        self, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics, operation: str
+    ) -> None:
+        self._service = service
+        self._bridge = bridge
+        self._metrics = metrics
+        self._operation = operation
+
+    def open(self, location: InstanceLocation) -> AbstractContextManager[Path]:
+        return self._bridge.enter(self._service.local_path(location))
+
+    def sent(self, location: InstanceLocation, status: int) -> None:
+        self._metrics.suboperations.labels(
+            operation=self._operation, status=f"0x{status:04X}"
+        ).inc()
         if status == Status.SUCCESS:
-            metrics.retrieved_bytes.inc(location.size)
-
-    return RetrievePlan(
-        instances=locations,
-        opener=lambda location: bridge.enter(service.local_path(location)),
-        on_sent=on_sent,
-    )
+            self._metrics.retrieved_bytes.inc(location.size)
 
 
 def handle_get(
     event: evt.Event, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics
-) -> RetrievePlan:
+) -> RetrievePlan | int:
     """C-GET (PS3.4 C.4.3): send the named instances over this association."""
     try:
-        return _plan(event, service, bridge, metrics, "get")
+        locations = bridge.run(service.locate(_identifier(event)))
     except MicropacsError as exc:
         log.warning("C-GET refused", extra={"reason": str(exc)})
-        return RetrievePlan(status=exc.dimse, reason=str(exc))
+        return exc.dimse
+    return RetrievePlan(locations, BridgedSource(service, bridge, metrics, "get"))
 
 
 def handle_move(
     event: evt.Event, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics
-) -> RetrievePlan:
+) -> RetrievePlan | int:
     """C-MOVE (PS3.4 C.4.2): send the named instances to a registered node."""
     try:
         node = bridge.run(service.destination(str(event.move_destination or "")))
-        plan = _plan(event, service, bridge, metrics, "move")
+        locations = bridge.run(service.locate(_identifier(event)))
     except MicropacsError as exc:
         log.warning("C-MOVE refused", extra={"reason": str(exc)})
-        return RetrievePlan(status=exc.dimse, reason=str(exc))
-    plan.destination = (node.host, node.port, node.ae_title)
-    return plan
+        return exc.dimse
+    return RetrievePlan(
+        locations,
+        BridgedSource(service, bridge, metrics, "move"),
+        Destination(node.host, node.port, node.ae_title),
+    )
 
 
 def handlers(

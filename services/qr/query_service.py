@@ -12,33 +12,26 @@ import time
 from typing import Any
 
 from micropacs.config import QuerySettings
-from micropacs.dicom.json_model import DicomJson, text_of
+from micropacs.dicom.json_model import DicomJson, element, text_of
+from micropacs.dicom.levels import UNIQUE_KEYS
+from micropacs.dicom.tags import (
+    INSTANCE_AVAILABILITY,
+    QUERY_RETRIEVE_LEVEL,
+    RETRIEVE_AE_TITLE,
+    SPECIFIC_CHARACTER_SET,
+)
 from micropacs.dicom.uids import is_valid_uid
-from micropacs.errors import InvalidIdentifier
+from micropacs.errors import InvalidIdentifier, NotFound
 from micropacs.ports import Catalog, Level, Query
 from services.qr.metrics import QrMetrics
 
-QUERY_RETRIEVE_LEVEL = "00080052"
-SPECIFIC_CHARACTER_SET = "00080005"
-RETRIEVE_AE_TITLE = "00080054"
-INSTANCE_AVAILABILITY = "00080056"
 NOT_MATCHED = {
     SPECIFIC_CHARACTER_SET,
     QUERY_RETRIEVE_LEVEL,
     RETRIEVE_AE_TITLE,
     INSTANCE_AVAILABILITY,
 }
-
-PATIENT_ID = "00100020"
-STUDY_UID = "0020000D"
-SERIES_UID = "0020000E"
-SOP_INSTANCE_UID = "00080018"
-UNIQUE_KEYS: dict[Level, list[tuple[str, str]]] = {
-    Level.PATIENT: [(PATIENT_ID, "LO")],
-    Level.STUDY: [(STUDY_UID, "UI")],
-    Level.SERIES: [(STUDY_UID, "UI"), (SERIES_UID, "UI")],
-    Level.IMAGE: [(STUDY_UID, "UI"), (SERIES_UID, "UI"), (SOP_INSTANCE_UID, "UI")],
-}
+"""Keys of an identifier that say how to answer, not what to match (PS3.4 C.4.1.1.3)."""
 
 
 def level_of(identifier: DicomJson) -> Level:
@@ -55,10 +48,10 @@ def level_of(identifier: DicomJson) -> Level:
 
 def check_uids(identifier: DicomJson) -> None:
     """Refuse UI keys that are not UIDs or lists of UIDs (PS3.4 C.2.2.2.2)."""
-    for tag, element in identifier.items():
-        if element.get("vr") != "UI":
+    for tag, key in identifier.items():
+        if key.get("vr") != "UI":
             continue
-        for value in text_of(element):
+        for value in text_of(key):
             if value and value != "*" and not is_valid_uid(value):
                 raise InvalidIdentifier(f"({tag[:4]},{tag[4:]}) holds {value!r}, not a UID")
 
@@ -75,17 +68,29 @@ class QueryService:
         self._ae_title = ae_title
 
     async def find(
-        self, identifier: DicomJson, *, limit: int = 0, offset: int = 0, include_all: bool = False
+        self,
+        identifier: DicomJson,
+        *,
+        limit: int = 0,
+        offset: int = 0,
+        include_all: bool = False,
+        study_root: bool = False,
     ) -> list[DicomJson]:
         """Every match of ``identifier`` as a response holding the requested keys
         (and, with ``include_all``, every attribute the catalog holds: QIDO-RS
-        ``includefield=all`` and WADO-RS metadata)."""
+        ``includefield=all`` and WADO-RS metadata).
+
+        ``study_root`` queries the Study Root model, which has no PATIENT level
+        (PS3.4 C.6.2.1).
+        """
         started = time.perf_counter()
         level = level_of(identifier)
+        if study_root and level is Level.PATIENT:
+            raise InvalidIdentifier("the Study Root model has no PATIENT level; query STUDY")
         check_uids(identifier)
         keys = {
-            tag: element
-            for tag, element in identifier.items()
+            tag: key
+            for tag, key in identifier.items()
             if tag not in NOT_MATCHED and not tag.startswith("0000")
         }
         cap = self._settings.max_results
@@ -103,6 +108,15 @@ class QueryService:
         self._metrics.query_seconds.labels(level=level.value).observe(time.perf_counter() - started)
         return responses
 
+    async def metadata(self, identifier: DicomJson) -> list[DicomJson]:
+        """Every attribute the catalog holds of each instance under one study, series or
+        instance (WADO-RS metadata, PS3.18 10.4.1.1.2); NotFound when there is none."""
+        at_image = {**identifier, QUERY_RETRIEVE_LEVEL: element("CS", Level.IMAGE.value)}
+        found = await self.find(at_image, include_all=True)
+        if not found:
+            raise NotFound("no such instances in the archive")
+        return [{t: e for t, e in record.items() if t != QUERY_RETRIEVE_LEVEL} for record in found]
+
     def _response(
         self,
         level: Level,
@@ -112,23 +126,23 @@ class QueryService:
         include_all: bool = False,
     ) -> DicomJson:
         response: DicomJson = dict(found) if include_all else {}
-        for tag, element in keys.items():
+        for tag, key in keys.items():
             stored = found.get(tag)
             if stored is None or "Value" not in stored:
-                response[tag] = {"vr": element.get("vr", "UN")}
-            elif element.get("vr") == "SQ":
-                response[tag] = _sequence_subset(element, stored)
+                response[tag] = element(key.get("vr", "UN"))
+            elif key.get("vr") == "SQ":
+                response[tag] = _sequence_subset(key, stored)
             else:
                 response[tag] = stored
         for tag, vr in UNIQUE_KEYS[level]:
             if tag not in response and tag in found:
                 response[tag] = found[tag]
             response.setdefault(tag, {"vr": vr})
-        response[QUERY_RETRIEVE_LEVEL] = {"vr": "CS", "Value": [level.value]}
+        response[QUERY_RETRIEVE_LEVEL] = element("CS", level.value)
         if RETRIEVE_AE_TITLE in identifier:
-            response[RETRIEVE_AE_TITLE] = {"vr": "AE", "Value": [self._ae_title]}
+            response[RETRIEVE_AE_TITLE] = element("AE", self._ae_title)
         if INSTANCE_AVAILABILITY in identifier:
-            response[INSTANCE_AVAILABILITY] = {"vr": "CS", "Value": ["ONLINE"]}
+            response[INSTANCE_AVAILABILITY] = element("CS", "ONLINE")
         return dict(sorted(response.items()))
 
 
@@ -139,7 +153,7 @@ def _sequence_subset(requested: DicomJson, stored: DicomJson) -> DicomJson:
     if not wanted:
         return stored
     subset = [
-        {tag: item.get(tag, {"vr": element.get("vr", "UN")}) for tag, element in wanted.items()}
+        {tag: item.get(tag, element(key.get("vr", "UN"))) for tag, key in wanted.items()}
         for item in stored.get("Value", [])
     ]
     return {"vr": "SQ", "Value": subset}

@@ -1,33 +1,62 @@
-"""RetrieveService: which instances a C-GET / C-MOVE (later WADO-RS) asks for, and their bytes.
+"""RetrieveService: which instances a C-GET, C-MOVE or WADO request names, and their bytes.
 
 A retrieve identifier names entities by their unique keys at its level
 (PS3.4 C.4.2.2.1, C.4.3.2.1): PatientID, or lists of Study, Series or SOP
-Instance UIDs.
+Instance UIDs. WADO names them by the path of its URL (PS3.18 10.4.1). The
+bytes go as stored when the receiver accepts the stored transfer syntax,
+otherwise converted, by the one policy
+:func:`~micropacs.dicom.transcode.choose_syntax` that C-GET and C-MOVE use too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from micropacs.dicom.json_model import DicomJson, text_of
-from micropacs.errors import InvalidIdentifier, UnknownDestination
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import UID
+
+from micropacs.dicom import frames, render
+from micropacs.dicom.json_model import DicomJson, element, text_of
+from micropacs.dicom.levels import UNIQUE_KEY
+from micropacs.dicom.tags import (
+    PATIENT_ID,
+    QUERY_RETRIEVE_LEVEL,
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
+)
+from micropacs.dicom.transcode import choose_syntax, to_syntax
+from micropacs.dicom.uids import require_uid
+from micropacs.errors import InvalidIdentifier, NotFound, UnknownDestination, UnsupportedTransfer
 from micropacs.ports import BlobStore, Catalog, InstanceLocation, Level, Node
 from services.qr.metrics import QrMetrics
-from services.qr.query_service import (
-    PATIENT_ID,
-    SERIES_UID,
-    SOP_INSTANCE_UID,
-    STUDY_UID,
-    check_uids,
-    level_of,
-)
+from services.qr.query_service import check_uids, level_of
+
+
+def entity_identifier(
+    study: str, series: str | None = None, instance: str | None = None
+) -> DicomJson:
+    """The identifier of one study, series or instance, its UIDs checked (PS3.5 9.1)."""
+    identifier: DicomJson = {
+        STUDY_INSTANCE_UID: element("UI", require_uid(study, "StudyInstanceUID"))
+    }
+    level = Level.STUDY
+    if series is not None:
+        identifier[SERIES_INSTANCE_UID] = element("UI", require_uid(series, "SeriesInstanceUID"))
+        level = Level.SERIES
+    if instance is not None:
+        identifier[SOP_INSTANCE_UID] = element("UI", require_uid(instance, "SOPInstanceUID"))
+        level = Level.IMAGE
+    identifier[QUERY_RETRIEVE_LEVEL] = element("CS", level.value)
+    return identifier
 
 
 class RetrieveService:
-    """Locates instances and opens their stored bytes."""
+    """Locates instances and gives their stored bytes, converted where needed."""
 
     def __init__(
         self, catalog: Catalog, blobs: BlobStore, metrics: QrMetrics | None = None
@@ -42,24 +71,76 @@ class RetrieveService:
         check_uids(identifier)
 
         def values(tag: str) -> list[str]:
-            return [v.strip() for v in text_of(identifier.get(tag, {})) if v.strip()]
+            return [value.strip() for value in text_of(identifier.get(tag), skip_blank=True)]
 
-        unique = {
-            Level.PATIENT: PATIENT_ID,
-            Level.STUDY: STUDY_UID,
-            Level.SERIES: SERIES_UID,
-            Level.IMAGE: SOP_INSTANCE_UID,
-        }[level]
+        unique = UNIQUE_KEY[level]
         if not values(unique):
             raise InvalidIdentifier(
                 f"a {level.value} level retrieve needs ({unique[:4]},{unique[4:]})"
             )
         return await self._catalog.locate(
             patient_ids=values(PATIENT_ID) if level is Level.PATIENT else (),
-            study_uids=values(STUDY_UID),
-            series_uids=values(SERIES_UID) if level in (Level.SERIES, Level.IMAGE) else (),
+            study_uids=values(STUDY_INSTANCE_UID),
+            series_uids=values(SERIES_INSTANCE_UID) if level in (Level.SERIES, Level.IMAGE) else (),
             sop_instance_uids=values(SOP_INSTANCE_UID) if level is Level.IMAGE else (),
         )
+
+    async def entity(
+        self, study: str, series: str | None = None, instance: str | None = None
+    ) -> list[InstanceLocation]:
+        """The instances of one study, series or instance; NotFound when there are none."""
+        found = await self.locate(entity_identifier(study, series, instance))
+        if not found:
+            raise NotFound("no such instances in the archive")
+        return found
+
+    async def one(self, study: str, series: str, instance: str) -> InstanceLocation:
+        """The one instance with these UIDs; NotFound when it is not stored."""
+        (location,) = await self.entity(study, series, instance)
+        return location
+
+    def servable(self, locations: Sequence[InstanceLocation], accepted: Collection[str]) -> None:
+        """Raise UnsupportedTransfer (before a response starts) unless every instance can be
+        sent in one of ``accepted``."""
+        stored = sorted(
+            {
+                location.transfer_syntax_uid
+                for location in locations
+                if choose_syntax(location.transfer_syntax_uid, accepted) is None
+            }
+        )
+        if stored:
+            raise UnsupportedTransfer(
+                f"stored as {stored}, which cannot be converted to {sorted(accepted)}; "
+                "accept transfer-syntax=* or the Explicit VR Little Endian default"
+            )
+
+    async def instance(
+        self, location: InstanceLocation, accepted: Collection[str]
+    ) -> tuple[str, AsyncIterator[bytes]]:
+        """``location`` as a Part 10 object in one of ``accepted``: its syntax and bytes."""
+        target = choose_syntax(location.transfer_syntax_uid, accepted)
+        if target is None:
+            self.servable([location], accepted)
+        assert target is not None
+        if target == location.transfer_syntax_uid:
+            return target, self.read(location)
+        return target, _once(await self._converted(location, UID(target)))
+
+    async def frames(
+        self, location: InstanceLocation, numbers: Sequence[int] | None, accepted: Collection[str]
+    ) -> tuple[str, list[bytes]]:
+        """Frames ``numbers`` (all pixel data when None) of an image, in a syntax of
+        ``accepted``: as stored if accepted, else decoded."""
+        async with self.local_path(location) as path:
+            return await asyncio.to_thread(frames.read_frames, path, numbers, set(accepted))
+
+    async def render(
+        self, location: InstanceLocation, frame: int, options: render.RenderOptions
+    ) -> bytes:
+        """Frame ``frame`` of an image as a consumer format image (PS3.18 8.3.5.1)."""
+        async with self.local_path(location) as path:
+            return await asyncio.to_thread(render.render, path, frame, options)
 
     async def read(self, location: InstanceLocation) -> AsyncIterator[bytes]:
         """The stored bytes of ``location``, in chunks."""
@@ -87,3 +168,14 @@ class RetrieveService:
             if node.ae_title == wanted:
                 return node
         raise UnknownDestination(f"move destination {wanted!r} is not a registered node")
+
+    async def _converted(self, location: InstanceLocation, target: UID) -> bytes:
+        async with self.local_path(location) as path:
+            converted = await asyncio.to_thread(to_syntax, path, target)
+            buffer = DicomBytesIO()
+            await asyncio.to_thread(converted.save_as, buffer, enforce_file_format=True)
+        return buffer.getvalue()
+
+
+async def _once(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload
