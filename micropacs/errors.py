@@ -10,6 +10,7 @@ HTTP status (PS3.18 8.5)::
     │   ├── NotDicom              not a DICOM dataset, or truncated     -> 0xC000 / 400
     │   ├── InvalidUid            missing or malformed UID (PS3.5 9.1)   -> 0xA900 / 400
     │   ├── InvalidIdentifier     a query identifier we cannot match     -> 0xA900 / 400
+    │   ├── StudyMismatch         STOW-RS instance of another study      -> 0xC409 / 409
     │   └── UnsupportedTransfer   cannot convert to what the peer takes  -> 0xA900 / 406
     ├── NotFound                  unknown instance, node or destination
     │   └── UnknownDestination    C-MOVE destination not in the registry -> 0xA801 / 404
@@ -21,7 +22,10 @@ HTTP status (PS3.18 8.5)::
 
 Protocol handlers catch :class:`MicropacsError` and answer with
 :func:`dimse_status` or :func:`http_status`; anything else is a bug, logged
-with its traceback and answered 0xC000 / 500.
+with its traceback and answered 0xC001 / 500: a failure of the 0xCxxx class,
+"Unable to process" (PS3.4 C.4.1.1.4, C.4.2.1.5, C.4.3.1.4), which C-STORE
+calls "Cannot understand" (B.2.3); 0xC000 stays for requests that are not
+DICOM at all.
 """
 
 from __future__ import annotations
@@ -38,6 +42,15 @@ class Status:
     PENDING_WARNING = 0xFF01
     CANCEL = 0xFE00
     WARNING_SUBOPS = 0xB000
+    """C-GET/C-MOVE: sub-operations complete, one or more failures or warnings."""
+    COERCION_OF_DATA_ELEMENTS = 0xB000
+    """C-STORE warning: the SCP changed some attributes (PS3.4 B.2.3)."""
+    ELEMENTS_DISCARDED = 0xB006
+    """C-STORE warning: the SCP discarded some attributes."""
+    DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING = 0xB007
+    """C-STORE warning: the data set does not match the SOP class, stored anyway."""
+    STORE_WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
+    """Every C-STORE warning: the object was stored."""
     OUT_OF_RESOURCES = 0xA700
     OUT_OF_RESOURCES_SUBOPS = 0xA702
     MOVE_DESTINATION_UNKNOWN = 0xA801
@@ -45,6 +58,9 @@ class Status:
     IDENTIFIER_DOES_NOT_MATCH = 0xA900
     CANNOT_UNDERSTAND = 0xC000
     UNABLE_TO_PROCESS = 0xC001
+    STUDY_MISMATCH = 0xC409
+    """STOW-RS FailureReason: the instance belongs to another study than the request's URL
+    (a failure of the 0xCxxx class, as dcm4chee answers it)."""
 
 
 class MicropacsError(Exception):
@@ -78,6 +94,21 @@ class InvalidIdentifier(InvalidInput):
     """A query identifier that cannot be matched (PS3.4 C.4.1.1.4)."""
 
     dimse = Status.IDENTIFIER_DOES_NOT_MATCH
+
+
+class StudyMismatch(InvalidInput):
+    """An instance POSTed to a study's URL belongs to another study (PS3.18 10.5.1).
+
+    It names the refused instance, which the STOW-RS answer lists (10.5.3.2).
+    """
+
+    dimse = Status.STUDY_MISMATCH
+    http = HTTPStatus.CONFLICT
+
+    def __init__(self, message: str, sop_class_uid: str, sop_instance_uid: str) -> None:
+        super().__init__(message)
+        self.sop_class_uid = sop_class_uid
+        self.sop_instance_uid = sop_instance_uid
 
 
 class UnsupportedTransfer(InvalidInput):
@@ -128,10 +159,10 @@ class CatalogUnavailable(Unavailable):
 
 
 def dimse_status(error: BaseException) -> int:
-    """The DIMSE status that answers ``error``: its own, or 0xC000 for a bug."""
+    """The DIMSE status that answers ``error``: its own, or 0xC001 for a bug."""
     if isinstance(error, MicropacsError):
         return error.dimse
-    return Status.CANNOT_UNDERSTAND
+    return Status.UNABLE_TO_PROCESS
 
 
 def http_status(error: BaseException) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -87,10 +86,8 @@ def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) ->
         sop_class_uid=str(request.AffectedSOPClassUID or ""),
         sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
     )
-    started = time.perf_counter()
     try:
-        prepared = service.prepare(received)
-        bridge.run(service.commit(prepared, started))
+        bridge.run(service.store(received))
     except MicropacsError as exc:
         return exc.dimse
     except Exception as exc:

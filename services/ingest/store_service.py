@@ -1,9 +1,10 @@
 """StoreService: the one path every received object takes (ARCHITECTURE.md, rule 1).
 
-C-STORE (and later STOW-RS) hand it a received Part 10 file. It validates the
-UIDs, puts the bytes as received into the BlobStore, publishes
-``instance.stored`` and only then reports success. Any failure raises a
-:mod:`micropacs.errors` error and nothing is acknowledged.
+C-STORE, STOW-RS and ``micropacs import`` hand it a received Part 10 file,
+with one call, :meth:`StoreService.store`. It validates the UIDs, puts the
+bytes as received into the BlobStore, publishes ``instance.stored`` and only
+then reports success. Any failure raises a :mod:`micropacs.errors` error and
+nothing is acknowledged; either way no temporary file is left behind.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from micropacs.errors import (
     EventBusUnavailable,
     InvalidUid,
     MicropacsError,
+    StudyMismatch,
 )
 from micropacs.events import INSTANCE_STORED, InstanceStored
 from micropacs.ports import BlobStore, EventBus
@@ -85,21 +87,35 @@ class StoreService:
         self._compress_to = AT_REST.get(compression)
         self._default_issuer = default_issuer
 
-    async def store(self, received: Received) -> InstanceStored:
-        """Store one object; returns its event once blob and event are durable."""
-        started = time.perf_counter()
-        prepared = await asyncio.to_thread(self.prepare, received)
-        return await self.commit(prepared, started)
+    async def store(self, received: Received, *, study: str | None = None) -> InstanceStored:
+        """Store one object; returns its event once blob and event are durable.
 
-    def prepare(self, received: Received) -> Prepared:
-        """Read and check the received file and build its event (CPU only, no backend).
-
-        Runs in the caller's thread: the C-STORE handler calls it in its
-        association thread, so header parsing never blocks the event loop.
+        ``study``, when given, is the StudyInstanceUID the object must belong to
+        (a STOW-RS request to a study's URL, PS3.18 10.5.1); another study's object
+        is refused with :class:`~micropacs.errors.StudyMismatch`. Whatever happens,
+        no temporary file this call was handed (``received.owned``) or made is left.
         """
+        started = time.perf_counter()
+        prepared: Prepared | None = None
+        try:
+            prepared = await asyncio.to_thread(self._prepare, received, study)
+            return await self._commit(prepared, started)
+        finally:
+            _discard(received)
+            if prepared is not None:
+                _discard(prepared.received)
+
+    def _prepare(self, received: Received, study: str | None) -> Prepared:
+        """Read and check the received file and build its event (CPU only, no backend)."""
         try:
             ds = read_header(received.path)
             uids = _uids(ds, received)
+            if study is not None and uids["study"] != study:
+                raise StudyMismatch(
+                    "the instance belongs to another study than the request's",
+                    uids["class"],
+                    uids["instance"],
+                )
         except MicropacsError as exc:
             self._refused(received, exc)
             raise
@@ -109,25 +125,30 @@ class StoreService:
             received, compressed = self._compressed(received)
             if compressed:
                 original, syntax = syntax, str(self._compress_to)
-        event = InstanceStored(
-            sop_class_uid=uids["class"],
-            sop_instance_uid=uids["instance"],
-            series_instance_uid=uids["series"],
-            study_instance_uid=uids["study"],
-            patient_id=str(ds.get("PatientID", "") or ""),
-            issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or "") or self._default_issuer,
-            object_key=object_key(self._group, uids["study"], uids["series"], uids["instance"]),
-            size=received.path.stat().st_size,
-            transfer_syntax_uid=syntax,
-            calling_ae=received.calling_ae,
-            called_ae=received.called_ae,
-            site=self._site,
-            storage_group=self._group,
-            received_at=datetime.now(UTC).isoformat(),
-            header=to_json(ds),
-            original_transfer_syntax_uid=original,
-        )
-        return Prepared(received=received, event=event, payload=event.to_bytes())
+        try:
+            event = InstanceStored(
+                sop_class_uid=uids["class"],
+                sop_instance_uid=uids["instance"],
+                series_instance_uid=uids["series"],
+                study_instance_uid=uids["study"],
+                patient_id=str(ds.get("PatientID", "") or ""),
+                issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or "")
+                or self._default_issuer,
+                object_key=object_key(self._group, uids["study"], uids["series"], uids["instance"]),
+                size=received.path.stat().st_size,
+                transfer_syntax_uid=syntax,
+                calling_ae=received.calling_ae,
+                called_ae=received.called_ae,
+                site=self._site,
+                storage_group=self._group,
+                received_at=datetime.now(UTC).isoformat(),
+                header=to_json(ds),
+                original_transfer_syntax_uid=original,
+            )
+            return Prepared(received=received, event=event, payload=event.to_bytes())
+        except BaseException:
+            _discard(received)  # the compressed copy this call made
+            raise
 
     def _compressed(self, received: Received) -> tuple[Received, bool]:
         """The received object compressed at rest, or as it came if it cannot be."""
@@ -147,9 +168,8 @@ class StoreService:
             received.path.unlink(missing_ok=True)
         return replace(received, path=out, owned=True), True
 
-    async def commit(self, prepared: Prepared, started: float | None = None) -> InstanceStored:
+    async def _commit(self, prepared: Prepared, started: float) -> InstanceStored:
         """Make the object durable, then publish its event: only then is it stored."""
-        started = time.perf_counter() if started is None else started
         received, event = prepared.received, prepared.event
         try:
             blob_started = time.perf_counter()
@@ -178,6 +198,12 @@ class StoreService:
     def _refused(self, received: Received, exc: MicropacsError) -> None:
         self._metrics.stored.labels(status=f"0x{exc.dimse:04X}").inc()
         log.warning("store refused", extra={"reason": str(exc), "calling_ae": received.calling_ae})
+
+
+def _discard(received: Received) -> None:
+    """Remove a temporary file the store was handed, unless the store moved it already."""
+    if received.owned:
+        received.path.unlink(missing_ok=True)
 
 
 def _uids(ds: Dataset, received: Received) -> dict[str, str]:

@@ -1,14 +1,15 @@
 """STOW-RS (PS3.18 10.5): instances POSTed as multipart/related through the StoreService.
 
 Each part is saved to disk as it arrives, then takes the same path as a
-C-STORE: validated, made durable, announced, and only then listed in the
-ReferencedSOPSequence. A part that fails is listed in the FailedSOPSequence
-with the DIMSE status a C-STORE would have got as its FailureReason.
+C-STORE, the StoreService's one call: validated (and, for a study's URL,
+checked to belong to it), made durable, announced, and only then listed in
+the ReferencedSOPSequence. A part that fails is listed in the
+FailedSOPSequence with the DIMSE status a C-STORE would have got as its
+FailureReason.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import tempfile
@@ -19,33 +20,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from micropacs.dicom.json_model import DicomJson
+from micropacs.dicom.json_model import DicomJson, element
+from micropacs.dicom.tags import (
+    FAILED_SOP_SEQUENCE,
+    FAILURE_REASON,
+    REFERENCED_SOP_CLASS_UID,
+    REFERENCED_SOP_INSTANCE_UID,
+    REFERENCED_SOP_SEQUENCE,
+)
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart
 from micropacs.dicomweb.responses import DICOM_JSON, RETRIEVE_URL, ROOT, problem
-from micropacs.errors import MicropacsError, dimse_status
+from micropacs.errors import MicropacsError, Status, StudyMismatch
 from services.ingest.store_service import Received, StoreService
 
 log = logging.getLogger(__name__)
 
-STUDY_MISMATCH = 0xC409
-"""FailureReason of an instance POSTed to another study's URL (a "cannot understand" code)."""
-NOT_DICOM_PART = 0xC000
-
-FAILED_SOP_SEQUENCE = "00081198"
-REFERENCED_SOP_SEQUENCE = "00081199"
-REFERENCED_SOP_CLASS = "00081150"
-REFERENCED_SOP_INSTANCE = "00081155"
-FAILURE_REASON = "00081197"
-
 
 def _reference(sop_class: str, sop_instance: str) -> DicomJson:
-    item: DicomJson = {}
-    if sop_class:
-        item[REFERENCED_SOP_CLASS] = {"vr": "UI", "Value": [sop_class]}
-    if sop_instance:
-        item[REFERENCED_SOP_INSTANCE] = {"vr": "UI", "Value": [sop_instance]}
-    return item
+    """The Referenced SOP Class and Instance UIDs of an answer's item (PS3.18 10.5.3.2)."""
+    return {
+        REFERENCED_SOP_CLASS_UID: element("UI", sop_class),
+        REFERENCED_SOP_INSTANCE_UID: element("UI", sop_instance),
+    }
 
 
 class Stow:
@@ -82,21 +79,20 @@ class Stow:
         referenced: list[DicomJson] = []
         failed: list[DicomJson] = []
         base = str(request.base_url).rstrip("/") + ROOT
+        pending = list(parts)
         try:
-            for part in parts:
-                outcome, item = await self._store_part(part, study, base)
+            while pending:
+                outcome, item = await self._store_part(pending.pop(0), study, base)
                 (referenced if outcome else failed).append(item)
         finally:
-            for part in parts:
+            for part in pending:  # never handed to the StoreService, which owns the others
                 part.path.unlink(missing_ok=True)
         answer: dict[str, Any] = {
-            FAILED_SOP_SEQUENCE: {"vr": "SQ", "Value": failed} if failed else {"vr": "SQ"},
-            REFERENCED_SOP_SEQUENCE: (
-                {"vr": "SQ", "Value": referenced} if referenced else {"vr": "SQ"}
-            ),
+            FAILED_SOP_SEQUENCE: element("SQ", *failed),
+            REFERENCED_SOP_SEQUENCE: element("SQ", *referenced),
         }
         if study:
-            answer[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{base}/studies/{study}"]}
+            answer[RETRIEVE_URL] = element("UR", f"{base}/studies/{study}")
         status = 200 if not failed else 202 if referenced else 409
         return Response(json.dumps(answer), status_code=status, media_type=DICOM_JSON)
 
@@ -105,30 +101,20 @@ class Stow:
     ) -> tuple[bool, DicomJson]:
         media, _ = multipart.parameters(part.content_type or "application/dicom")
         if media != "application/dicom":
-            item = {FAILURE_REASON: {"vr": "US", "Value": [NOT_DICOM_PART]}}
-            return False, item
+            part.path.unlink(missing_ok=True)
+            return False, {FAILURE_REASON: element("US", Status.CANNOT_UNDERSTAND)}
         received = Received(path=part.path, calling_ae="DICOMWEB", called_ae=self._called_ae)
         try:
-            prepared = await asyncio.to_thread(self._store.prepare, received)
+            event = await self._store.store(received, study=study)
+        except StudyMismatch as exc:
+            item = _reference(exc.sop_class_uid, exc.sop_instance_uid)
+            return False, {**item, FAILURE_REASON: element("US", exc.dimse)}
         except MicropacsError as exc:
-            return False, {FAILURE_REASON: {"vr": "US", "Value": [dimse_status(exc)]}}
-        event = prepared.event
+            return False, {FAILURE_REASON: element("US", exc.dimse)}
         item = _reference(event.sop_class_uid, event.sop_instance_uid)
-        if study is not None and event.study_instance_uid != study:
-            log.warning(
-                "STOW-RS instance of another study refused",
-                extra={"url_study": study, "instance_study": event.study_instance_uid},
-            )
-            item[FAILURE_REASON] = {"vr": "US", "Value": [STUDY_MISMATCH]}
-            return False, item
-        try:
-            await self._store.commit(prepared)
-        except MicropacsError as exc:
-            item[FAILURE_REASON] = {"vr": "US", "Value": [dimse_status(exc)]}
-            return False, item
         url = (
             f"{base}/studies/{event.study_instance_uid}/series/{event.series_instance_uid}"
             f"/instances/{event.sop_instance_uid}"
         )
-        item[RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
+        item[RETRIEVE_URL] = element("UR", url)
         return True, item
