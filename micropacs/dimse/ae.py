@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from micropacs.config import DicomSettings
@@ -43,6 +43,23 @@ def configure_pynetdicom() -> None:
         _config.ENFORCE_UID_CONFORMANCE = False
         retrieve_scp.install()
         _done = True
+
+
+REJECTED_PERMANENT, SERVICE_USER, NO_REASON_GIVEN = 0x01, 0x01, 0x01
+"""An A-ASSOCIATE-RJ's result, source and diagnostic (PS3.8 9.3.4)."""
+
+
+def refuse_without_contexts(event: evt.Event) -> None:
+    """EVT_REQUESTED handler: reject an A-ASSOCIATE-RQ that proposes no presentation
+    context, which PS3.8 9.3.2 requires at least one of."""
+    assoc = event.assoc
+    request = assoc.requestor.primitive
+    if request is None or request.presentation_context_definition_list:
+        return
+    log.warning("association without presentation contexts rejected")
+    assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, NO_REASON_GIVEN)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})  # counted and logged like every rejection
+    assoc.kill()  # as pynetdicom does after its own rejections: the RJ leaves first
 
 
 class RegistryAE(AE):
@@ -119,7 +136,7 @@ def start_server(
     server = ae.make_server(
         (host, port),
         contexts=SharedContexts(ae.supported_contexts),
-        evt_handlers=[NODELAY, *handlers],
+        evt_handlers=[NODELAY, (evt.EVT_REQUESTED, refuse_without_contexts), *handlers],
         server_class=server_class,
     )
     thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)

@@ -45,6 +45,20 @@ def free_port() -> int:
         return port
 
 
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Wait until ``process`` listens on the loopback ``port`` (or fail if it exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the peer exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
 def dcmtk(
     tool: str, *args: str, timeout: float = 300, check: bool = True, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

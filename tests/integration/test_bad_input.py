@@ -13,6 +13,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -208,3 +210,57 @@ def test_strict_registry_rejects_unknown_callers_until_added(
         assert f'{counter}{{peer="STRANGER",result="accepted"}} 1.0' in metrics
     finally:
         strict.stop()
+
+
+def association_request_without_contexts(called_ae: str) -> bytes:
+    """An A-ASSOCIATE-RQ PDU with no presentation context item (PS3.8 9.3.2 wants one)."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "ANYONE"
+    primitive.called_ae_title = called_ae
+    maximum = MaximumLengthNotification()
+    maximum.maximum_length_received = 16384
+    primitive.user_information = [maximum]
+    primitive.presentation_context_definition_list = []
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def test_association_without_presentation_contexts_is_rejected(server: Server) -> None:
+    with socket.create_connection((server.host, server.dicom_port), timeout=10) as sock:
+        sock.sendall(association_request_without_contexts(server.ae_title))
+        reply = sock.recv(10)
+    assert reply[:1] == b"\x03"  # A-ASSOCIATE-RJ
+    assert reply[7:10] == b"\x01\x01\x01"  # rejected-permanent, service-user, no reason
+    assert echo(server) == 0x0000
+
+
+def test_study_root_has_no_patient_level(server: Server) -> None:
+    patients = Dataset()
+    patients.QueryRetrieveLevel = "PATIENT"
+    patients.PatientID = ""
+    _, status = pyfind(server, patients)
+    assert status == 0xA900
+    _, status = pyfind(server, patients, patient_root=True)
+    assert status == 0x0000
+
+
+def test_series_of_a_study_not_in_the_archive_is_success_without_matches(
+    server: Server,
+) -> None:
+    stored = ct_dataset()
+    assoc = associate(server, [CTImageStorage])
+    try:
+        assert int(assoc.send_c_store(stored).Status) == 0x0000
+    finally:
+        assoc.release()
+    for patient_root in (False, True):
+        series = Dataset()
+        series.QueryRetrieveLevel = "SERIES"
+        if patient_root:
+            series.PatientID = stored.PatientID
+        series.StudyInstanceUID = generate_uid()
+        series.SeriesInstanceUID = ""
+        matches, status = pyfind(server, series, patient_root=patient_root)
+        assert (matches, status) == ([], 0x0000)

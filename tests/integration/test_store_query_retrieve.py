@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     RLELossless,
 )
@@ -26,6 +24,7 @@ from tests.integration.peers import (
     pyget,
     storescu,
     study_identifier,
+    wait_for_port,
     wait_indexed,
 )
 from tests.integration.server import Server, micropacs
@@ -270,7 +269,7 @@ def move_receiver(tmp_path: Path) -> Iterator[tuple[str, int, Path]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(0.5)
+    wait_for_port(port, scp)
     yield "MOVEDEST", port, out
     scp.terminate()
     scp.wait(10)
@@ -319,9 +318,11 @@ def test_series_level_counts_and_modalities(server: Server, stored: list[Dataset
     identifier.SeriesInstanceUID = ""
     identifier.NumberOfSeriesRelatedInstances = ""
     identifier.Modality = ""
-    matches, _ = pyfind(server, identifier)
+    matches, status = pyfind(server, identifier)
+    assert status == 0x0000
+    expected = {d.SeriesInstanceUID for d in stored if d.StudyInstanceUID == first.StudyInstanceUID}
+    assert {match.SeriesInstanceUID for match in matches} == expected
     for match in matches:
         members = [d for d in stored if d.SeriesInstanceUID == match.SeriesInstanceUID]
         assert int(match.NumberOfSeriesRelatedInstances) == len(members)
         assert match.Modality == members[0].Modality
-    assert ExplicitVRLittleEndian  # the default syntax of storescu's proposals
