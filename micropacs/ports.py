@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from micropacs.dicom.json_model import DicomJson
+from micropacs.dicom.levels import Level
 
 
 @dataclass(frozen=True)
@@ -115,15 +115,6 @@ class EventBus(Protocol):
     async def close(self) -> None:
         """Flush and release connections."""
         ...
-
-
-class Level(StrEnum):
-    """Query/Retrieve levels (PS3.4 C.3)."""
-
-    PATIENT = "PATIENT"
-    STUDY = "STUDY"
-    SERIES = "SERIES"
-    IMAGE = "IMAGE"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,8 +26,9 @@ from pymongo.errors import BulkWriteError
 
 from micropacs.dicom import levels, matching, tags
 from micropacs.dicom.json_model import DicomJson, text_of
+from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import normal_date, normal_pn
-from micropacs.ports import InstanceRecord, Level
+from micropacs.ports import InstanceRecord
 
 Document = dict[str, Any]
 

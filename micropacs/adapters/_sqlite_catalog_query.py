@@ -24,8 +24,9 @@ from micropacs.adapters._sqlite_catalog_schema import (
 )
 from micropacs.dicom import matching, tags
 from micropacs.dicom.json_model import DicomJson, element
+from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import fold
-from micropacs.ports import Level, Query
+from micropacs.ports import Query
 
 FETCH = 200
 """Rows read and matched per step of a query."""

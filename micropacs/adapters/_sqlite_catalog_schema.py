@@ -8,8 +8,8 @@ from typing import Any
 
 from micropacs.dicom import tags
 from micropacs.dicom.json_model import DicomJson, text_of
+from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import NUMERIC_VRS, normal_date, normal_pn
-from micropacs.ports import Level
 
 SCHEMA_VERSION = 2
 """Stored in ``PRAGMA user_version``; older catalogs are migrated, newer ones refused."""

@@ -22,10 +22,11 @@ from micropacs.adapters._sqlite_catalog_schema import (
 )
 from micropacs.dicom import levels, tags
 from micropacs.dicom.json_model import DicomJson, element, text_of
+from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import fold
 from micropacs.dicom.uids import require_uid
 from micropacs.errors import InvalidInput
-from micropacs.ports import InstanceRecord, Level
+from micropacs.ports import InstanceRecord
 
 INSTANCE_NUMBER = INDEXED[tags.INSTANCE_NUMBER]
 

@@ -29,15 +29,9 @@ from micropacs.adapters._mongo_write import (
 )
 from micropacs.dicom import levels, matching, tags
 from micropacs.dicom.json_model import DicomJson, element
+from micropacs.dicom.levels import Level
 from micropacs.errors import CatalogUnavailable, InvalidInput
-from micropacs.ports import (
-    CatalogCounts,
-    InstanceLocation,
-    InstanceRecord,
-    Level,
-    Node,
-    Query,
-)
+from micropacs.ports import CatalogCounts, InstanceLocation, InstanceRecord, Node, Query
 
 FIELDS = {
     Level.PATIENT: PATIENT_FIELDS,

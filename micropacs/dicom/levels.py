@@ -8,12 +8,23 @@ level (PS3.4 C.6.1.1.2-C.6.1.1.4, C.6.2.1) belong to the instance (IMAGE level).
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydicom.datadict import dictionary_VR
 
 from micropacs.dicom import tags
 from micropacs.dicom.json_model import DicomJson
 from micropacs.dicom.tags import tag_of
-from micropacs.ports import Level
+
+
+class Level(StrEnum):
+    """Query/Retrieve levels (PS3.4 C.3)."""
+
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
 
 LEVEL_ORDER = (Level.PATIENT, Level.STUDY, Level.SERIES, Level.IMAGE)
 """The levels from the top of the hierarchy down (PS3.4 C.3)."""

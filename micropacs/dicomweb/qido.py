@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from micropacs.dicom.json_model import DicomJson
+from micropacs.dicom.levels import Level
 from micropacs.errors import InvalidInput
-from micropacs.ports import Level
 
 FUZZY_IGNORED = "299 micropacs: fuzzymatching is not supported; only literal matching was done"
 

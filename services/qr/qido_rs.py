@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from micropacs.dicom.json_model import DicomJson, element, first_text
+from micropacs.dicom.levels import Level
 from micropacs.dicom.tags import (
     QUERY_RETRIEVE_LEVEL,
     SERIES_INSTANCE_UID,
@@ -25,7 +26,6 @@ from micropacs.dicom.uids import require_uid
 from micropacs.dicomweb import qido
 from micropacs.dicomweb.responses import DICOM_JSON, RETRIEVE_URL, ROOT, error_response
 from micropacs.errors import MicropacsError
-from micropacs.ports import Level
 from services.qr.query_service import QueryService
 
 PATH_KEYS = (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID"))

@@ -13,7 +13,7 @@ from typing import Any
 
 from micropacs.config import QuerySettings
 from micropacs.dicom.json_model import DicomJson, element, text_of
-from micropacs.dicom.levels import UNIQUE_KEYS
+from micropacs.dicom.levels import UNIQUE_KEYS, Level
 from micropacs.dicom.tags import (
     INSTANCE_AVAILABILITY,
     QUERY_RETRIEVE_LEVEL,
@@ -22,7 +22,7 @@ from micropacs.dicom.tags import (
 )
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.errors import InvalidIdentifier, NotFound
-from micropacs.ports import Catalog, Level, Query
+from micropacs.ports import Catalog, Query
 from services.qr.metrics import QrMetrics
 
 NOT_MATCHED = {

@@ -21,7 +21,7 @@ from pydicom.uid import UID
 
 from micropacs.dicom import frames, render
 from micropacs.dicom.json_model import DicomJson, element, text_of
-from micropacs.dicom.levels import UNIQUE_KEY
+from micropacs.dicom.levels import UNIQUE_KEY, Level
 from micropacs.dicom.tags import (
     PATIENT_ID,
     QUERY_RETRIEVE_LEVEL,
@@ -32,7 +32,7 @@ from micropacs.dicom.tags import (
 from micropacs.dicom.transcode import choose_syntax, to_syntax
 from micropacs.dicom.uids import require_uid
 from micropacs.errors import InvalidIdentifier, NotFound, UnknownDestination, UnsupportedTransfer
-from micropacs.ports import BlobStore, Catalog, InstanceLocation, Level, Node
+from micropacs.ports import BlobStore, Catalog, InstanceLocation, Node
 from services.qr.metrics import QrMetrics
 from services.qr.query_service import check_uids, level_of
 

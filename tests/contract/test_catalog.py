@@ -18,8 +18,9 @@ from pydicom.datadict import tag_for_keyword
 
 from micropacs.dicom import matching, tags
 from micropacs.dicom.json_model import DicomJson
+from micropacs.dicom.levels import Level
 from micropacs.errors import InvalidInput
-from micropacs.ports import Catalog, CatalogCounts, InstanceRecord, Level, Node, Query
+from micropacs.ports import Catalog, CatalogCounts, InstanceRecord, Node, Query
 from tests.contract.conftest import Runner
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from micropacs.dicom.levels import Level
 from micropacs.dicomweb import multipart, qido
 from micropacs.errors import InvalidInput
-from micropacs.ports import Level
 
 
 def body_of(parts: list[bytes], boundary: str) -> bytes:

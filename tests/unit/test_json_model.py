@@ -10,7 +10,7 @@ from pydicom.sequence import Sequence
 
 from micropacs.dicom import levels, tags
 from micropacs.dicom.json_model import element, first_text, from_json, text_of, to_json
-from micropacs.ports import Level
+from micropacs.dicom.levels import Level
 from tests import dicomdata
 
 
