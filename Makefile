@@ -49,6 +49,7 @@ typecheck: install-test
 test: install-test stack
 	$(BIN)/ruff check micropacs services tests bench stack
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 	$(BIN)/pytest --backend stack tests/contract tests/integration
 
