@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from micropacs.adapters._mongo_checks import MonitorChecks
 from micropacs.adapters._mongo_write import (
     INSTANCE_FIELDS,
     PATIENT_FIELDS,
@@ -106,8 +107,13 @@ class MongoCatalog:
         if parts.scheme != "mongodb" or not name or not re.fullmatch(r"[A-Za-z0-9_-]{1,60}", name):
             raise InvalidInput(f"{url!r} is not mongodb://HOST:PORT/DATABASE")
         self._url = url
+        self._checks = MonitorChecks()
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            url, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, tz_aware=True
+            url,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=5000,
+            tz_aware=True,
+            event_listeners=[self._checks],
         )
         self._db = self._client[name]
 
@@ -352,7 +358,8 @@ class MongoCatalog:
             raise self._unavailable(exc) from exc
 
     async def close(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections, between two server checks (see _mongo_checks)."""
+        await self._checks.settled(at_most=10)  # a check: connect and hello, 5 s each at most
         await self._client.close()
 
 

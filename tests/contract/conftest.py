@@ -10,6 +10,7 @@ clients are bound to the loop that created them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -46,6 +47,15 @@ class Runner:
 
     def __call__(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage() -> Iterator[None]:
+    """Collect garbage after each test, so a socket or file a test left unclosed fails
+    that test (warnings are errors) rather than whichever later one the collector
+    happens to run in."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
