@@ -20,7 +20,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from micropacs.config import DicomSettings
 from micropacs.dimse import retrieve_scp
-from micropacs.dimse.sockets import NODELAY
+from micropacs.dimse.sockets import NODELAY, close_sockets_always
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def configure_pynetdicom() -> None:
         # Identifiers with odd values must reach our handlers, which answer them properly.
         _config.ENFORCE_UID_CONFORMANCE = False
         retrieve_scp.install()
+        close_sockets_always()
         _done = True
 
 

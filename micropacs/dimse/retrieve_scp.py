@@ -246,8 +246,14 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
                 remaining = [i.sop_instance_uid for i in plan.instances[index:]]
                 self._respond(rsp, cx_id, Status.CANCEL, progress.failed_uids + remaining)
                 return
-            if not self.assoc.is_established or not store_assoc.is_established:
-                return
+            if not self.assoc.is_established:
+                return  # the requestor went away: nobody to answer
+            if not store_assoc.is_established:
+                # The destination went away: what was not sent failed (PS3.4 C.4.2.1.5).
+                for lost in plan.instances[index:]:
+                    progress.record(lost.sop_instance_uid, Status.OUT_OF_RESOURCES)
+                    plan.source.sent(lost, Status.OUT_OF_RESOURCES)
+                break
             msg_id = (int(req.MessageID) + index + 1) % 65536 or 1
             try:
                 with plan.source.open(loc) as path:
