@@ -16,6 +16,7 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pydicom import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 from tqdm import tqdm
 
 from bench.common import DCMTK_ENV, free_port, save, start_serve, stop, summary_ms
@@ -36,6 +36,8 @@ from micropacs.ports import Record
 from services.index.indexer import Indexer
 from services.index.metrics import IndexMetrics
 from tests import dicomdata
+
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # PS3.4 C.6.2
 
 SERIES_SIZE = 250
 
@@ -92,7 +94,7 @@ async def load(catalog_path: Path, instances: int) -> dict[str, Any]:
     }
 
 
-QUERIES = {
+QUERIES: dict[str, Callable[[dict[str, Any]], dict[str, str]]] = {
     "study_by_patient_id": lambda s: {"PatientID": s["PatientID"]},
     "study_by_name_prefix": lambda s: {"PatientName": s["PatientName"][:4] + "*"},
     "study_by_date_range": lambda s: {"StudyDate": f"{s['StudyDate']}-{s['StudyDate']}"},
@@ -144,7 +146,7 @@ def measure(port: int, sample: dict[str, Any], queries: int) -> dict[str, Any]:
     )
     results: dict[str, Any] = {}
     ae = AE(ae_title="BENCH")
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_requested_context(STUDY_ROOT_FIND)
     # pynetdicom leaves Nagle on: without this each C-FIND waits for a delayed ACK.
     assoc = ae.associate(
         "127.0.0.1", port, ae_title="MICROPACS", evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
@@ -161,9 +163,7 @@ def measure(port: int, sample: dict[str, Any], queries: int) -> dict[str, Any]:
                 started = time.perf_counter()
                 found = [
                     r
-                    for s, r in assoc.send_c_find(
-                        identifier(level, keys), StudyRootQueryRetrieveInformationModelFind
-                    )
+                    for s, r in assoc.send_c_find(identifier(level, keys), STUDY_ROOT_FIND)
                     if s and s.Status == 0xFF00
                 ]
                 py_samples.append(time.perf_counter() - started)

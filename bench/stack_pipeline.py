@@ -122,7 +122,7 @@ def store_to_queryable(stack: servers.Stack, work: Path, samples: int) -> dict[s
     ae = AE(ae_title="BENCH")
     ae.add_requested_context(CT)
     ae.add_requested_context(FIND)
-    handlers = [(evt.EVT_CONN_OPEN, set_nodelay)]
+    handlers: list[Any] = [(evt.EVT_CONN_OPEN, set_nodelay)]
     store = ae.associate("127.0.0.1", ingest_port, ae_title="MICROPACS", evt_handlers=handlers)
     find = ae.associate("127.0.0.1", qr_port, ae_title="MICROPACS", evt_handlers=handlers)
     latencies: list[float] = []

@@ -13,17 +13,18 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 from pynetdicom import AE, build_role, evt
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    Verification,
-)
 
 from tests import dicomdata
 from tests.integration.server import Server
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+# SOP classes (PS3.4 A.4, C.6): pynetdicom defines its names at run time, unseen by mypy.
+Verification = "1.2.840.10008.1.1"
+PatientRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.1.1"
+StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
+StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
+StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
 
 
 _handed_out: set[int] = set()
@@ -221,7 +222,7 @@ def pyget(
 
     ae = AE(ae_title="PYGET")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-    roles = []
+    roles: list[Any] = []
     for sop_class in sop_classes:
         if syntaxes:
             ae.add_requested_context(sop_class, list(syntaxes))

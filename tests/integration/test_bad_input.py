@@ -11,16 +11,19 @@ import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.sop_class import (
+
+from tests.integration.peers import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
+    associate,
+    echo,
+    pyfind,
+    study_identifier,
 )
-
-from tests.integration.peers import associate, echo, pyfind, study_identifier
 from tests.integration.server import Server, micropacs
 
 # pydicom warns when these tests build the malformed datasets they send on purpose.
@@ -54,11 +57,11 @@ def raw_file(path: Path, body: bytes, sop_instance: str | None = None) -> Path:
     """A Part 10 file whose dataset is exactly ``body``, sent without decoding."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_instance or generate_uid()
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance) if sop_instance else generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     with path.open("wb") as fp:
         fp.write(b"\x00" * 128 + b"DICM")
-        write_file_meta_info(fp, meta, enforce_standard=True)
+        write_file_meta_info(fp, meta, enforce_standard=True)  # type: ignore[arg-type]
         fp.write(body)
     return path
 
