@@ -7,7 +7,6 @@ found only in the stored JSON, so both paths are exercised.
 
 from __future__ import annotations
 
-import gc
 import re
 from collections.abc import Iterable
 from dataclasses import replace
@@ -887,13 +886,9 @@ def test_factory_refuses_catalogs_it_cannot_open(run: Runner, url: str) -> None:
         run(open_catalog(url))
 
 
-@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_an_unreachable_mongodb_is_unavailable_with_advice(run: Runner) -> None:
     from micropacs.adapters.factory import open_catalog
     from micropacs.errors import CatalogUnavailable
 
     with pytest.raises(CatalogUnavailable, match="check that MongoDB"):
         run(open_catalog("mongodb://127.0.0.1:9/pacs"))
-    # PyMongo 4.20 leaves unclosed the socket of a monitor connect cancelled by close()
-    # (PYTHON-5867): collect it here, not as a warning in whichever test runs next.
-    gc.collect()
