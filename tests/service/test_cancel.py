@@ -71,6 +71,9 @@ def fill_catalog(pacs: Running, template: Path, studies: int) -> None:
 def test_c_find_cancelled_after_its_first_match_ends_with_fe00(
     pacs: Running, tmp_path: Path
 ) -> None:
+    """pynetdicom's DUL reads an incoming PDU only when it has nothing left to send, so
+    an SCP that queues its matches faster than they leave reads the C-CANCEL late, or
+    after the last match: this holds that the cancel is honoured all the same."""
     [template] = ct_files(tmp_path / "in", 1)
     fill_catalog(pacs, template, MATCHES)
     query = study_identifier(StudyInstanceUID="", PatientID="")

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from pydicom import Dataset, dcmread
 from pynetdicom import evt
 
@@ -64,9 +63,6 @@ def port_nobody_listens_on() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-# pynetdicom 3.0.4 drops the socket of a refused connection unclosed (its shutdown() of an
-# unconnected socket raises before close()); test_..._leaks_no_socket below holds that.
-@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_move_to_an_unreachable_destination_fails_every_sub_operation(
     pacs: Running, tmp_path: Path
 ) -> None:
