@@ -20,6 +20,7 @@ from pynetdicom import AE, evt
 from micropacs.bridge import LoopBridge
 from micropacs.dicom.charset import response_charset
 from micropacs.dicom.json_model import from_json, to_json
+from micropacs.dimse.flow import wait_for_peer
 from micropacs.dimse.retrieve_scp import Destination, RetrievePlan
 from micropacs.errors import MicropacsError, Status
 from micropacs.ports import InstanceLocation
@@ -77,6 +78,7 @@ def handle_find(
         yield Status.UNABLE_TO_PROCESS, None
         return
     for match in matches:
+        wait_for_peer(event.assoc)  # so that a C-CANCEL is read before the next match
         if event.is_cancelled:
             yield Status.CANCEL, None
             return
