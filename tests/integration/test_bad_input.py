@@ -67,6 +67,7 @@ def raw_file(path: Path, body: bytes, sop_instance: str | None = None) -> Path:
 
 
 def send_raw(server: Server, path: Path) -> int:
+    before = _config.STORE_SEND_CHUNKED_DATASET  # process-wide: put back what was there
     _config.STORE_SEND_CHUNKED_DATASET = True
     try:
         assoc = associate(server, [(CTImageStorage, [ExplicitVRLittleEndian])])
@@ -75,7 +76,7 @@ def send_raw(server: Server, path: Path) -> int:
         finally:
             assoc.release()
     finally:
-        _config.STORE_SEND_CHUNKED_DATASET = False
+        _config.STORE_SEND_CHUNKED_DATASET = before
 
 
 def encoded(ds: Dataset, path: Path) -> bytes:
