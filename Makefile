@@ -41,13 +41,14 @@ run: install
 
 lint: install-test
 	$(BIN)/ruff check micropacs services tests bench stack
-	$(BIN)/ruff format --check micropacs services tests bench
+	$(BIN)/ruff format --check micropacs services tests bench stack
 
 typecheck: install-test
 	$(BIN)/mypy
 
 test: install-test stack
 	$(BIN)/ruff check micropacs services tests bench stack
+	$(BIN)/ruff format --check micropacs services tests bench stack
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest

@@ -308,8 +308,7 @@ def test_qido_rs_fuzzymatching_is_ignored_with_a_warning(server: Server, mixed: 
     assert "fuzzymatching" in answer.headers["warning"]
     # RetrieveURL follows the Host the client named (dicomweb-client leaves out the port).
     assert all(
-        value(s, "00081190").startswith(f"{server.http}/dicom-web/studies/")
-        for s in answer.json()
+        value(s, "00081190").startswith(f"{server.http}/dicom-web/studies/") for s in answer.json()
     )
 
 
