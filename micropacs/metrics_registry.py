@@ -3,8 +3,9 @@
 With workers (``MICROPACS_DICOM__WORKERS`` > 1) every process of a service
 writes its metrics to files in one directory (prometheus_client's
 multiprocess mode) and ``/metrics`` of the parent sums them, so what the
-workers store and answer is counted. The mode must be chosen before
-prometheus_client is imported: :func:`prepare` runs first thing.
+workers store and answer is counted. prometheus_client chooses how metrics
+keep their values when it is imported; :func:`prepare` chooses again, so it
+only has to run before the first metric is made.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import os
 import shutil
 from pathlib import Path
 
+from prometheus_client import values
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def prepare(data_dir: Path, workers: int) -> None:
-    """Choose multiprocess metrics when ``workers`` > 1 (before prometheus_client loads).
+    """Choose multiprocess metrics when ``workers`` > 1 (before any metric is made).
 
     Worker processes inherit the environment, so they write to the same directory.
     """
@@ -27,6 +30,8 @@ def prepare(data_dir: Path, workers: int) -> None:
     shutil.rmtree(folder, ignore_errors=True)  # files of processes long gone
     folder.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(folder)
+    # prometheus_client read the environment when it was imported: let it read it again.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 def multiprocess() -> bool:
