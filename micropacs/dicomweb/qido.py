@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from micropacs.dicom.json_model import DicomJson
+from micropacs.dicom.json_model import DicomJson, element
 from micropacs.dicom.levels import Level
+from micropacs.dicom.tags import QUERY_RETRIEVE_LEVEL
 from micropacs.errors import InvalidInput
 
 FUZZY_IGNORED = "299 micropacs: fuzzymatching is not supported; only literal matching was done"
@@ -156,6 +157,6 @@ def parse(
             tag = _tag(name)
             keys[tag] = _element(tag, value)
     for keyword, uid in (fixed or {}).items():
-        keys[_tag(keyword)] = {"vr": "UI", "Value": [uid]}
-    keys["00080052"] = {"vr": "CS", "Value": [level.value]}
+        keys[_tag(keyword)] = element("UI", uid)
+    keys[QUERY_RETRIEVE_LEVEL] = element("CS", level.value)
     return query

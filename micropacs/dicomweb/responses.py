@@ -12,7 +12,6 @@ log = logging.getLogger(__name__)
 
 ROOT = "/dicom-web"
 DICOM_JSON = "application/dicom+json"
-RETRIEVE_URL = "00081190"
 
 
 def problem(status: int, reason: str) -> Response:

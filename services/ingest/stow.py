@@ -27,10 +27,11 @@ from micropacs.dicom.tags import (
     REFERENCED_SOP_CLASS_UID,
     REFERENCED_SOP_INSTANCE_UID,
     REFERENCED_SOP_SEQUENCE,
+    RETRIEVE_URL,
 )
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart
-from micropacs.dicomweb.responses import DICOM_JSON, RETRIEVE_URL, ROOT, problem
+from micropacs.dicomweb.responses import DICOM_JSON, ROOT, problem
 from micropacs.errors import MicropacsError, Status, StudyMismatch
 from services.ingest.store_service import Received, StoreService
 

@@ -18,13 +18,14 @@ from micropacs.dicom.json_model import DicomJson, element, first_text
 from micropacs.dicom.levels import Level
 from micropacs.dicom.tags import (
     QUERY_RETRIEVE_LEVEL,
+    RETRIEVE_URL,
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
 )
 from micropacs.dicom.uids import require_uid
 from micropacs.dicomweb import qido
-from micropacs.dicomweb.responses import DICOM_JSON, RETRIEVE_URL, ROOT, error_response
+from micropacs.dicomweb.responses import DICOM_JSON, ROOT, error_response
 from micropacs.errors import MicropacsError
 from services.qr.query_service import QueryService
 
