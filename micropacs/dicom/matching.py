@@ -20,6 +20,14 @@ matching key of the identifier matches. Each key becomes a condition:
 A stored attribute that is absent or empty matches only universal matching;
 a multi-valued stored attribute matches if any of its values does.
 Datetime ranges compare the values with their UTC offsets removed.
+
+Wildcard matching takes time linear in the pattern and the value (times the
+length of a piece holding ``?``), never exponential: the pattern is cut at
+its ``*`` into fixed-length pieces, the first must start the value, the last
+must end it, and each one between is found leftmost after the one before,
+which finds a match whenever there is one. Patterns longer than
+:data:`MAX_PATTERN_LENGTH` or with more than :data:`MAX_STARS` ``*`` are
+refused (:class:`~micropacs.errors.InvalidIdentifier`).
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ IGNORED = {
 instances are, not the instances (PS3.4 C.4.1.1.3)."""
 NUMERIC_VRS = {"IS", "DS", "US", "UL", "SS", "SL", "FL", "FD", "SV", "UV"}
 DATE_TIME_VRS = {"DA", "TM", "DT"}
+MAX_PATTERN_LENGTH = 256
+"""The longest wildcard pattern accepted: four times the 64 characters of a LO
+value or a PN component group (PS3.5 6.2), enough for any real query."""
+MAX_STARS = 32
+"""The most ``*`` a wildcard pattern may hold."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +133,26 @@ def _one(text: str, vr: str) -> Single | Wildcard | Range | Universal:
     if vr in NUMERIC_VRS or vr == "UI":
         return Single(text)
     if "*" in text or "?" in text:
-        return Wildcard(normal_pn(text) if vr == "PN" else text)
+        return wildcard(normal_pn(text) if vr == "PN" else text)
     return Single(normal_pn(text) if vr == "PN" else text)
+
+
+def wildcard(pattern: str) -> Wildcard:
+    """The condition of a wildcard ``pattern`` (C.2.2.2.4), refused beyond the caps.
+
+    Raises:
+        InvalidIdentifier: the pattern is longer than :data:`MAX_PATTERN_LENGTH`
+            characters or holds more than :data:`MAX_STARS` ``*``.
+    """
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise InvalidIdentifier(
+            f"a wildcard pattern may hold at most {MAX_PATTERN_LENGTH} characters,"
+            f" not {len(pattern)}"
+        )
+    stars = pattern.count("*")
+    if stars > MAX_STARS:
+        raise InvalidIdentifier(f"a wildcard pattern may hold at most {MAX_STARS} '*', not {stars}")
+    return Wildcard(pattern)
 
 
 def _is_range(text: str, vr: str) -> bool:
@@ -199,9 +230,67 @@ def fold(text: str) -> str:
     return text.casefold().replace("\u0131", "i").replace("\u0307", "")
 
 
-def _regex(pattern: str, fold: bool) -> re.Pattern[str]:
-    parts = ["." if c == "?" else ".*" if c == "*" else re.escape(c) for c in pattern]
-    return re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if fold else 0))
+class _Piece:
+    """A run of a pattern between two ``*``: literal characters and ``?``, a fixed length.
+
+    A piece without ``?`` compared case-sensitively is searched with
+    :meth:`str.find`; any other is a regular expression of single characters
+    (``.`` for ``?``), with neither repetition nor alternation, which the
+    regex engine tries at each position in at most its length steps.
+    """
+
+    __slots__ = ("_literal", "_regex", "size")
+
+    def __init__(self, text: str, fold: bool) -> None:
+        self.size = len(text)
+        self._literal: str | None = text if not fold and "?" not in text else None
+        self._regex: re.Pattern[str] | None = None
+        if self._literal is None:
+            parts = ["." if c == "?" else re.escape(c) for c in text]
+            self._regex = re.compile("".join(parts), re.DOTALL | (re.IGNORECASE if fold else 0))
+
+    def at(self, text: str, start: int) -> bool:
+        """Whether the piece matches ``text`` at ``start``."""
+        if self._regex is None:
+            return text.startswith(self._literal or "", start)
+        return self._regex.match(text, start) is not None
+
+    def find(self, text: str, start: int, end: int) -> int:
+        """Where the piece first matches wholly inside ``text[start:end]``, or -1."""
+        if self._regex is None:
+            return text.find(self._literal or "", start, end)
+        found = self._regex.search(text, start, end)
+        return -1 if found is None else found.start()
+
+
+@lru_cache(maxsize=1024)
+def _pieces(pattern: str, fold: bool) -> tuple[_Piece, ...]:
+    return tuple(_Piece(text, fold) for text in pattern.split("*"))
+
+
+def wildcard_matches(pattern: str, text: str, *, fold: bool = False) -> bool:
+    """Whether ``text`` matches ``pattern``: ``*`` any run, ``?`` one character (C.2.2.2.4).
+
+    ``fold`` compares characters ignoring case, one by one (a person name
+    under the ``case_insensitive_pn`` option). Time grows with
+    ``len(text) * len(pattern)`` at worst; callers bound the pattern with
+    :func:`wildcard`.
+    """
+    pieces = _pieces(pattern, fold)
+    head = pieces[0]
+    if len(pieces) == 1:
+        return len(text) == head.size and head.at(text, 0)
+    tail = pieces[-1]
+    end = len(text) - tail.size
+    if end < head.size or not head.at(text, 0) or not tail.at(text, end):
+        return False
+    position = head.size
+    for piece in pieces[1:-1]:
+        found = piece.find(text, position, end)
+        if found < 0:
+            return False
+        position = found + piece.size
+    return True
 
 
 def _digits(text: str) -> str:
@@ -265,7 +354,7 @@ def _value_matches(value: str, cond: Condition, vr: str, fold: bool) -> bool:
         return _in_range(value, vr, cond.low, cond.high)
     if isinstance(cond, Wildcard):
         stored = normal_pn(value) if vr == "PN" else value.strip()
-        return _regex(cond.pattern, fold and vr == "PN").fullmatch(stored) is not None
+        return wildcard_matches(cond.pattern, stored, fold=fold and vr == "PN")
     if isinstance(cond, Single):
         if vr in DATE_TIME_VRS:
             return _in_range(value, vr, cond.value, cond.value)

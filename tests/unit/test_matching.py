@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from micropacs.dicom.matching import (
+    MAX_PATTERN_LENGTH,
+    MAX_STARS,
     AnyOf,
     Range,
     SequenceMatch,
@@ -18,6 +20,7 @@ from micropacs.dicom.matching import (
     literal_prefix,
     matches,
     matching_keys,
+    wildcard_matches,
 )
 from micropacs.errors import InvalidIdentifier
 
@@ -162,3 +165,71 @@ def test_wildcard_characters_are_not_regular_expressions() -> None:
     assert matches(record, {"00081030": el("LO", "A.B(C)[1]+")})
     assert matches(record, {"00081030": el("LO", "A.B(*")})
     assert not matches({"00081030": el("LO", "AxB(C)[1]+")}, {"00081030": el("LO", "A.B*")})
+
+
+def star_runs(length: int) -> str:
+    """``*a*a…*b``: the shape that made a backtracking matcher take 3x longer per 2 more
+    characters of ``aaaa…`` (4 s at 28), at most MAX_STARS ``*`` and MAX_PATTERN_LENGTH long."""
+    unit = "a" * max(1, (length - MAX_STARS) // MAX_STARS)
+    return ("*" + unit) * (MAX_STARS - 1) + "*b"
+
+
+PATHOLOGICAL = [
+    "*a" * 14 + "*b",  # 4 s against 28 "a" with the regex this matcher replaces
+    *(star_runs(n) for n in (28, 64, MAX_PATTERN_LENGTH)),
+    "*a" * (MAX_STARS - 1) + "*b",
+    "*?" * (MAX_STARS - 1) + "*b",
+    "*" + "a?" * 100 + "*b",
+    ("*" + "?" * 7) * (MAX_STARS - 1) + "*b",
+    "a" * 200 + "*" + "a" * 54 + "b",
+]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("pattern", PATHOLOGICAL)
+@pytest.mark.parametrize("length", [28, 64, MAX_PATTERN_LENGTH, 10_240])
+def test_pathological_wildcards_answer_at_once(pattern: str, length: int) -> None:
+    assert len(pattern) <= MAX_PATTERN_LENGTH and pattern.count("*") <= MAX_STARS
+    stored = "a" * length
+    description, name = "00081030", "00100010"
+    record = {description: el("LO", stored), name: pn(stored)}
+    for fold in (False, True):
+        for query in ({description: el("LO", pattern)}, {name: pn(pattern)}):
+            assert not matches(record, query, case_insensitive_pn=fold)
+        # ending in "a" instead, it matches when the value is long enough for its letters
+        ending_in_a = pattern[:-1] + "a"
+        fits = len(ending_in_a.replace("*", "")) <= length
+        assert wildcard_matches(ending_in_a, stored, fold=fold) is fits
+
+
+def test_wildcard_pieces_are_found_leftmost_in_order() -> None:
+    assert wildcard_matches("a*b*c", "aXbYbZc")
+    assert wildcard_matches("*b?b*", "abcbd")
+    assert wildcard_matches("a*a", "aa")
+    assert not wildcard_matches("a*a", "a")  # head and tail cannot share a character
+    assert not wildcard_matches("*c*b*", "abc")
+    assert wildcard_matches("***", "")
+    assert wildcard_matches("a**", "a")
+    assert not wildcard_matches("?", "")
+    assert wildcard_matches("?*?", "ab")
+    assert wildcard_matches("X*\n*Y", "X\nY")  # ? and * cross line ends
+    assert wildcard_matches("DVO*", "Dvořák", fold=True)
+    assert not wildcard_matches("DVO*", "Dvořák")
+
+
+def test_pattern_longer_than_the_cap_is_refused_saying_the_limit() -> None:
+    at_cap = "A" * (MAX_PATTERN_LENGTH - 1) + "*"
+    assert condition(el("LO", at_cap)) == Wildcard(at_cap)
+    with pytest.raises(InvalidIdentifier, match=f"at most {MAX_PATTERN_LENGTH} characters"):
+        condition(el("LO", "A" + at_cap))
+    with pytest.raises(InvalidIdentifier, match=f"at most {MAX_PATTERN_LENGTH} characters"):
+        matching_keys({"00100010": pn("B" * MAX_PATTERN_LENGTH + "?")})
+
+
+def test_pattern_with_too_many_stars_is_refused_saying_the_limit() -> None:
+    at_cap = "*x" * MAX_STARS
+    assert condition(el("LO", at_cap)) == Wildcard(at_cap)
+    with pytest.raises(InvalidIdentifier, match=f"at most {MAX_STARS} '\\*'"):
+        condition(el("LO", at_cap + "*"))
+    # stars alone are universal matching, whatever their number (C.2.2.2.3)
+    assert condition(el("LO", "*" * 1000)) == Universal()
