@@ -85,6 +85,9 @@ def _condition_filter(field: str, kind: str, cond: object, fold: bool) -> dict[s
         if kind == "pn":
             prefix = matching.normal_pn(prefix) if "*" not in cond.pattern else prefix
             prefix = matching.fold(prefix) if fold else prefix
+        # Only an anchored, escaped literal goes to the server, which cannot backtrack;
+        # the pattern is matched by Matcher. MongoDB refuses a NUL in a regex: cut there.
+        prefix = prefix.partition("\x00")[0]
         if not prefix:
             return None
         return {field: {"$regex": "^" + re.escape(prefix)}}

@@ -157,3 +157,9 @@ def test_patterns_beyond_the_caps_are_refused(pattern: str) -> None:
         assert not (too_long or too_many)
         wild = "*" in pattern or "?" in pattern
         assert found == (Wildcard("x" + pattern) if wild else Single("x" + pattern))
+
+
+def test_the_mongo_prefix_stops_at_a_nul() -> None:
+    """MongoDB refuses a regular expression holding NUL: the prefix sent stops before it."""
+    assert _condition_filter("f", "text", Wildcard("ab\x00c*"), False) == {"f": {"$regex": "^ab"}}
+    assert _condition_filter("f", "text", Wildcard("\x00c*"), False) is None
