@@ -1,19 +1,35 @@
 """The deployment artefacts checked with the real tools: helm lint and template for every
 CI scenario, the rendered manifests against Kubernetes' schemas in strict mode,
-helm-unittest, promtool on the alert rules and their tests, the lock file, the compose file."""
+helm-unittest, promtool on the alert rules and their tests, the lock file, the compose file
+(ports on loopback only, the services' least-privilege MinIO policy tried on a real MinIO)."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import re
 import shutil
 import subprocess
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from minio import Minio
+from minio.credentials.providers import StaticProvider
+from minio.minioadmin import MinioAdmin
+from pydantic import SecretStr
 
+from micropacs.adapters.factory import open_blob_store
+from micropacs.config import S3Settings
+from micropacs.errors import MicropacsError
+from stack import servers
 from stack.servers import STACK_HOME
+from tests.integration.peers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "micropacs"
@@ -82,6 +98,26 @@ def test_the_values_schema_refuses_a_bad_site() -> None:
     )
     assert result.returncode != 0
     assert "aeTitle" in result.stdout + result.stderr
+
+
+def test_the_values_schema_refuses_a_catalog_url_in_plain_values() -> None:
+    """The catalog URL carries the MongoDB password: only a Secret may hold it."""
+    result = subprocess.run(
+        [
+            tool("helm"),
+            "lint",
+            str(CHART),
+            "-f",
+            str(CHART / "ci" / "default-values.yaml"),
+            "--set",
+            "catalog.url=mongodb://user:password@mongo:27017/pacs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "'url' not allowed" in result.stdout + result.stderr
 
 
 def test_helm_unittest_suites_pass() -> None:
@@ -172,6 +208,166 @@ def test_compose_file_uses_upstream_images_and_health_gates() -> None:
         # `docker compose config` needs only the compose plugin, no engine.
         compose_file, env_file = str(ROOT / "docker-compose.yml"), str(ROOT / ".env.example")
         run(docker, "compose", "--env-file", env_file, "-f", compose_file, "config", "-q")
+
+
+COMPOSE = ROOT / "docker-compose.yml"
+SERVICES = ("ingest", "index", "qr")
+ROOT_VARIABLES = {
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "MONGO_ROOT_USER",
+    "MONGO_ROOT_PASSWORD",
+}
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def variables(text: str) -> set[str]:
+    """The ${NAME…} a piece of compose interpolates."""
+    return set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+
+
+def test_compose_publishes_every_port_on_loopback_only() -> None:
+    published: dict[str, list[str]] = {}
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            # Short syntax HOST_IP:HOST_PORT:CONTAINER_PORT, or the long one with host_ip.
+            host_ip = port.get("host_ip") if isinstance(port, dict) else port.rsplit(":", 2)[0]
+            assert isinstance(port, dict) or port.count(":") == 2, f"{name}: {port}"
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+            published.setdefault(name, []).append(str(port))
+    # DICOM, DICOMweb, Prometheus and Grafana stay reachable from the machine itself.
+    assert set(published) == {"ingest", "qr", "prometheus", "grafana"}, published
+
+
+def test_compose_runs_the_services_with_their_own_least_privilege_users() -> None:
+    services = compose()["services"]
+    for name in SERVICES:
+        environment = services[name]["environment"]
+        used = variables(yaml.safe_dump(services[name]))
+        assert not used & ROOT_VARIABLES, f"{name} is given {used & ROOT_VARIABLES}"
+        assert "MICROPACS_S3_USER" in environment["MICROPACS_S3__ACCESS_KEY"]
+        assert "MICROPACS_S3_PASSWORD" in environment["MICROPACS_S3__SECRET_KEY"]
+        url = environment["MICROPACS_STORAGE__CATALOG_URL"]
+        assert "${MICROPACS_MONGO_USER" in url and "@mongo:27017/micropacs?" in url
+        assert "authSource=micropacs" in url, "the user lives in the micropacs database"
+        assert services[name]["depends_on"]["minio-init"]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert services[name]["depends_on"]["mongo-init"]["condition"] == (
+            "service_completed_successfully"
+        )
+    # The root users serve only the servers themselves and the steps that create the users.
+    for name, service in services.items():
+        if variables(yaml.safe_dump(service)) & ROOT_VARIABLES:
+            assert name in {"minio", "minio-init", "mongo", "mongo-init"}, name
+    # The services' users are not the root users, even with every default taken.
+    defaults = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]+)\}", COMPOSE.read_text()))
+    assert defaults["MICROPACS_S3_USER"] != defaults["MINIO_ROOT_USER"]
+    assert defaults["MICROPACS_MONGO_USER"] != defaults["MONGO_ROOT_USER"]
+
+
+def test_compose_creates_the_mongodb_user_with_read_write_on_micropacs_only() -> None:
+    loaded = compose()
+    script = loaded["configs"]["mongo-services-user"]["content"]
+    assert 'const roles = [{ role: "readWrite", db: "micropacs" }];' in script
+    assert script.count("roles: roles") == 2 and 'getSiblingDB("micropacs")' in script
+    assert not re.search(r"root|dbOwner|userAdmin|AnyDatabase|clusterAdmin", script)
+    init = loaded["services"]["mongo-init"]
+    assert init["image"] == loaded["services"]["mongo"]["image"]
+    assert init["depends_on"] == {"mongo": {"condition": "service_healthy"}}
+    assert "/etc/micropacs/mongo-services-user.js" in init["command"][0]
+
+
+def test_compose_secrets_must_be_set_and_env_example_names_them_all() -> None:
+    text = COMPOSE.read_text()
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for name in variables(text):
+        if "PASSWORD" in name:
+            assert re.search(rf"\$\{{{name}:\?", text), f"{name} needs ${{{name}:?…}}"
+        if name != "MICROPACS_IMAGE":
+            assert name in example, f"{name} is not in .env.example"
+    passwords = [value for name, value in example.items() if "PASSWORD" in name]
+    assert len(passwords) == len(set(passwords)), "one password per user"
+
+
+def start_minio(run_dir: Path) -> servers.Ports:
+    if not (STACK_HOME / "bin" / "minio").exists():
+        pytest.skip("MinIO is not installed: run stack/install.sh (make stack)")
+    ports = servers.Ports(minio=free_port())
+    servers.start_minio(run_dir, ports)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            url = f"http://127.0.0.1:{ports.minio}/minio/health/cluster"
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return ports
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def test_the_compose_minio_policy_limits_the_services_to_their_bucket(tmp_path: Path) -> None:
+    """What minio-init does, with the policy of docker-compose.yml, on a real MinIO: the
+    services' user can do everything ingest, index and qr do in micropacs-default, through
+    micropacs' own S3 adapter, and nothing else."""
+    policy = compose()["configs"]["minio-services-policy"]["content"]
+    ports = start_minio(tmp_path)
+    try:
+        endpoint = f"127.0.0.1:{ports.minio}"
+        root = StaticProvider(servers.MINIO_USER, servers.MINIO_PASSWORD)
+        as_root = Minio(endpoint, credentials=root, secure=False)
+        admin = MinioAdmin(endpoint=endpoint, credentials=root, secure=False)
+        as_root.make_bucket("micropacs-default")
+        as_root.make_bucket("another-archive")
+        as_root.put_object("another-archive", "secret.dcm", io.BytesIO(b"other"), 5)
+        (tmp_path / "policy.json").write_text(policy)
+        admin.policy_add("micropacs-services", str(tmp_path / "policy.json"))
+        admin.user_add("micropacs-services", "services-password")
+        admin.attach_policy(["micropacs-services"], user="micropacs-services")
+
+        settings = S3Settings(
+            access_key="micropacs-services",
+            secret_key=SecretStr("services-password"),
+        )
+
+        async def as_the_services() -> None:
+            blobs = await open_blob_store(f"s3://{endpoint}/micropacs", fsync=False, s3=settings)
+            key = "default/1.2.3/1.2.3.4/1.2.3.4.5.dcm"
+            await blobs.put(key, io.BytesIO(b"DICM" * 100), 400)
+            info = await blobs.stat(key)
+            assert info is not None and info.size == 400
+            assert b"".join([chunk async for chunk in blobs.read(key)]) == b"DICM" * 100
+            assert [k async for k in blobs.iterate("default/")] == [key]
+            await blobs.delete(key)
+            assert await blobs.stat(key) is None
+            with pytest.raises(MicropacsError, match="AccessDenied"):
+                await blobs.put("newgroup/1.2/1.2.3/1.2.3.4.dcm", io.BytesIO(b"x"), 1)
+            await blobs.close()
+
+        asyncio.run(as_the_services())
+        services = StaticProvider("micropacs-services", "services-password")
+        as_services = Minio(endpoint, credentials=services, secure=False)
+        with pytest.raises(Exception, match="Access Denied"):
+            as_services.get_object("another-archive", "secret.dcm")
+        with pytest.raises(Exception, match="Access Denied"):
+            as_services.put_object("another-archive", "mine.dcm", io.BytesIO(b"x"), 1)
+        with pytest.raises(Exception, match="Access Denied"):
+            as_services.remove_bucket("micropacs-default")
+        assert not as_root.bucket_exists("micropacs-newgroup")
+        with pytest.raises(Exception, match=r"(?i)access denied"):
+            MinioAdmin(endpoint=endpoint, credentials=services, secure=False).user_list()
+    finally:
+        servers.stop_one(tmp_path, "minio")
 
 
 @pytest.mark.slow

@@ -27,11 +27,57 @@ app.kubernetes.io/component: {{ .service }}
 {{- .Values.objectStore.existingSecret | default (printf "%s-s3" (include "micropacs.fullname" .)) -}}
 {{- end -}}
 
+{{/* A Service's annotations: the internal LoadBalancer ones first, its own last (they win).
+     dict "root" $ "svc" .Values.<service>.service */}}
+{{- define "micropacs.serviceAnnotations" -}}
+{{- $annotations := dict -}}
+{{- if and (eq .svc.type "LoadBalancer") .svc.internal -}}
+{{- $annotations = merge $annotations (deepCopy (.root.Values.internalLoadBalancerAnnotations | default dict)) -}}
+{{- end -}}
+{{- $annotations = mergeOverwrite $annotations (deepCopy (.svc.annotations | default dict)) -}}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* A DICOM port reachable from outside the cluster needs the networks allowed to call it:
+     the release is refused without networkPolicy.dicomFrom. dict "root" $ "svc" … "name" … */}}
+{{- define "micropacs.exposedDicom" -}}
+{{- if and (ne .svc.type "ClusterIP") (empty .root.Values.networkPolicy.dicomFrom) -}}
+{{- fail (printf "%s.service.type is %s: set networkPolicy.dicomFrom to the CIDRs of the modalities and workstations that may call it" .name .svc.type) -}}
+{{- end -}}
+{{- if eq .svc.type "LoadBalancer" }}
+loadBalancerSourceRanges:
+  {{- toYaml .root.Values.networkPolicy.dicomFrom | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The DICOM port, and DICOM TLS beside it once a certificate Secret is named. */}}
+{{- define "micropacs.dicomServicePorts" -}}
+- name: dicom
+  port: {{ .port }}
+  targetPort: dicom
+  protocol: TCP
+  {{- with .nodePort }}
+  nodePort: {{ . }}
+  {{- end }}
+{{- if .root.Values.tls.dicom.secretName }}
+- name: dicom-tls
+  port: {{ .root.Values.tls.dicom.port }}
+  targetPort: dicom-tls
+  protocol: TCP
+{{- end }}
+{{- end -}}
+
 {{/* The Deployment of one service: dict "root" $ "service" "ingest|index|qr". */}}
 {{- define "micropacs.deployment" -}}
 {{- $root := .root -}}
 {{- $values := index $root.Values .service -}}
 {{- $name := printf "%s-%s" (include "micropacs.fullname" $root) .service -}}
+{{- $dicomTls := $root.Values.tls.dicom.secretName -}}
+{{- $httpTls := $root.Values.tls.http.secretName -}}
+{{- $scheme := ternary "HTTPS" "HTTP" (not (empty $httpTls)) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -87,23 +133,39 @@ spec:
               valueFrom:
                 secretKeyRef: {name: {{ include "micropacs.s3Secret" $root }}, key: secretKey}
             {{- end }}
-            {{- if $root.Values.catalog.existingSecret }}
             - name: MICROPACS_STORAGE__CATALOG_URL
               valueFrom:
-                secretKeyRef: {name: {{ $root.Values.catalog.existingSecret }}, key: url}
+                secretKeyRef:
+                  name: {{ required "catalog.existingSecret: name the Secret that holds the MongoDB URL (it carries credentials, so never a plain value)" $root.Values.catalog.existingSecret }}
+                  key: {{ $root.Values.catalog.existingSecretKey | default "url" }}
+            {{- /* The TLS settings take effect with the image's TLS support. */}}
+            {{- if and $dicomTls (ne .service "index") }}
+            - {name: MICROPACS_DICOM__TLS__PORT, value: "2762"}
+            - {name: MICROPACS_DICOM__TLS__CERT_FILE, value: /etc/micropacs/tls/dicom/tls.crt}
+            - {name: MICROPACS_DICOM__TLS__KEY_FILE, value: /etc/micropacs/tls/dicom/tls.key}
+            {{- if $root.Values.tls.dicom.verifyClients }}
+            - {name: MICROPACS_DICOM__TLS__CA_FILE, value: /etc/micropacs/tls/dicom/ca.crt}
+            {{- end }}
+            {{- end }}
+            {{- if $httpTls }}
+            - {name: MICROPACS_HTTP__TLS__CERT_FILE, value: /etc/micropacs/tls/http/tls.crt}
+            - {name: MICROPACS_HTTP__TLS__KEY_FILE, value: /etc/micropacs/tls/http/tls.key}
             {{- end }}
           ports:
             {{- if ne .service "index" }}
             - {name: dicom, containerPort: 11112, protocol: TCP}
+            {{- if $dicomTls }}
+            - {name: dicom-tls, containerPort: 2762, protocol: TCP}
+            {{- end }}
             {{- end }}
             - {name: http, containerPort: 8080, protocol: TCP}
           readinessProbe:
-            httpGet: {path: /readyz, port: http}
+            httpGet: {path: /readyz, port: http, scheme: {{ $scheme }}}
             periodSeconds: 10
             timeoutSeconds: 6
             failureThreshold: 3
           livenessProbe:
-            httpGet: {path: /healthz, port: http}
+            httpGet: {path: /healthz, port: http, scheme: {{ $scheme }}}
             initialDelaySeconds: 10
             periodSeconds: 15
             failureThreshold: 4
@@ -112,11 +174,25 @@ spec:
           volumeMounts:
             - {name: data, mountPath: /var/lib/micropacs}
             - {name: tmp, mountPath: /tmp}
+            {{- if and $dicomTls (ne .service "index") }}
+            - {name: tls-dicom, mountPath: /etc/micropacs/tls/dicom, readOnly: true}
+            {{- end }}
+            {{- if $httpTls }}
+            - {name: tls-http, mountPath: /etc/micropacs/tls/http, readOnly: true}
+            {{- end }}
       volumes:
         - name: data
           emptyDir: {}
         - name: tmp
           emptyDir: {}
+        {{- if and $dicomTls (ne .service "index") }}
+        - name: tls-dicom
+          secret: {secretName: {{ $dicomTls }}, defaultMode: 0440}
+        {{- end }}
+        {{- if $httpTls }}
+        - name: tls-http
+          secret: {secretName: {{ $httpTls }}, defaultMode: 0440}
+        {{- end }}
       {{- with $root.Values.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
