@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from pydicom.filebase import DicomBytesIO
@@ -129,11 +129,20 @@ class RetrieveService:
 
     async def frames(
         self, location: InstanceLocation, numbers: Sequence[int] | None, accepted: Collection[str]
-    ) -> tuple[str, list[bytes]]:
+    ) -> PixelStream:
         """Frames ``numbers`` (all pixel data when None) of an image, in a syntax of
-        ``accepted``: as stored if accepted, else decoded."""
-        async with self.local_path(location) as path:
-            return await asyncio.to_thread(frames.read_frames, path, numbers, set(accepted))
+        ``accepted``: as stored if accepted, else decoded. Every check is done before
+        this returns; the frames are then read from the file chunk by chunk."""
+        stack = AsyncExitStack()
+        try:
+            path = await stack.enter_async_context(self.local_path(location))
+            source = await asyncio.to_thread(frames.open_pixels, path, set(accepted))
+            stack.callback(source.close)
+            parts = await asyncio.to_thread(source.parts, numbers)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return PixelStream(source.syntax, parts, stack)
 
     async def render(
         self, location: InstanceLocation, frame: int, options: render.RenderOptions
@@ -179,3 +188,30 @@ class RetrieveService:
 
 async def _once(payload: bytes) -> AsyncIterator[bytes]:
     yield payload
+
+
+class PixelStream:
+    """Frames or pixel data on their way out of a local file: the syntax they are sent
+    in, one chunk iterator per part, and :meth:`aclose`, which releases the file
+    (call it once the response is sent or abandoned)."""
+
+    def __init__(
+        self, syntax: str, parts: Iterator[Iterator[bytes]], stack: AsyncExitStack
+    ) -> None:
+        self.syntax = syntax
+        self._parts = parts
+        self._stack = stack
+
+    async def parts(self) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Each part's chunks, read in a worker thread as they are sent."""
+        while (part := await asyncio.to_thread(next, self._parts, None)) is not None:
+            yield _in_thread(part)
+
+    async def aclose(self) -> None:
+        """Close the file (and remove the local copy of a remote object)."""
+        await self._stack.aclose()
+
+
+async def _in_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        yield chunk

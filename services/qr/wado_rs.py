@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from micropacs.dicom import frames, render
 from micropacs.dicom.json_model import DicomJson, first_text
@@ -34,7 +34,7 @@ from micropacs.dicomweb.responses import DICOM_JSON, ROOT, error_response
 from micropacs.errors import InvalidInput, MicropacsError, NotFound
 from micropacs.ports import InstanceLocation
 from services.qr.query_service import QueryService
-from services.qr.retrieve_service import RetrieveService, entity_identifier
+from services.qr.retrieve_service import PixelStream, RetrieveService, entity_identifier
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +69,34 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-async def _once(payload: bytes) -> AsyncIterator[bytes]:
-    yield payload
+class _Releasing(StreamingResponse):
+    """A streamed response that closes its pixel stream once sent, or abandoned by a
+    client that went away (Starlette runs no background task then)."""
+
+    def __init__(self, stream: PixelStream, boundary: str, media_type: str) -> None:
+        part_type = frames.media_type(stream.syntax)
+
+        async def parts() -> AsyncIterator[Part]:
+            async for chunks in stream.parts():
+                yield f"{part_type}; transfer-syntax={stream.syntax}", None, chunks
+
+        super().__init__(multipart.join(boundary, parts()), media_type=media_type)
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._stream.aclose()
 
 
-def pixel_parts(syntax: str, payloads: Sequence[bytes]) -> Response:
-    """Frames or pixel data as multipart/related, one part per payload (PS3.18 8.7.3.3)."""
-    part_type = frames.media_type(syntax)
+def pixel_parts(stream: PixelStream) -> Response:
+    """Frames or pixel data as multipart/related, each part streamed from the file in
+    chunks (PS3.18 8.7.3.3)."""
+    part_type = frames.media_type(stream.syntax)
     boundary = multipart.new_boundary()
-
-    async def parts() -> AsyncIterator[Part]:
-        for payload in payloads:
-            yield f"{part_type}; transfer-syntax={syntax}", None, _once(payload)
-
-    return StreamingResponse(
-        multipart.join(boundary, parts()),
-        media_type=f'multipart/related; type="{part_type}"; boundary={boundary}',
-    )
+    media_type = f'multipart/related; type="{part_type}"; boundary={boundary}'
+    return _Releasing(stream, boundary, media_type)
 
 
 class WadoRs:
@@ -161,12 +172,10 @@ class WadoRs:
                 raise NotFound(f"only pixel data ({PIXEL_DATA}) is served as bulk data")
             accepted = accept.frame_syntaxes(request.headers.get("accept", ""))
             location = await self._retrieve.one(*_instance(request))
-            syntax, payloads = await self._retrieve.frames(location, None, accepted)
+            stream = await self._retrieve.frames(location, None, accepted)
         except MicropacsError as exc:
             return error_response(exc)
-        if syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-            payloads = [b"".join(payloads)]
-        return pixel_parts(syntax, payloads)
+        return pixel_parts(stream)
 
     async def frames(self, request: Request) -> Response:
         """Frames of an instance, as stored or decoded (10.4.1.1.3)."""
@@ -174,10 +183,10 @@ class WadoRs:
             numbers = frames.parse_numbers(request.path_params["frames"])
             accepted = accept.frame_syntaxes(request.headers.get("accept", ""))
             location = await self._retrieve.one(*_instance(request))
-            syntax, payloads = await self._retrieve.frames(location, numbers, accepted)
+            stream = await self._retrieve.frames(location, numbers, accepted)
         except MicropacsError as exc:
             return error_response(exc)
-        return pixel_parts(syntax, payloads)
+        return pixel_parts(stream)
 
     async def rendered(self, request: Request) -> Response:
         """An instance or one of its frames rendered (10.4.1.1.4)."""
