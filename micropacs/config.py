@@ -47,6 +47,52 @@ class HttpSettings(BaseModel):
         default_factory=lambda: ["*"],
         description='Web origins allowed to call DICOMweb from a browser (JSON list; ["*"]: any).',
     )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Base URL clients reach this server at (e.g. https://pacs.example.org), used"
+        " in RetrieveURLs and BulkDataURIs; default: http://<host>:<bound port> (the machine's"
+        " name when bound to every address). Never taken from a request's Host header.",
+    )
+    max_header_bytes: int = Field(
+        32768, ge=1024, description="Largest request line and header block, bytes (else 431)."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a complete request line and headers, from"
+        " connecting or from the end of the previous response (else the connection is closed).",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection stays open."
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open connections (and requests in progress) beyond which requests get 503.",
+    )
+    max_body_bytes: int = Field(
+        16 * 2**20,
+        ge=0,
+        description="Largest request body of every route but STOW-RS, bytes (else 413).",
+    )
+    idle_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a request body may go without a byte arriving (else 408), or a"
+        " response without the client taking a byte (else the connection is closed).",
+    )
+    stow_max_bytes: int = Field(
+        4 * 2**30, ge=0, description="Largest STOW-RS request body, bytes (else 413)."
+    )
+    stow_max_parts: int = Field(
+        10000, ge=1, description="Most instances (parts) in one STOW-RS request (else 413)."
+    )
+    stow_timeout: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds one STOW-RS request body may take to arrive in total (else 408).",
+    )
 
 
 class StorageSettings(BaseModel):

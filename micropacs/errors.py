@@ -11,7 +11,9 @@ HTTP status (PS3.18 8.5)::
     │   ├── InvalidUid            missing or malformed UID (PS3.5 9.1)   -> 0xA900 / 400
     │   ├── InvalidIdentifier     a query identifier we cannot match     -> 0xA900 / 400
     │   ├── StudyMismatch         STOW-RS instance of another study      -> 0xC409 / 409
-    │   └── UnsupportedTransfer   cannot convert to what the peer takes  -> 0xA900 / 406
+    │   ├── UnsupportedTransfer   cannot convert to what the peer takes  -> 0xA900 / 406
+    │   ├── RequestTooLarge       body or part count over a limit        -> 0xA700 / 413
+    │   └── RequestTimeout        the client sent too slowly             -> 0xC000 / 408
     ├── NotFound                  unknown instance, node or destination
     │   └── UnknownDestination    C-MOVE destination not in the registry -> 0xA801 / 404
     ├── Conflict                  an instance with that UID differs      -> 0xA900 / 409
@@ -116,6 +118,19 @@ class UnsupportedTransfer(InvalidInput):
 
     dimse = Status.DATASET_DOES_NOT_MATCH
     http = HTTPStatus.NOT_ACCEPTABLE
+
+
+class RequestTooLarge(InvalidInput):
+    """A request over one of the configured limits (body size, number of parts)."""
+
+    dimse = Status.OUT_OF_RESOURCES
+    http = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class RequestTimeout(InvalidInput):
+    """A client that sent its request too slowly (idle or past the total time allowed)."""
+
+    http = HTTPStatus.REQUEST_TIMEOUT
 
 
 class NotFound(MicropacsError):

@@ -229,6 +229,7 @@ async def _start_http(
         ),
         settings.http.host,
         settings.http.port,
+        settings.http,
     )
     port = await http.start()
     stack.push_async_callback(http.stop)

@@ -7,13 +7,14 @@ neither side ever holds a whole object in memory.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from micropacs.errors import InvalidInput
+from micropacs.errors import InvalidInput, RequestTimeout, RequestTooLarge
 
 CRLF = b"\r\n"
 
@@ -47,6 +48,24 @@ def closing(boundary: str) -> bytes:
     return f"--{boundary}--\r\n".encode()
 
 
+GiB = 1 << 30
+HEADERS_LIMIT = 16384
+"""Longest header block of one part, bytes."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request body may hold and how long it may take to arrive.
+
+    The defaults allow a large CT or MR study in one request (a 2,000-slice CT is about
+    1 GiB) while bounding the disk, files and time one client can take.
+    """
+
+    max_bytes: int = 4 * GiB
+    max_parts: int = 10_000
+    timeout: float = 3600.0
+
+
 @dataclass(frozen=True)
 class Part:
     """One received part, saved to ``path``."""
@@ -56,60 +75,91 @@ class Part:
 
 
 class _Splitter:
-    """Splits a body into parts while it streams in, writing each to a file."""
+    """Splits a body into parts while it streams in, writing each to a file.
 
-    def __init__(self, boundary: str, folder: Path) -> None:
+    Linear in the body: each search resumes where the last one stopped, less a
+    delimiter's length, and the buffer keeps no more than one chunk plus that.
+    """
+
+    def __init__(self, boundary: str, folder: Path, limits: Limits) -> None:
         self._delimiter = b"\r\n--" + boundary.encode()
         self._folder = folder
-        self._buffer = CRLF  # so the first delimiter looks like every later one
+        self._limits = limits
+        self._buffer = bytearray(CRLF)  # so the first delimiter looks like every later one
+        self._pos = 0  # the first byte not yet consumed
+        self._scan = 0  # where the search for the next marker resumes
+        self._received = 0
         self._state = "preamble"
         self._file: tempfile._TemporaryFileWrapper[bytes] | None = None
         self._content_type = ""
         self.parts: list[Part] = []
 
     def feed(self, chunk: bytes) -> None:
+        self._received += len(chunk)
+        if self._received > self._limits.max_bytes:
+            raise RequestTooLarge(f"the body is larger than {self._limits.max_bytes} bytes")
+        if self._state == "done":
+            return  # the epilogue, ignored (RFC 2046 5.1.1)
         self._buffer += chunk
         while self._step():
             pass
+        del self._buffer[: self._pos]
+        self._scan -= self._pos
+        self._pos = 0
 
     def _step(self) -> bool:
         if self._state == "done":
-            self._buffer = b""
             return False
         if self._state == "headers":
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > 16384:
-                    raise InvalidInput("multipart part headers longer than 16 KiB")
-                return False
-            self._start_part(self._buffer[:end])
-            self._buffer = self._buffer[end + 4 :]
-            self._state = "body"
-            return True
-        at = self._buffer.find(self._delimiter)
+            return self._headers()
+        buffer, pos = self._buffer, self._pos
+        at = buffer.find(self._delimiter, self._scan)
         if at < 0:
             # Keep what could be the start of a delimiter split across chunks.
-            keep = len(self._delimiter) + 2
-            if self._state == "body" and len(self._buffer) > keep:
-                self._write(self._buffer[:-keep])
-                self._buffer = self._buffer[-keep:]
+            keep = max(pos, len(buffer) - len(self._delimiter) + 1)
+            self._write(pos, keep)
+            self._pos = self._scan = keep
             return False
-        after = self._buffer[at + len(self._delimiter) : at + len(self._delimiter) + 2]
-        if len(after) < 2:
+        self._write(pos, at)
+        self._pos = self._scan = at
+        after = at + len(self._delimiter)
+        if len(buffer) < after + 2:
             return False
+        marker = bytes(buffer[after : after + 2])
         if self._state == "body":
-            self._write(self._buffer[:at])
             self._end_part()
-        self._buffer = self._buffer[at + len(self._delimiter) + 2 :]
-        if after == b"--":
+        if marker == b"--":
             self._state = "done"
-        elif after == CRLF:
-            self._state = "headers"
-        else:
+            self._pos = self._scan = len(buffer)
+            return False
+        if marker != CRLF:
             raise InvalidInput("malformed multipart delimiter")
+        self._state = "headers"
+        self._pos = self._scan = after + 2
+        return True
+
+    def _headers(self) -> bool:
+        buffer, pos = self._buffer, self._pos
+        if len(buffer) - pos < 2:
+            return False
+        if buffer[pos : pos + 2] == CRLF:
+            end, body = pos, pos + 2  # a part without headers
+        else:
+            end = buffer.find(b"\r\n\r\n", self._scan)
+            body = end + 4
+        if end < 0:
+            if len(buffer) - pos > HEADERS_LIMIT:
+                raise InvalidInput(f"multipart part headers longer than {HEADERS_LIMIT} bytes")
+            self._scan = max(pos, len(buffer) - 3)
+            return False
+        self._start_part(bytes(buffer[pos:end]))
+        self._pos = self._scan = body
+        self._state = "body"
         return True
 
     def _start_part(self, raw: bytes) -> None:
+        if len(self.parts) >= self._limits.max_parts:
+            raise RequestTooLarge(f"the body has more than {self._limits.max_parts} parts")
         self._content_type = ""
         for line in raw.decode("latin-1").split("\r\n"):
             name, _, value = line.partition(":")
@@ -119,9 +169,10 @@ class _Splitter:
             dir=self._folder, prefix="stow-", suffix=".part", delete=False
         )
 
-    def _write(self, data: bytes) -> None:
-        if self._file is not None and data:
-            self._file.write(data)
+    def _write(self, start: int, stop: int) -> None:
+        if self._state == "body" and self._file is not None and stop > start:
+            with memoryview(self._buffer) as view:
+                self._file.write(view[start:stop])
 
     def _end_part(self) -> None:
         assert self._file is not None
@@ -144,16 +195,24 @@ class _Splitter:
             part.path.unlink(missing_ok=True)
 
 
-async def split(body: AsyncIterable[bytes], boundary: str, folder: Path) -> list[Part]:
+async def split(
+    body: AsyncIterable[bytes], boundary: str, folder: Path, limits: Limits = Limits()
+) -> list[Part]:
     """Save every part of a multipart/related ``body`` under ``folder``.
 
     The caller owns the files (and deletes them). A malformed body raises
-    :class:`InvalidInput` and leaves no file behind.
+    :class:`InvalidInput`, one over ``limits`` :class:`RequestTooLarge` (more bytes
+    or parts) or :class:`RequestTimeout` (still arriving after ``limits.timeout``
+    seconds); none leaves a file behind.
     """
-    splitter = _Splitter(boundary, folder)
+    splitter = _Splitter(boundary, folder, limits)
     try:
-        async for chunk in body:
-            splitter.feed(chunk)
+        async with asyncio.timeout(limits.timeout):
+            async for chunk in body:
+                splitter.feed(chunk)
+    except TimeoutError:
+        splitter.discard()
+        raise RequestTimeout(f"the body took longer than {limits.timeout:g} s") from None
     except BaseException:
         splitter.discard()
         raise

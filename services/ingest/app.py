@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute
 
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
+from micropacs.dicomweb import multipart
 from micropacs.http import Check
 from micropacs.ports import BlobStore, EventBus
 from micropacs.service import (
@@ -30,6 +31,7 @@ class IngestApp:
     store: StoreService
     checks: Mapping[str, Check]
     called_ae: str
+    stow_limits: multipart.Limits | None = None
 
     def add_contexts(self, ae: AE) -> None:
         """Accept verification and every storage SOP class."""
@@ -41,7 +43,7 @@ class IngestApp:
 
     def web_routes(self) -> list[BaseRoute]:
         """STOW-RS."""
-        return Stow(self.store, self.called_ae).routes()
+        return Stow(self.store, self.called_ae, self.stow_limits).routes()
 
     def background(self) -> list[BackgroundTask]:
         """None: ingest answers requests only."""
@@ -65,4 +67,7 @@ def build(
         store=store,
         checks={"blob_store": blobs.check, "event_bus": bus.check},
         called_ae=settings.dicom.ae_title,
+        stow_limits=multipart.Limits(
+            settings.http.stow_max_bytes, settings.http.stow_max_parts, settings.http.stow_timeout
+        ),
     )

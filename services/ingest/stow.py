@@ -31,7 +31,7 @@ from micropacs.dicom.tags import (
 )
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart
-from micropacs.dicomweb.responses import DICOM_JSON, ROOT, problem
+from micropacs.dicomweb.responses import DICOM_JSON, ROOT, error_response, problem, public_root
 from micropacs.errors import MicropacsError, Status, StudyMismatch
 from services.ingest.store_service import Received, StoreService
 
@@ -49,9 +49,12 @@ def _reference(sop_class: str, sop_instance: str) -> DicomJson:
 class Stow:
     """The ingest service's STOW-RS routes."""
 
-    def __init__(self, store: StoreService, called_ae: str) -> None:
+    def __init__(
+        self, store: StoreService, called_ae: str, limits: multipart.Limits | None = None
+    ) -> None:
         self._store = store
         self._called_ae = called_ae
+        self._limits = limits or multipart.Limits()
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -74,12 +77,14 @@ class Stow:
             return problem(400, "the Content-Type has no boundary")
         folder = Path(tempfile.gettempdir())
         try:
-            parts = await multipart.split(request.stream(), params["boundary"], folder)
+            parts = await multipart.split(
+                request.stream(), params["boundary"], folder, self._limits
+            )
         except MicropacsError as exc:
-            return problem(400, f"malformed multipart body: {exc}")
+            return error_response(exc)
         referenced: list[DicomJson] = []
         failed: list[DicomJson] = []
-        base = str(request.base_url).rstrip("/") + ROOT
+        base = public_root(request)
         pending = list(parts)
         try:
             while pending:

@@ -25,7 +25,7 @@ from micropacs.dicom.tags import (
 )
 from micropacs.dicom.uids import require_uid
 from micropacs.dicomweb import qido
-from micropacs.dicomweb.responses import DICOM_JSON, ROOT, error_response
+from micropacs.dicomweb.responses import DICOM_JSON, ROOT, error_response, public_root
 from micropacs.errors import MicropacsError
 from services.qr.query_service import QueryService
 
@@ -80,7 +80,7 @@ class QidoRs:
                 )
             except MicropacsError as exc:
                 return error_response(exc)
-            base = str(request.base_url).rstrip("/") + ROOT
+            base = public_root(request)
             answers = [_answer(level, base, match) for match in found]
             headers = {"Warning": ", ".join(parsed.warnings)} if parsed.warnings else {}
             if not answers:

@@ -30,7 +30,7 @@ from micropacs.dicom.tags import (
     STUDY_INSTANCE_UID,
 )
 from micropacs.dicomweb import accept, multipart
-from micropacs.dicomweb.responses import DICOM_JSON, ROOT, error_response
+from micropacs.dicomweb.responses import DICOM_JSON, ROOT, error_response, public_root
 from micropacs.errors import InvalidInput, MicropacsError, NotFound
 from micropacs.ports import InstanceLocation
 from services.qr.query_service import QueryService
@@ -158,7 +158,7 @@ class WadoRs:
             records = await self._query.metadata(entity_identifier(*_entity(request)))
         except MicropacsError as exc:
             return error_response(exc)
-        base = str(request.base_url).rstrip("/") + ROOT
+        base = public_root(request)
         body = json.dumps([with_bulk_data_uri(base, record) for record in records]).encode()
         etag = etag_of(body)
         if etag in request.headers.get("if-none-match", ""):

@@ -205,7 +205,7 @@ def test_qido_rs_matches_like_c_find(server: Server, mixed: list[Path]) -> None:
     assert {value(s, "00100010")["Alphabetic"] for s in by_id} == {"Müller^Jürgen"}
     for study in by_name:
         url = value(study, "00081190")
-        assert url == f"http://{server.host}/dicom-web/studies/{value(study, STUDY_UID)}"
+        assert url == f"{server.http}/dicom-web/studies/{value(study, STUDY_UID)}"
         assert "00201208" in study  # NumberOfStudyRelatedInstances, a default key
     everything = web.search_for_studies()
     assert len(web.search_for_studies(limit=2)) == 2
@@ -306,7 +306,7 @@ def test_qido_rs_fuzzymatching_is_ignored_with_a_warning(server: Server, mixed: 
     )
     assert answer.status_code == 200
     assert "fuzzymatching" in answer.headers["warning"]
-    # RetrieveURL follows the Host the client named (dicomweb-client leaves out the port).
+    # RetrieveURL is the server's public URL (by default its bound address and port).
     assert all(
         value(s, "00081190").startswith(f"{server.http}/dicom-web/studies/") for s in answer.json()
     )

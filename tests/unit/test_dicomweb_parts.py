@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from micropacs.dicom.levels import Level
 from micropacs.dicomweb import multipart, qido
-from micropacs.errors import InvalidInput
+from micropacs.errors import InvalidInput, RequestTimeout, RequestTooLarge
 
 
 def body_of(parts: list[bytes], boundary: str) -> bytes:
@@ -56,6 +57,76 @@ def test_split_refuses_a_body_without_its_close_delimiter(tmp_path: Path) -> Non
         asyncio.run(multipart.split(chunked(data, [100] * 40), boundary, tmp_path))
 
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+async def repeated(block: bytes, count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield block
+
+
+def test_split_is_linear_in_a_body_without_any_delimiter(tmp_path: Path) -> None:
+    # Each chunk used to be searched together with everything before it: 32 MiB took ~10 s.
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match="close delimiter"):
+        asyncio.run(multipart.split(repeated(b"x" * 65536, 512), "b", tmp_path))
+    assert time.monotonic() - started < 2.0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_is_linear_in_many_small_parts_in_one_chunk(tmp_path: Path) -> None:
+    boundary = multipart.new_boundary()
+    data = body_of([b"p"] * 5000, boundary)
+    started = time.monotonic()
+    found = asyncio.run(multipart.split(repeated(data, 1), boundary, tmp_path))
+    assert time.monotonic() - started < 5.0
+    assert len(found) == 5000
+
+
+def test_a_part_without_headers_is_read(tmp_path: Path) -> None:
+    data = b"--b\r\n\r\nfirst\r\n--b\r\nContent-Type: x/y\r\n\r\nsecond\r\n--b--\r\n"
+    found = asyncio.run(multipart.split(chunked(data, [1] * len(data)), "b", tmp_path))
+    assert [(p.content_type, p.path.read_bytes()) for p in found] == [
+        ("", b"first"),
+        ("x/y", b"second"),
+    ]
+
+
+def test_split_refuses_more_parts_than_allowed(tmp_path: Path) -> None:
+    boundary = multipart.new_boundary()
+    data = body_of([b"abc"] * 4, boundary)
+    limits = multipart.Limits(max_parts=3)
+
+    with pytest.raises(RequestTooLarge, match="more than 3 parts"):
+        asyncio.run(multipart.split(chunked(data, [7] * 40), boundary, tmp_path, limits))
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_refuses_a_body_larger_than_allowed(tmp_path: Path) -> None:
+    boundary = multipart.new_boundary()
+    data = body_of([b"abc" * 1000, b"def" * 1000], boundary)
+    limits = multipart.Limits(max_bytes=4000)
+
+    with pytest.raises(RequestTooLarge, match="larger than 4000 bytes"):
+        asyncio.run(multipart.split(chunked(data, [1000] * 10), boundary, tmp_path, limits))
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_gives_up_on_a_body_that_arrives_too_slowly(tmp_path: Path) -> None:
+    boundary = multipart.new_boundary()
+    data = body_of([b"abc" * 1000], boundary)
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield data[:2000]  # a part's file is open now
+        await asyncio.sleep(30)
+        yield data[2000:]
+
+    started = time.monotonic()
+    with pytest.raises(RequestTimeout):
+        asyncio.run(multipart.split(slowly(), boundary, tmp_path, multipart.Limits(timeout=0.3)))
+    assert time.monotonic() - started < 5.0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_join_is_what_split_reads(tmp_path: Path) -> None:
