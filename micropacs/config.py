@@ -21,15 +21,51 @@ class DicomSettings(BaseModel):
     port: int = Field(11112, ge=0, le=65535, description="DICOM TCP port (0 picks a free one).")
     ae_title: str = Field("MICROPACS", min_length=1, max_length=16, description="Our AE title.")
     max_pdu: int = Field(
-        0, ge=0, description="Largest PDU we accept, bytes; 0 means unlimited (fastest)."
+        1 << 20,
+        ge=0,
+        description="Largest P-DATA PDU we advertise and accept, bytes (PS3.8 D.1); a longer"
+        " one is aborted. 0 means unlimited: memory then grows with what a peer claims.",
     )
-    network_timeout: float = Field(60.0, gt=0, description="Seconds of silence before abort.")
-    acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association PDUs.")
+    network_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds of silence before abort, also inside a PDU; each MiB of a PDU"
+        " must arrive within this time.",
+    )
+    acse_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a new connection has to deliver its whole A-ASSOCIATE-RQ (ARTIM).",
+    )
     dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a DIMSE message.")
     strict_nodes: bool = Field(
         False, description="Reject associations from calling AE titles not in the node registry."
     )
     max_associations: int = Field(64, ge=1, description="Concurrent associations per process.")
+    max_pending: int = Field(
+        16,
+        ge=1,
+        description="Connections per process still awaiting their A-ASSOCIATE-RQ (at most half"
+        " of max_associations); a new one beyond this closes the oldest, so stalled sockets"
+        " cannot lock modalities out.",
+    )
+    max_associations_per_address: int = Field(
+        32,
+        ge=1,
+        description="Concurrent associations per process from one peer IP address; the excess is"
+        " rejected transient, local-limit-exceeded (PS3.8 9.3.4).",
+    )
+    max_associations_per_calling_ae: int = Field(
+        16,
+        ge=1,
+        description="Concurrent associations per process from one calling AE title; the excess is"
+        " rejected transient, local-limit-exceeded (PS3.8 9.3.4).",
+    )
+    accept_any_called_ae: bool = Field(
+        False,
+        description="Accept associations whatever called AE title they name; by default one"
+        " not ours is rejected, called-AE-title-not-recognized (PS3.8 9.3.4).",
+    )
     workers: int = Field(
         1,
         ge=1,

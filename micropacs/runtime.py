@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
+import shutil
 import signal
 import tempfile
 import time
@@ -88,9 +91,10 @@ async def run(
     """
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
-    _prepare_data_dir(settings.data_dir)
+    data_dir_lock = _prepare_data_dir(settings.data_dir)
     registry = CollectorRegistry() if metrics_registry.multiprocess() else new_registry()
     async with AsyncExitStack() as stack:
+        stack.callback(os.close, data_dir_lock)
         adapters = await _open_adapters(settings, services, stack)
         apps = [service.build(settings, adapters, registry) for service in services]
         dicom_port = None
@@ -131,13 +135,33 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-def _prepare_data_dir(data_dir: Path) -> None:
+def _prepare_data_dir(data_dir: Path) -> int:
+    """Create the data directory and its ``tmp``, swept of what a crash left there.
+
+    Returns a descriptor holding a shared lock on ``tmp.lock`` for the process's
+    life: a process sweeps only when it alone can lock it, so a worker or a
+    second service on the same directory never removes files being received.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     received = data_dir / "tmp"
     received.mkdir(exist_ok=True)
+    lock = os.open(data_dir / "tmp.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass  # another live process uses the directory
+    else:
+        # Partial received objects (with patient names in them) left by a crash.
+        for leftover in received.iterdir():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+    fcntl.flock(lock, fcntl.LOCK_SH)
     # pynetdicom writes each received dataset to a temporary file; keeping it on the
     # data directory's file system lets the file store move it into place.
     tempfile.tempdir = str(received)
+    return lock
 
 
 async def _open_adapters(

@@ -1,9 +1,12 @@
 """The pynetdicom Application Entity every micropacs DIMSE service runs on.
 
 Speed matters here (ARCHITECTURE.md, "Performance facts"): TCP_NODELAY on
-every socket we accept or open, an unlimited maximum PDU, chunked receive of
+every socket we accept or open, a large maximum PDU, chunked receive of
 C-STORE datasets straight to disk, and optionally SO_REUSEPORT so several
-processes share one DICOM port.
+processes share one DICOM port. So do bounds (ARCHITECTURE.md, "Security"):
+PDU sizes and times (:mod:`~micropacs.dimse.pdu_limits`), pending connections
+and associations per peer (:mod:`~micropacs.dimse.admission`), and the called
+AE title checked (PS3.8 9.3.4, reason called-AE-title-not-recognized).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from micropacs.config import DicomSettings
-from micropacs.dimse import retrieve_scp
+from micropacs.dimse import admission, pdu_limits, retrieve_scp
 from micropacs.dimse.sockets import NODELAY, close_sockets_always
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ def configure_pynetdicom() -> None:
         _config.ENFORCE_UID_CONFORMANCE = False
         retrieve_scp.install()
         close_sockets_always()
+        pdu_limits.install()
         _done = True
 
 
@@ -70,9 +74,15 @@ class RegistryAE(AE):
     a node added with ``micropacs nodes add`` takes effect at the next one.
     """
 
-    def __init__(self, ae_title: str, known_titles: Callable[[], Sequence[str]] | None) -> None:
+    def __init__(
+        self,
+        ae_title: str,
+        known_titles: Callable[[], Sequence[str]] | None,
+        settings: DicomSettings | None = None,
+    ) -> None:
         super().__init__(ae_title=ae_title)
         self._known_titles = known_titles
+        self.settings = settings or DicomSettings(ae_title=ae_title)
 
     @property
     def require_calling_aet(self) -> list[str]:
@@ -91,7 +101,8 @@ def build_ae(
 ) -> AE:
     """An AE with our timeouts and PDU size; contexts are added by each service."""
     configure_pynetdicom()
-    ae = RegistryAE(settings.ae_title, known_titles if settings.strict_nodes else None)
+    ae = RegistryAE(settings.ae_title, known_titles if settings.strict_nodes else None, settings)
+    ae.require_called_aet = not settings.accept_any_called_ae
     ae.maximum_pdu_size = settings.max_pdu
     ae.network_timeout = settings.network_timeout
     ae.acse_timeout = settings.acse_timeout
@@ -104,11 +115,20 @@ class ReusePortServer(ThreadedAssociationServer):
     """An association server that may share its port with other processes."""
 
     reuse_port = False
+    pending: admission.PendingConnections | None = None
 
     def server_bind(self) -> None:
         if self.reuse_port and self.socket is not None:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, socket.socket):
+            # Until its first read sets a deadline, no send or read may block for ever.
+            request.settimeout(self.ae.network_timeout)
+            if self.pending is not None:
+                self.pending.admit(request)
+        super().process_request(request, client_address)
 
 
 class SharedContexts(list[Any]):
@@ -132,12 +152,33 @@ def start_server(
     *,
     reuse_port: bool = False,
 ) -> ThreadedAssociationServer:
-    """Start accepting associations in a background thread; returns the server."""
-    server_class = type("Server", (ReusePortServer,), {"reuse_port": reuse_port})
+    """Start accepting associations in a background thread; returns the server.
+
+    The limits on pending connections and associations per peer are those of
+    the settings an AE from :func:`build_ae` was built with.
+    """
+    settings = ae.settings if isinstance(ae, RegistryAE) else DicomSettings()
+    # Pending connections count towards pynetdicom's limit: leave half of it to associations.
+    pending = admission.PendingConnections(
+        min(settings.max_pending, max(1, settings.max_associations // 2))
+    )
+    peers = admission.PeerLimits(
+        settings.max_associations_per_address, settings.max_associations_per_calling_ae
+    )
+    server_class = type(
+        "Server", (ReusePortServer,), {"reuse_port": reuse_port, "pending": pending}
+    )
     server = ae.make_server(
         (host, port),
         contexts=SharedContexts(ae.supported_contexts),
-        evt_handlers=[NODELAY, (evt.EVT_REQUESTED, refuse_without_contexts), *handlers],
+        evt_handlers=[
+            NODELAY,
+            (evt.EVT_REQUESTED, admission.on_requested, [pending]),
+            (evt.EVT_CONN_CLOSE, admission.on_closed, [pending]),
+            (evt.EVT_REQUESTED, refuse_without_contexts),
+            (evt.EVT_REQUESTED, peers.check),
+            *handlers,
+        ],
         server_class=server_class,
     )
     # A short poll so that shutdown (each test, each rolling restart) does not wait 0.5 s.

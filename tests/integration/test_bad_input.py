@@ -15,6 +15,7 @@ from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_ui
 from pynetdicom import AE, _config
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import build_context
 
 from tests.integration.peers import (
     StudyRootQueryRetrieveInformationModelGet,
@@ -268,3 +269,41 @@ def test_series_of_a_study_not_in_the_archive_is_success_without_matches(
         series.SeriesInstanceUID = ""
         matches, status = pyfind(server, series, patient_root=patient_root)
         assert (matches, status) == ([], 0x0000)
+
+
+def association_request(called_ae: str) -> bytes:
+    """An A-ASSOCIATE-RQ PDU proposing Verification."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "ANYONE"
+    primitive.called_ae_title = called_ae
+    maximum = MaximumLengthNotification()
+    maximum.maximum_length_received = 16384
+    primitive.user_information = [maximum]
+    context = build_context("1.2.840.10008.1.1")
+    context.context_id = 1
+    primitive.presentation_context_definition_list = [context]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def test_unknown_pdu_type_is_answered_with_a_abort(server: Server) -> None:
+    with socket.create_connection((server.host, server.dicom_port), timeout=10) as sock:
+        sock.sendall(b"\x42\x00\x00\x00\x00\x04abcd")
+        reply = sock.recv(10)
+    # A-ABORT, source service-provider, reason unrecognized-PDU (PS3.8 9.3.8)
+    assert reply == b"\x07\x00\x00\x00\x00\x04\x00\x00\x02\x01"
+    assert echo(server) == 0x0000
+
+
+def test_association_to_a_called_ae_title_not_ours_is_rejected(server: Server) -> None:
+    with socket.create_connection((server.host, server.dicom_port), timeout=10) as sock:
+        sock.sendall(association_request("NOT-" + server.ae_title[:12]))
+        reply = sock.recv(10)
+    assert reply[:1] == b"\x03"  # A-ASSOCIATE-RJ
+    assert reply[7:10] == b"\x01\x01\x07"  # permanent, service-user, called AE not recognized
+    with socket.create_connection((server.host, server.dicom_port), timeout=10) as sock:
+        sock.sendall(association_request(server.ae_title))
+        assert sock.recv(1) == b"\x02"  # A-ASSOCIATE-AC for our own title
+    assert echo(server) == 0x0000
