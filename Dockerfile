@@ -35,6 +35,7 @@ ENV PATH=/opt/micropacs/bin:$PATH \
     MICROPACS_DATA_DIR=/var/lib/micropacs \
     MICROPACS_DICOM__HOST=0.0.0.0 \
     MICROPACS_HTTP__HOST=0.0.0.0 \
+    MICROPACS_AUTH__BACKEND=local \
     MICROPACS_HTTP__PORT=8080
 USER 10001:10001
 WORKDIR /var/lib/micropacs

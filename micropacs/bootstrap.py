@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import click
 
 from micropacs import logs, metrics_registry
+from micropacs.auth.gate import NoAuthentication
 from micropacs.config import Settings, load_settings
 from micropacs.runtime import Endpoints, run
 from micropacs.service import ServiceDescriptor
@@ -27,16 +28,28 @@ def serve(settings: Settings, services: Sequence[ServiceDescriptor]) -> None:
             f"micropacs {names} ready: "
             + (f"DICOM {where}, " if endpoints.dicom_port else "")
             + f"HTTP http://{settings.http.host}:{endpoints.http_port} "
-            + f"(/healthz /readyz /metrics), data in {settings.data_dir.resolve()}",
+            + f"(/healthz /readyz /metrics), data in {settings.data_dir.resolve()}"
+            + _access_note(settings),
             err=True,
         )
 
     try:
         asyncio.run(run(settings, services, on_ready=announce))
+    except NoAuthentication as exc:
+        raise click.ClickException(str(exc)) from exc
     except OSError as exc:
         raise click.ClickException(
             f"{exc}. Is another server using the port? Choose others with --dicom-port/--http-port."
         ) from exc
+
+
+def _access_note(settings: Settings) -> str:
+    backend = settings.auth.backend
+    if backend is None:
+        return "; HTTP open to local clients without credentials (no authentication configured)"
+    if backend == "off":
+        return "; HTTP authentication OFF: anyone who reaches the port may read and write"
+    return f"; HTTP authentication: {backend}"
 
 
 def serve_worker(services: Sequence[ServiceDescriptor]) -> None:

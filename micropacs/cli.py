@@ -1,17 +1,23 @@
-"""The ``micropacs`` command: serve, run one service, manage nodes, and what services add."""
+"""The ``micropacs`` command: serve, run one service, manage nodes, tokens and users, and
+what services add."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import click
 
+from micropacs.auth.local import TOKEN, USER, LocalCredentials
+from micropacs.auth.principal import Role
 from micropacs.bootstrap import serve as serve_services
 from micropacs.bootstrap import serve_worker
 from micropacs.cli_options import settings_from, settings_options
 from micropacs.config import Settings
+from micropacs.errors import InvalidInput
+from micropacs.ports import Credential
 from micropacs.service_list import SERVICES, named, names
 
 
@@ -149,6 +155,119 @@ def nodes_remove(node_ae_title: str, **flags: Any) -> None:
     if not removed:
         raise click.ClickException(f"no node {node_ae_title!r}; see: micropacs nodes list")
     click.echo(f"node {node_ae_title} removed")
+
+
+ROLE = click.option(
+    "--role",
+    type=click.Choice([role.value for role in Role]),
+    required=True,
+    help="viewer reads, operator also stores, administrator also manages.",
+)
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens for the HTTP APIs (MICROPACS_AUTH__BACKEND=local)."""
+
+
+@tokens.command("add")
+@ROLE
+@click.option("--description", default="", help="Who or what uses it (e.g. 'OHIF, room 2').")
+@click.option(
+    "--expires-in-days", type=click.IntRange(1, 3650), default=None, help="Default: never."
+)
+@settings_options
+def tokens_add(role: str, description: str, expires_in_days: int | None, **flags: Any) -> None:
+    """Create a token; it is shown once, only its hash is kept."""
+    expires = timedelta(days=expires_in_days) if expires_in_days else None
+
+    async def create(catalog: Any) -> tuple[str, Credential]:
+        return await LocalCredentials(catalog).create_token(Role(role), description, expires)
+
+    text, credential = _catalog_call(settings_from(**flags), create)
+    click.echo(text)
+    click.echo(
+        f"token {credential.name} ({credential.role}) created; it is not shown again."
+        " Send it as 'Authorization: Bearer <token>'.",
+        err=True,
+    )
+
+
+@tokens.command("list")
+@settings_options
+def tokens_list(**flags: Any) -> None:
+    """List the tokens (never their secrets)."""
+    found = _catalog_call(settings_from(**flags), lambda catalog: catalog.credentials(TOKEN))
+    if not found:
+        click.echo("no tokens; create one with: micropacs tokens add --role viewer")
+        return
+    click.echo(f"{'ID':12}  {'ROLE':13}  {'EXPIRES':25}  DESCRIPTION")
+    for token in found:
+        click.echo(
+            f"{token.name:12}  {token.role:13}  {token.expires_at or 'never':25}  "
+            f"{token.description}"
+        )
+
+
+@tokens.command("remove")
+@click.argument("token_id")
+@settings_options
+def tokens_remove(token_id: str, **flags: Any) -> None:
+    """Revoke a token at once."""
+    removed = _catalog_call(
+        settings_from(**flags), lambda catalog: catalog.remove_credential(TOKEN, token_id)
+    )
+    if not removed:
+        raise click.ClickException(f"no token {token_id!r}; see: micropacs tokens list")
+    click.echo(f"token {token_id} removed")
+
+
+@main.group()
+def users() -> None:
+    """Local users of the HTTP APIs (HTTP Basic; MICROPACS_AUTH__BACKEND=local)."""
+
+
+@users.command("add")
+@click.argument("name")
+@ROLE
+@click.option("--description", default="", help="Who the user is.")
+@click.password_option(help="The password (asked for when not given; at least 12 characters).")
+@settings_options
+def users_add(name: str, role: str, description: str, password: str, **flags: Any) -> None:
+    """Add a user, or replace its password and role."""
+
+    async def add(catalog: Any) -> None:
+        await LocalCredentials(catalog).set_user(name, password, Role(role), description)
+
+    try:
+        _catalog_call(settings_from(**flags), add)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc)) from exc
+    click.echo(f"user {name} ({role}) saved")
+
+
+@users.command("list")
+@settings_options
+def users_list(**flags: Any) -> None:
+    """List the users."""
+    found = _catalog_call(settings_from(**flags), lambda catalog: catalog.credentials(USER))
+    if not found:
+        click.echo("no users; add one with: micropacs users add NAME --role viewer")
+    for user in found:
+        click.echo(f"{user.name:24}  {user.role:13}  {user.description}")
+
+
+@users.command("remove")
+@click.argument("name")
+@settings_options
+def users_remove(name: str, **flags: Any) -> None:
+    """Remove a user."""
+    removed = _catalog_call(
+        settings_from(**flags), lambda catalog: catalog.remove_credential(USER, name)
+    )
+    if not removed:
+        raise click.ClickException(f"no user {name!r}; see: micropacs users list")
+    click.echo(f"user {name} removed")
 
 
 for _service in SERVICES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,8 +80,9 @@ class HttpSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the HTTP port listens on.")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port (0 picks a free one).")
     cors_origins: list[str] = Field(
-        default_factory=lambda: ["*"],
-        description='Web origins allowed to call DICOMweb from a browser (JSON list; ["*"]: any).',
+        default_factory=list,
+        description="Web origins allowed to call DICOMweb from a browser (JSON list; none by"
+        ' default; ["*"]: any).',
     )
     public_url: str | None = Field(
         None,
@@ -129,6 +130,46 @@ class HttpSettings(BaseModel):
         gt=0,
         description="Seconds one STOW-RS request body may take to arrive in total (else 408).",
     )
+
+
+class AuthSettings(BaseModel):
+    """Who may call the HTTP APIs (DICOMweb): API tokens and users, or OpenID Connect."""
+
+    backend: Literal["local", "oidc", "off"] | None = Field(
+        None,
+        description="local: API tokens and users of `micropacs tokens`/`users`; oidc: bearer"
+        " tokens of an OpenID Connect provider; off: no authentication (explicit). Unset: a"
+        " server bound to loopback answers local clients without credentials, any other"
+        " refuses to start.",
+    )
+    metrics_open: bool = Field(
+        True, description="Serve /metrics without credentials (for Prometheus)."
+    )
+    oidc_issuer: str = Field("", description="The provider's issuer URL (the iss claim).")
+    oidc_audience: str = Field("", description="The audience tokens must name (the aud claim).")
+    oidc_jwks_url: str = Field(
+        "", description="The provider's JWKS URL; default: from its discovery document."
+    )
+    oidc_roles_claim: str = Field(
+        "roles", description="Claim holding the roles, dotted for nested (realm_access.roles)."
+    )
+    oidc_role_prefix: str = Field(
+        "", description="Prefix of the role values meant for micropacs (e.g. 'micropacs-')."
+    )
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "ES256", "PS256"],
+        description="Signature algorithms accepted (JSON list); never 'none' or HMAC.",
+    )
+    oidc_leeway: float = Field(30.0, ge=0, description="Seconds of clock skew tolerated.")
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        """A shared-secret (HS*) or absent ('none') signature proves nothing about the issuer."""
+        refused = [a for a in algorithms if a.lower() == "none" or a.upper().startswith("HS")]
+        if refused or not algorithms:
+            raise ValueError(f"use asymmetric signature algorithms (RS256, ES256…), not {refused}")
+        return algorithms
 
 
 class StorageSettings(BaseModel):
@@ -222,6 +263,7 @@ class Settings(BaseSettings):
     )
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

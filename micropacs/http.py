@@ -94,11 +94,13 @@ def build_http_app(
     registry: CollectorRegistry,
     checks: Mapping[str, Check],
     routes: Sequence[BaseRoute] = (),
-    cors_origins: Sequence[str] = ("*",),
+    cors_origins: Sequence[str] = (),
     exposition: CollectorRegistry | None = None,
+    access: Middleware | None = None,
 ) -> Starlette:
     """A Starlette app with the health, readiness and metrics routes, and the services' own
-    (DICOMweb), which browsers of ``cors_origins`` may call."""
+    (DICOMweb), behind ``access`` (the authentication gate), which browsers of
+    ``cors_origins`` may call."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -129,7 +131,7 @@ def build_http_app(
             Route("/metrics", metrics),
             *routes,
         ],
-        middleware=[cors] if routes else [],
+        middleware=[*([cors] if routes else []), *([access] if access else [])],
     )
 
 

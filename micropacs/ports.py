@@ -187,6 +187,24 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Credential:
+    """Who may call the HTTP APIs: an API token or a local user (never the secret itself).
+
+    ``kind`` is ``token`` (``name`` is the token's public id, ``secret_hash`` the
+    SHA-256 of its secret) or ``user`` (``name`` is the user name, ``secret_hash``
+    the password's argon2 hash). ``expires_at`` is ISO 8601 in UTC, "" for never.
+    """
+
+    kind: str
+    name: str
+    secret_hash: str = field(repr=False)
+    role: str
+    description: str = ""
+    expires_at: str = ""
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
 class CatalogCounts:
     """How much the catalog holds."""
 
@@ -197,7 +215,8 @@ class CatalogCounts:
 
 
 class Catalog(Protocol):
-    """Metadata of every stored instance, queryable at every level, plus the node registry."""
+    """Metadata of every stored instance, queryable at every level, plus the node registry
+    and the credentials of the HTTP APIs."""
 
     async def upsert_instances(self, records: Sequence[InstanceRecord]) -> None:
         """Write instances and their patient, study and series; idempotent.
@@ -239,6 +258,22 @@ class Catalog(Protocol):
 
     async def nodes(self) -> list[Node]:
         """Every node of the registry, by AE title."""
+        ...
+
+    async def put_credential(self, credential: Credential) -> None:
+        """Add or replace the credential of that kind and name."""
+        ...
+
+    async def credential(self, kind: str, name: str) -> Credential | None:
+        """The credential of that kind and name, or None."""
+        ...
+
+    async def credentials(self, kind: str) -> list[Credential]:
+        """Every credential of that kind, by name."""
+        ...
+
+    async def remove_credential(self, kind: str, name: str) -> bool:
+        """Remove a credential; False if it was not there."""
         ...
 
     async def check(self) -> None:

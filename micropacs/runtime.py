@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from starlette.middleware import Middleware
 
 from micropacs import metrics_registry, workers
 from micropacs.adapters.factory import open_blob_store, open_catalog, open_event_bus
+from micropacs.auth.gate import Gate, authenticator, require_authentication
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.dimse import observe
@@ -89,6 +91,7 @@ async def run(
     A ``worker`` is an extra DICOM process of a parent that runs the rest: it
     shares the parent's port and starts no workers of its own.
     """
+    require_authentication(settings)  # before anything opens: refuse an open network port
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     data_dir_lock = _prepare_data_dir(settings.data_dir)
@@ -104,7 +107,7 @@ async def run(
             if not worker:
                 dicom = [service.name for service in services if service.dicom]
                 stack.callback(workers.stop, workers.spawn(settings, dicom, dicom_port))
-        http_port = await _start_http(settings, apps, registry, stack)
+        http_port = await _start_http(settings, apps, adapters, registry, stack)
         tasks = [
             asyncio.create_task(task(stop), name=service.name)
             for service, app in zip(services, apps, strict=True)
@@ -171,6 +174,8 @@ async def _open_adapters(
     needs = set(needs_of(services))
     if settings.dicom.strict_nodes and any(service.dicom for service in services):
         needs.add(Port.CATALOG)  # the node registry decides who may call
+    if settings.auth.backend == "local":
+        needs.add(Port.CATALOG)  # tokens and users live there
     blobs = bus = catalog = None
     if Port.BLOB_STORE in needs:
         blobs = await open_blob_store(
@@ -237,12 +242,19 @@ def _known_titles(adapters: Adapters, bridge: LoopBridge) -> Callable[[], list[s
 async def _start_http(
     settings: Settings,
     apps: Sequence[ServiceApp],
+    adapters: Adapters,
     registry: CollectorRegistry,
     stack: AsyncExitStack,
 ) -> int:
     """Health, readiness, metrics and the services' routes; returns the bound port."""
     checks = {name: check for app in apps for name, check in app.checks.items()}
     routes = [route for app in apps for route in app.web_routes()]
+    access = Middleware(
+        Gate,
+        authenticate=authenticator(settings, adapters.catalog),
+        metrics_open=settings.auth.metrics_open,
+        basic=settings.auth.backend == "local",
+    )
     http = HttpServer(
         build_http_app(
             registry,
@@ -250,6 +262,7 @@ async def _start_http(
             routes,
             settings.http.cors_origins,
             exposition_registry(registry, settings.data_dir),
+            access,
         ),
         settings.http.host,
         settings.http.port,

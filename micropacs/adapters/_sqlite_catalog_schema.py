@@ -119,6 +119,17 @@ CREATE TABLE IF NOT EXISTS nodes (
     storage_group TEXT NOT NULL,
     ae_group TEXT NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS credentials (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    description TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
 """
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,7 +33,14 @@ from micropacs.dicom import levels, matching, tags
 from micropacs.dicom.json_model import DicomJson, element
 from micropacs.dicom.levels import Level
 from micropacs.errors import CatalogUnavailable, InvalidInput
-from micropacs.ports import CatalogCounts, InstanceLocation, InstanceRecord, Node, Query
+from micropacs.ports import (
+    CatalogCounts,
+    Credential,
+    InstanceLocation,
+    InstanceRecord,
+    Node,
+    Query,
+)
 
 FIELDS = {
     Level.PATIENT: PATIENT_FIELDS,
@@ -353,6 +361,38 @@ class MongoCatalog:
             raise self._unavailable(exc) from exc
         return [Node(ae_title=d.pop("_id"), **d) for d in docs]
 
+    async def put_credential(self, credential: Credential) -> None:
+        """Add or replace the credential of that kind and name."""
+        key = _credential_key(credential.kind, credential.name)
+        try:
+            await self._db.credentials.replace_one({"_id": key}, asdict(credential), upsert=True)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def credential(self, kind: str, name: str) -> Credential | None:
+        """The credential of that kind and name, or None (read by ``_id``)."""
+        try:
+            doc = await self._db.credentials.find_one({"_id": _credential_key(kind, name)})
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        return None if doc is None else _credential_of(doc)
+
+    async def credentials(self, kind: str) -> list[Credential]:
+        """Every credential of that kind, by name."""
+        try:
+            docs = await self._db.credentials.find({"kind": kind}).to_list(None)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        return sorted((_credential_of(doc) for doc in docs), key=lambda c: c.name)
+
+    async def remove_credential(self, kind: str, name: str) -> bool:
+        """Remove a credential; False if absent."""
+        try:
+            result = await self._db.credentials.delete_one({"_id": _credential_key(kind, name)})
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        return bool(result.deleted_count)
+
     async def check(self) -> None:
         """Raise CatalogUnavailable unless the server answers a ping."""
         try:
@@ -364,6 +404,15 @@ class MongoCatalog:
         """Close the client's connections, between two server checks (see _mongo_checks)."""
         await self._checks.settled(at_most=10)  # a check: connect and hello, 5 s each at most
         await self._client.close()
+
+
+def _credential_key(kind: str, name: str) -> str:
+    return f"{kind}:{name}"
+
+
+def _credential_of(doc: dict[str, Any]) -> Credential:
+    doc.pop("_id", None)
+    return Credential(**doc)
 
 
 async def _each(docs: Any) -> AsyncIterator[dict[str, Any]]:

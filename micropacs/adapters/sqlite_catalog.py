@@ -37,7 +37,14 @@ from micropacs.adapters._sqlite_catalog_schema import MIGRATIONS, SCHEMA, SCHEMA
 from micropacs.adapters._sqlite_catalog_write import Batch, prepare
 from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import CatalogUnavailable, InvalidInput
-from micropacs.ports import CatalogCounts, InstanceLocation, InstanceRecord, Node, Query
+from micropacs.ports import (
+    CatalogCounts,
+    Credential,
+    InstanceLocation,
+    InstanceRecord,
+    Node,
+    Query,
+)
 
 T = TypeVar("T")
 
@@ -48,6 +55,9 @@ def _begin_read(conn: sqlite3.Connection) -> set[str]:
     """Open a read transaction; the columns where some row holds several values (NULL)."""
     conn.execute("BEGIN")
     return {row[0] for row in conn.execute("SELECT name FROM irregular_columns")}
+
+
+_CREDENTIAL_COLUMNS = "kind, name, secret_hash, role, description, expires_at, created_at"
 
 
 class SqliteCatalog:
@@ -223,6 +233,48 @@ class SqliteCatalog:
             )
             for row in rows
         ]
+
+    async def put_credential(self, credential: Credential) -> None:
+        """Add or replace the credential of that kind and name."""
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO credentials (kind, name, secret_hash, role, description,"
+                " expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                astuple(credential),
+            ),
+            transaction=True,
+        )
+
+    async def credential(self, kind: str, name: str) -> Credential | None:
+        """The credential of that kind and name, or None."""
+        row = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE kind = ? AND name = ?",
+                (kind, name),
+            ).fetchone()
+        )
+        return None if row is None else Credential(*row)
+
+    async def credentials(self, kind: str) -> list[Credential]:
+        """Every credential of that kind, by name."""
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE kind = ? ORDER BY name",
+                (kind,),
+            ).fetchall()
+        )
+        return [Credential(*row) for row in rows]
+
+    async def remove_credential(self, kind: str, name: str) -> bool:
+        """Remove a credential; False if it was not there."""
+
+        def remove(conn: sqlite3.Connection) -> bool:
+            deleted = conn.execute(
+                "DELETE FROM credentials WHERE kind = ? AND name = ?", (kind, name)
+            ).rowcount
+            return bool(deleted > 0)
+
+        return bool(await self._write(remove, transaction=True))
 
     async def check(self) -> None:
         """Read from the catalog; raise CatalogUnavailable if it does not answer."""

@@ -19,7 +19,7 @@ from micropacs.dicom import matching, tags
 from micropacs.dicom.json_model import DicomJson
 from micropacs.dicom.levels import Level
 from micropacs.errors import InvalidInput
-from micropacs.ports import Catalog, CatalogCounts, InstanceRecord, Node, Query
+from micropacs.ports import Catalog, CatalogCounts, Credential, InstanceRecord, Node, Query
 from tests.contract.conftest import Runner
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -664,6 +664,31 @@ def test_locate(archive: Catalog, run: Runner) -> None:
 
 
 # -- nodes ------------------------------------------------------------------------------------
+
+
+def test_credentials_add_replace_remove(catalog: Catalog, run: Runner) -> None:
+    token = Credential(
+        kind="token",
+        name="k3y1d",
+        secret_hash="ab" * 32,
+        role="viewer",
+        description="reading room 2",
+        expires_at="2027-01-01T00:00:00+00:00",
+        created_at="2026-12-01T00:00:00+00:00",
+    )
+    user = Credential(kind="user", name="jnovak", secret_hash="$argon2id$v=19$x", role="operator")
+    run(catalog.put_credential(token))
+    run(catalog.put_credential(user))
+    assert run(catalog.credential("token", "k3y1d")) == token
+    assert run(catalog.credential("user", "k3y1d")) is None  # kinds never mix
+    assert run(catalog.credentials("user")) == [user]
+    promoted = replace(user, role="administrator")
+    run(catalog.put_credential(promoted))
+    assert run(catalog.credential("user", "jnovak")) == promoted
+    assert run(catalog.remove_credential("token", "k3y1d")) is True
+    assert run(catalog.remove_credential("token", "k3y1d")) is False
+    assert run(catalog.credentials("token")) == []
+    assert "ab" * 32 not in repr(token)  # the hash stays out of logs and reprs
 
 
 def test_nodes_add_replace_remove(catalog: Catalog, run: Runner) -> None:

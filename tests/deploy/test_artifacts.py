@@ -173,7 +173,7 @@ def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     lock = (ROOT / "requirements.lock").read_text().lower()
     for requirement in project["dependencies"]:
-        name = requirement.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        name = re.split(r"[\[<>=~!; ]", requirement, maxsplit=1)[0].lower()
         assert f"\n{name}==" in lock, f"{name} is not in requirements.lock: re-run pip-compile"
     assert "--hash=sha256:" in lock
 

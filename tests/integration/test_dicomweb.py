@@ -353,13 +353,24 @@ def test_stow_rs_refuses_what_it_cannot_store(server: Server, tmp_path: Path) ->
     assert httpx.get(f"{server.http}/healthz").status_code == 200
 
 
-def test_cors_preflight_is_answered(server: Server) -> None:
-    answer = httpx.options(
-        f"{server.http}/dicom-web/studies",
-        headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"},
+def test_cors_preflight_is_answered_for_configured_origins_only(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    from tests.integration.server import start_server
+
+    viewer = start_server(
+        tmp_path / "data",
+        env={**server_env, "MICROPACS_HTTP__CORS_ORIGINS": '["https://viewer.example"]'},
     )
-    assert answer.status_code == 200
-    assert answer.headers["access-control-allow-origin"] in ("*", "https://viewer.example")
+    try:
+        for origin, allowed in (("https://viewer.example", True), ("https://evil.example", False)):
+            answer = httpx.options(
+                f"{viewer.http}/dicom-web/studies",
+                headers={"Origin": origin, "Access-Control-Request-Method": "GET"},
+            )
+            assert (answer.headers.get("access-control-allow-origin") == origin) is allowed
+    finally:
+        viewer.stop()
 
 
 def test_compression_at_rest_is_lossless_and_recorded(
