@@ -13,7 +13,9 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+import warnings
+from pathlib import Path
+from typing import Any, TextIO
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -37,8 +39,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+def log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for servers: a structured line naming the warning's kind
+    and where it rose, without its text, which libraries fill with the values they
+    read (pydicom: "Invalid value for VR PN: 'Novak^Jan'")."""
+    logging.getLogger("warnings").warning(
+        "library warning", extra={"category": category.__name__, "source": Path(filename).stem}
+    )
+
+
 def configure(level: str = "INFO") -> None:
-    """Send every log line as JSON to stderr; quiet pynetdicom's per-PDU chatter."""
+    """Send every log line as JSON to stderr; quiet pynetdicom's per-PDU chatter, and keep
+    the values that libraries put into warnings and their own logs out."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -46,3 +65,5 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings quote values
+    warnings.showwarning = log_warning

@@ -26,5 +26,7 @@ def require_uid(value: object, name: str) -> str:
         raise InvalidUid(f"{name} is missing")
     text = str(value).rstrip("\x00 ")
     if not is_valid_uid(text):
-        raise InvalidUid(f"{name} {text[:80]!r} is not a valid UID (PS3.5 9.1)")
+        raise InvalidUid(
+            f"{name} is not a valid UID (PS3.5 9.1: digits and dots, at most {MAX_LENGTH})"
+        )
     return text

@@ -53,7 +53,7 @@ def check_uids(identifier: DicomJson) -> None:
             continue
         for value in text_of(key):
             if value and value != "*" and not is_valid_uid(value):
-                raise InvalidIdentifier(f"({tag[:4]},{tag[4:]}) holds {value!r}, not a UID")
+                raise InvalidIdentifier(f"({tag[:4]},{tag[4:]}) holds something that is not a UID")
 
 
 class QueryService:

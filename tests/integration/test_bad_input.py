@@ -271,6 +271,20 @@ def test_series_of_a_study_not_in_the_archive_is_success_without_matches(
         assert (matches, status) == ([], 0x0000)
 
 
+def test_refusals_log_no_values_of_the_dataset(server: Server) -> None:
+    marker = "Secretname^Patientvalue"
+    assoc = associate(server, [CTImageStorage])
+    try:
+        refused = assoc.send_c_store(ct_dataset(PatientName=marker, SeriesInstanceUID="1.2.abc"))
+    finally:
+        assoc.release()
+    assert int(refused.Status) == 0xA900
+    assert echo(server) == 0x0000
+    log = server.log()
+    assert "store refused" in log
+    assert marker not in log and "1.2.abc" not in log
+
+
 def association_request(called_ae: str) -> bytes:
     """An A-ASSOCIATE-RQ PDU proposing Verification."""
     primitive = A_ASSOCIATE()
