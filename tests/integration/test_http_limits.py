@@ -233,13 +233,19 @@ def test_a_chunked_stow_body_over_the_limit_is_cut_off(server: Server, tmp_dir: 
         first = part(boundary, b"")[:-2]
         sock.sendall(f"{len(first):x}\r\n".encode() + first + b"\r\n")
         sent = 0
-        while not select.select([sock], [], [], 0)[0]:
-            assert sent < 4 * STOW_MAX_BYTES, "the server read past its limit"
-            sock.sendall(chunk)
-            sent += len(block)
-        status, _, body = response(sock)
-    assert status == 413
-    assert "larger than" in json.loads(body)["error"]
+        try:
+            while not select.select([sock], [], [], 0)[0]:
+                assert sent < 4 * STOW_MAX_BYTES, "the server read past its limit"
+                sock.sendall(chunk)
+                sent += len(block)
+            status, _, body = response(sock)
+        except (ConnectionResetError, BrokenPipeError):
+            # The server answered 413 and closed while our bytes were still arriving: the
+            # kernel's reset may drop the answer before we read it. It stopped reading, though.
+            status, body = None, b""
+    if status is not None:
+        assert status == 413
+        assert "larger than" in json.loads(body)["error"]
     assert sent >= STOW_MAX_BYTES
     assert_alive(server, tmp_dir)
 
