@@ -17,6 +17,7 @@ sub-operations failed, 0xA702 when all failed, Cancel 0xFE00 on C-CANCEL.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from micropacs.dicom.transcode import choose_syntax, to_syntax
 from micropacs.dimse.sockets import NODELAY
 from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
 from micropacs.ports import InstanceLocation
+from micropacs.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class Destination:
     host: str
     port: int
     ae_title: str
+    tls: bool = False
+    """The node speaks DICOM TLS (PS3.15 B.9): sub-operations go over TLS or not at all."""
 
 
 class InstanceSource(Protocol):
@@ -215,23 +219,38 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
                 if key not in seen and len(contexts) < 128:
                     seen.add(key)
                     contexts.append(build_context(loc.sop_class_uid, syntaxes))
+        where = {
+            "destination": destination.ae_title,
+            "host": destination.host,
+            "port": destination.port,
+            "tls": destination.tls,
+        }
+        tls_args = None
+        if destination.tls:
+            client = getattr(self.ae, "tls_client", None) or ClientTls()
+            try:
+                # The node's certificate must name the host we connect to.
+                tls_args = (client.context(), destination.host)
+            except (OSError, ssl.SSLError) as exc:
+                log.error(
+                    "move destination needs TLS and no TLS client context could be built",
+                    extra={**where, "reason": type(exc).__name__},
+                )
+                return None
         assoc = self.ae.associate(
             destination.host,
             destination.port,
             contexts=contexts,
             ae_title=destination.ae_title,
-            max_pdu=0,
+            max_pdu=self.ae.maximum_pdu_size,  # what we accept on every association
             evt_handlers=[NODELAY],
+            tls_args=tls_args,
         )
         if not assoc.is_established:
-            log.warning(
-                "move destination refused or unreachable",
-                extra={
-                    "destination": destination.ae_title,
-                    "host": destination.host,
-                    "port": destination.port,
-                },
-            )
+            message = "move destination refused or unreachable"
+            if destination.tls:
+                message += " (over TLS; nothing is sent in plain text to a TLS node)"
+            log.warning(message, extra=where)
             return None
         return assoc
 
