@@ -78,9 +78,10 @@ def test_pathological_patterns_answer_at_once_and_healthz_stays_up(
         querying.join(30)
     assert answers, "no QIDO-RS answer"
     assert {status for status, _ in answers} == {204}
-    assert max(elapsed for _, elapsed in answers) < 2
+    # Generous bounds for a shared machine: the backtracking matcher took minutes here.
+    assert max(elapsed for _, elapsed in answers) < 5
     assert len(health) >= 5, f"only {len(health)} /healthz answers while the queries ran"
-    assert max(health) < 1, f"/healthz took up to {max(health):.2f} s"
+    assert max(health) < 3, f"/healthz took up to {max(health):.2f} s"
 
 
 def test_patterns_beyond_the_caps_are_refused_saying_the_limit(server: Server, stored: str) -> None:
@@ -111,5 +112,5 @@ def test_c_find_answers_at_once_and_refuses_beyond_the_caps(server: Server, stor
     for pattern in PATHOLOGICAL:
         started = time.perf_counter()
         assert pyfind(server, image_find(stored, pattern)) == ([], 0x0000)
-        assert time.perf_counter() - started < 2
+        assert time.perf_counter() - started < 5  # the backtracking matcher took minutes
     assert pyfind(server, image_find(stored, "*a" * (MAX_STARS + 1))) == ([], 0xA900)
