@@ -17,7 +17,7 @@ from micropacs.bootstrap import serve_worker
 from micropacs.cli_options import settings_from, settings_options
 from micropacs.config import Settings
 from micropacs.errors import InvalidInput
-from micropacs.ports import Credential
+from micropacs.ports import Credential, Node
 from micropacs.service_list import SERVICES, named, names
 
 
@@ -93,6 +93,24 @@ def _catalog_call(settings: Settings, action: Callable[[Any], Any]) -> Any:
 @click.option("--user-id", default="", help="User identity for the node.")
 @click.option("--storage-group", default="", help="Storage (FS) group its objects go to.")
 @click.option("--ae-group", default="", help="AE group, e.g. diagnostic or radiotherapy.")
+@click.option("--no-store", is_flag=True, help="It may not send us objects (C-STORE).")
+@click.option("--no-query", is_flag=True, help="It may not query (C-FIND).")
+@click.option("--no-retrieve", is_flag=True, help="It may not retrieve (C-GET, C-MOVE).")
+@click.option(
+    "--no-move-destination", is_flag=True, help="It may not be named as a C-MOVE destination."
+)
+@click.option(
+    "--allow-from",
+    "allow_from",
+    multiple=True,
+    metavar="CIDR",
+    help="A network it may also call from (e.g. 10.1.2.0/24); repeatable.",
+)
+@click.option(
+    "--not-from-host",
+    is_flag=True,
+    help="It calls only from the --allow-from networks, not from HOST's addresses.",
+)
 @settings_options
 def nodes_add(
     node_ae_title: str,
@@ -105,13 +123,24 @@ def nodes_add(
     user_id: str,
     storage_group: str,
     ae_group: str,
+    no_store: bool,
+    no_query: bool,
+    no_retrieve: bool,
+    no_move_destination: bool,
+    allow_from: tuple[str, ...],
+    not_from_host: bool,
     **flags: Any,
 ) -> None:
-    """Add or replace a node; a running server uses it from its next association."""
-    from micropacs.ports import Node
+    """Add or replace a node; a running server uses it from its next association.
 
+    A new node may store, query, retrieve and be a move destination, calling
+    from the addresses HOST resolves to; the options take rights away or add
+    networks.
+    """
     if not 0 < len(node_ae_title.strip()) <= 16 or "\\" in node_ae_title:
         raise click.BadParameter("an AE title has 1 to 16 characters and no backslash")
+    if not_from_host and not allow_from:
+        raise click.BadParameter("--not-from-host needs at least one --allow-from network")
     node = Node(
         ae_title=node_ae_title.strip(),
         host=node_host,
@@ -123,7 +152,17 @@ def nodes_add(
         user_id=user_id,
         storage_group=storage_group,
         ae_group=ae_group,
+        store=not no_store,
+        query=not no_query,
+        retrieve=not no_retrieve,
+        move_destination=not no_move_destination,
+        allowed_from=allow_from,
+        from_host=not not_from_host,
     )
+    try:
+        node.networks()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-from") from exc
     _catalog_call(settings_from(**flags), lambda catalog: catalog.put_node(node))
     click.echo(f"node {node.ae_title} -> {node.host}:{node.port} saved")
 
@@ -136,12 +175,27 @@ def nodes_list(**flags: Any) -> None:
     if not found:
         click.echo("no nodes registered; add one with: micropacs nodes add AE_TITLE HOST PORT")
         return
-    click.echo(f"{'AE TITLE':16}  {'HOST':24}  {'PORT':>5}  {'GROUP':12}  DESCRIPTION")
+    click.echo(
+        f"{'AE TITLE':16}  {'HOST':24}  {'PORT':>5}  {'MAY':31}  {'FROM':24}  "
+        f"{'GROUP':12}  DESCRIPTION"
+    )
     for node in found:
         click.echo(
-            f"{node.ae_title:16}  {node.host:24}  {node.port:>5}  {node.ae_group:12}  "
-            f"{node.description}"
+            f"{node.ae_title:16}  {node.host:24}  {node.port:>5}  {_rights(node):31}  "
+            f"{_origins(node):24}  {node.ae_group:12}  {node.description}"
         )
+
+
+def _rights(node: Node) -> str:
+    """What a node may do, e.g. ``store,query`` (``-`` for nothing)."""
+    named = [("store", node.store), ("query", node.query), ("retrieve", node.retrieve)]
+    named.append(("move-dest", node.move_destination))
+    return ",".join(name for name, granted in named if granted) or "-"
+
+
+def _origins(node: Node) -> str:
+    """Where a node may call from: ``host`` and its networks."""
+    return ",".join((["host"] if node.from_host else []) + list(node.allowed_from)) or "-"
 
 
 @nodes.command("remove")

@@ -39,7 +39,10 @@ class DicomSettings(BaseModel):
     )
     dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a DIMSE message.")
     strict_nodes: bool = Field(
-        False, description="Reject associations from calling AE titles not in the node registry."
+        False,
+        description="Reject associations from calling AE titles not in the node registry"
+        " (calling-AE-title-not-recognized, PS3.8 9.3.4). Registered nodes are held to their"
+        " addresses and permissions either way.",
     )
     max_associations: int = Field(64, ge=1, description="Concurrent associations per process.")
     max_pending: int = Field(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -172,7 +173,15 @@ class InstanceLocation:
 
 @dataclass(frozen=True)
 class Node:
-    """A known DICOM node (Conquest's acrnema.map, dcm4chee's AE list)."""
+    """A known DICOM node (Conquest's acrnema.map, dcm4chee's AE list).
+
+    What it may do when it calls us: ``store`` (C-STORE), ``query`` (C-FIND),
+    ``retrieve`` (C-GET, C-MOVE as requestor); ``move_destination``: it may be
+    named as a C-MOVE destination (PS3.4 C.4.2.1.4.1). It may call from the
+    addresses its ``host`` resolves to (unless ``from_host`` is False) and
+    from the networks of ``allowed_from`` (CIDRs such as ``10.1.2.0/24``).
+    A new node may do everything, from its host only.
+    """
 
     ae_title: str
     host: str
@@ -184,6 +193,19 @@ class Node:
     user_id: str = ""
     storage_group: str = ""
     ae_group: str = ""
+    store: bool = True
+    query: bool = True
+    retrieve: bool = True
+    move_destination: bool = True
+    allowed_from: tuple[str, ...] = ()
+    from_host: bool = True
+
+    def networks(self) -> list[IPv4Network | IPv6Network]:
+        """The networks of ``allowed_from``; ValueError names one that is not a CIDR."""
+        try:
+            return [ip_network(cidr.strip(), strict=False) for cidr in self.allowed_from]
+        except ValueError as exc:
+            raise ValueError(f"allowed_from of {self.ae_title}: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from micropacs.auth.gate import Gate, authenticator, require_authentication
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.dimse import observe
+from micropacs.dimse.access import NodeDirectory
 from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import DataDirUsage, HttpServer, build_http_app
 from micropacs.service import (
@@ -172,8 +172,8 @@ async def _open_adapters(
 ) -> Adapters:
     """The adapters the services need, closed when ``stack`` closes."""
     needs = set(needs_of(services))
-    if settings.dicom.strict_nodes and any(service.dicom for service in services):
-        needs.add(Port.CATALOG)  # the node registry decides who may call
+    if any(service.dicom for service in services):
+        needs.add(Port.CATALOG)  # the node registry decides who may call and do what
     if settings.auth.backend == "local":
         needs.add(Port.CATALOG)  # tokens and users live there
     blobs = bus = catalog = None
@@ -202,11 +202,11 @@ def _start_dicom(
 ) -> int:
     """One AE for every DICOM service, listening until ``stack`` closes; returns its port."""
     bridge = LoopBridge(asyncio.get_running_loop())
-    known_titles = _known_titles(adapters, bridge)
-    ae = build_ae(settings.dicom, known_titles if adapters.catalog is not None else None)
+    nodes = _node_directory(adapters, bridge)
+    ae = build_ae(settings.dicom, nodes=nodes)
     handlers = observe.handlers(
         observe.AssociationMetrics(registry),
-        known_titles,
+        nodes.titles if nodes is not None else list,
         operation_owners(services),
     )
     for app in apps:
@@ -223,20 +223,12 @@ def _start_dicom(
     return int(server.server_address[1])
 
 
-def _known_titles(adapters: Adapters, bridge: LoopBridge) -> Callable[[], list[str]]:
-    """The node registry's AE titles, read at most once a second ([] without a catalog)."""
-    cache: tuple[float, list[str]] = (-1e9, [])
-
-    def known_titles() -> list[str]:
-        nonlocal cache
-        if adapters.catalog is None:
-            return []
-        if time.monotonic() - cache[0] > 1.0:
-            nodes = bridge.run(adapters.catalog.nodes(), timeout=10)
-            cache = (time.monotonic(), [node.ae_title for node in nodes])
-        return cache[1]
-
-    return known_titles
+def _node_directory(adapters: Adapters, bridge: LoopBridge) -> NodeDirectory | None:
+    """The node registry, read at most once a second (None without a catalog)."""
+    catalog = adapters.catalog
+    if catalog is None:
+        return None
+    return NodeDirectory(lambda: bridge.run(catalog.nodes(), timeout=10))
 
 
 async def _start_http(

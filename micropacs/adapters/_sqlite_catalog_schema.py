@@ -11,12 +11,21 @@ from micropacs.dicom.json_model import DicomJson, text_of
 from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import NUMERIC_VRS, normal_date, normal_pn
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Stored in ``PRAGMA user_version``; older catalogs are migrated, newer ones refused."""
-MIGRATIONS = {
-    1: "ALTER TABLE instances ADD COLUMN original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''",
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE instances ADD COLUMN original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''",),
+    # Nodes registered before access control keep doing everything, from their host.
+    2: (
+        "ALTER TABLE nodes ADD COLUMN may_store INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE nodes ADD COLUMN may_query INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE nodes ADD COLUMN may_retrieve INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE nodes ADD COLUMN may_be_move_destination INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE nodes ADD COLUMN allowed_from TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE nodes ADD COLUMN from_host INTEGER NOT NULL DEFAULT 1",
+    ),
 }
-"""The step from each schema version to the next."""
+"""The statements of the step from each schema version to the next, run in one transaction."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -117,7 +126,13 @@ CREATE TABLE IF NOT EXISTS nodes (
     issuer_of_accession_number TEXT NOT NULL,
     user_id TEXT NOT NULL,
     storage_group TEXT NOT NULL,
-    ae_group TEXT NOT NULL
+    ae_group TEXT NOT NULL,
+    may_store INTEGER NOT NULL DEFAULT 1,
+    may_query INTEGER NOT NULL DEFAULT 1,
+    may_retrieve INTEGER NOT NULL DEFAULT 1,
+    may_be_move_destination INTEGER NOT NULL DEFAULT 1,
+    allowed_from TEXT NOT NULL DEFAULT '[]',
+    from_host INTEGER NOT NULL DEFAULT 1
 );
 
 CREATE TABLE IF NOT EXISTS credentials (

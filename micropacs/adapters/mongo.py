@@ -339,7 +339,12 @@ class MongoCatalog:
 
     async def put_node(self, node: Node) -> None:
         """Add or replace a node."""
+        try:
+            networks = [str(network) for network in node.networks()]
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
         fields = {k: v for k, v in node.__dict__.items() if k != "ae_title"}
+        fields["allowed_from"] = networks
         try:
             await self._db.nodes.replace_one({"_id": node.ae_title}, fields, upsert=True)
         except PyMongoError as exc:
@@ -359,7 +364,11 @@ class MongoCatalog:
             docs = await self._db.nodes.find({}).sort("_id", ASCENDING).to_list(None)
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
-        return [Node(ae_title=d.pop("_id"), **d) for d in docs]
+        # A node stored before access control lacks its fields: the defaults apply.
+        return [
+            Node(ae_title=d.pop("_id"), **{**d, "allowed_from": tuple(d.get("allowed_from", ()))})
+            for d in docs
+        ]
 
     async def put_credential(self, credential: Credential) -> None:
         """Add or replace the credential of that kind and name."""

@@ -58,6 +58,34 @@ def _begin_read(conn: sqlite3.Connection) -> set[str]:
 
 
 _CREDENTIAL_COLUMNS = "kind, name, secret_hash, role, description, expires_at, created_at"
+_NODE_COLUMNS = (
+    "ae_title, host, port, description, tls, issuer_of_patient_id, issuer_of_accession_number,"
+    " user_id, storage_group, ae_group, may_store, may_query, may_retrieve,"
+    " may_be_move_destination, from_host, allowed_from"
+)
+"""The nodes table's columns, in the order put_node writes them and _node_of reads them."""
+
+
+def _node_of(row: Sequence[Any]) -> Node:
+    """The Node of a row of ``_NODE_COLUMNS``."""
+    return Node(
+        ae_title=row[0],
+        host=row[1],
+        port=row[2],
+        description=row[3],
+        tls=bool(row[4]),
+        issuer_of_patient_id=row[5],
+        issuer_of_accession_number=row[6],
+        user_id=row[7],
+        storage_group=row[8],
+        ae_group=row[9],
+        store=bool(row[10]),
+        query=bool(row[11]),
+        retrieve=bool(row[12]),
+        move_destination=bool(row[13]),
+        from_host=bool(row[14]),
+        allowed_from=tuple(json.loads(row[15])),
+    )
 
 
 class SqliteCatalog:
@@ -190,12 +218,23 @@ class SqliteCatalog:
             raise InvalidInput(f"{node.ae_title!r} is not an AE title (1-16 characters, no \\)")
         if not 0 < node.port < 65536:
             raise InvalidInput(f"port {node.port} of {node.ae_title} is not a TCP port")
-        values = astuple(node)
+        try:
+            networks = [str(network) for network in node.networks()]
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        values = (
+            *astuple(node)[:10],
+            node.store,
+            node.query,
+            node.retrieve,
+            node.move_destination,
+            node.from_host,
+            json.dumps(networks),
+        )
         await self._write(
             lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO nodes (ae_title, host, port, description, tls,"
-                " issuer_of_patient_id, issuer_of_accession_number, user_id, storage_group,"
-                " ae_group) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO nodes ({_NODE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             ),
             transaction=True,
@@ -213,26 +252,10 @@ class SqliteCatalog:
         """Every node of the registry, by AE title."""
         rows = await self._read(
             lambda conn: conn.execute(
-                "SELECT ae_title, host, port, description, tls, issuer_of_patient_id,"
-                " issuer_of_accession_number, user_id, storage_group, ae_group FROM nodes"
-                " ORDER BY ae_title"
+                f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY ae_title"
             ).fetchall()
         )
-        return [
-            Node(
-                ae_title=row[0],
-                host=row[1],
-                port=row[2],
-                description=row[3],
-                tls=bool(row[4]),
-                issuer_of_patient_id=row[5],
-                issuer_of_accession_number=row[6],
-                user_id=row[7],
-                storage_group=row[8],
-                ae_group=row[9],
-            )
-            for row in rows
-        ]
+        return [_node_of(row) for row in rows]
 
     async def put_credential(self, credential: Credential) -> None:
         """Add or replace the credential of that kind and name."""
@@ -308,9 +331,7 @@ class SqliteCatalog:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             while 0 < version < SCHEMA_VERSION:
                 log.info("migrating the catalog", extra={"from_version": version})
-                conn.execute(MIGRATIONS[version])
-                version += 1
-                conn.execute(f"PRAGMA user_version = {version}")
+                version = self._migrate(conn, version)
             if version == SCHEMA_VERSION or version == 0:
                 _sqlite.retry(lambda: conn.executescript(SCHEMA), self._busy_timeout)
             if version == 0:
@@ -325,6 +346,27 @@ class SqliteCatalog:
             conn.execute("PRAGMA query_only = 1")
         self._all.append(conn)
         return conn
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> int:
+        """One step from ``version``, all of its statements and the new version or none;
+        returns the version now stored (another process may have migrated first)."""
+
+        def step() -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if current == version:
+                    for statement in MIGRATIONS[version]:
+                        conn.execute(statement)
+                    current += 1
+                    conn.execute(f"PRAGMA user_version = {current}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return current
+
+        return _sqlite.retry(step, self._busy_timeout)
 
     def _acquire(self) -> sqlite3.Connection:
         with self._pool_lock:

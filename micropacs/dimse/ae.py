@@ -5,8 +5,9 @@ every socket we accept or open, a large maximum PDU, chunked receive of
 C-STORE datasets straight to disk, and optionally SO_REUSEPORT so several
 processes share one DICOM port. So do bounds (ARCHITECTURE.md, "Security"):
 PDU sizes and times (:mod:`~micropacs.dimse.pdu_limits`), pending connections
-and associations per peer (:mod:`~micropacs.dimse.admission`), and the called
-AE title checked (PS3.8 9.3.4, reason called-AE-title-not-recognized).
+and associations per peer (:mod:`~micropacs.dimse.admission`), the called
+AE title checked (PS3.8 9.3.4, reason called-AE-title-not-recognized), and
+who may call from where and do what (:mod:`~micropacs.dimse.access`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from micropacs.config import DicomSettings
-from micropacs.dimse import admission, pdu_limits, retrieve_scp
+from micropacs.dimse import access, admission, pdu_limits, retrieve_scp
 from micropacs.dimse.sockets import NODELAY, close_sockets_always
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,16 @@ def refuse_without_contexts(event: evt.Event) -> None:
 
 
 class RegistryAE(AE):
-    """An AE whose accepted calling AE titles come from the node registry.
+    """An AE whose callers are checked against the node registry.
 
-    pynetdicom reads ``require_calling_aet`` at each association request, so
-    a node added with ``micropacs nodes add`` takes effect at the next one.
+    With ``node_access`` (:mod:`~micropacs.dimse.access`) each caller's title,
+    address and permissions are checked; with only ``known_titles`` (strict),
+    pynetdicom compares the calling AE title alone. Both are read at each
+    association request, so a node added with ``micropacs nodes add`` takes
+    effect at the next one.
     """
+
+    node_access: access.NodeAccess | None = None
 
     def __init__(
         self,
@@ -97,11 +103,21 @@ class RegistryAE(AE):
 
 
 def build_ae(
-    settings: DicomSettings, known_titles: Callable[[], Sequence[str]] | None = None
+    settings: DicomSettings,
+    known_titles: Callable[[], Sequence[str]] | None = None,
+    *,
+    nodes: access.NodeDirectory | None = None,
 ) -> AE:
-    """An AE with our timeouts and PDU size; contexts are added by each service."""
+    """An AE with our timeouts and PDU size; contexts are added by each service.
+
+    With ``nodes``, :class:`~micropacs.dimse.access.NodeAccess` decides who may
+    call (``known_titles`` is then unused).
+    """
     configure_pynetdicom()
-    ae = RegistryAE(settings.ae_title, known_titles if settings.strict_nodes else None, settings)
+    strict_titles = known_titles if settings.strict_nodes and nodes is None else None
+    ae = RegistryAE(settings.ae_title, strict_titles, settings)
+    if nodes is not None:
+        ae.node_access = access.NodeAccess(nodes, strict=settings.strict_nodes)
     ae.require_called_aet = not settings.accept_any_called_ae
     ae.maximum_pdu_size = settings.max_pdu
     ae.network_timeout = settings.network_timeout
@@ -165,6 +181,9 @@ def start_server(
     peers = admission.PeerLimits(
         settings.max_associations_per_address, settings.max_associations_per_calling_ae
     )
+    checker = ae.node_access if isinstance(ae, RegistryAE) else None
+    # Before the per-peer caps, so that a caller rejected here holds no slot.
+    node_access = [] if checker is None else [(evt.EVT_REQUESTED, checker.check)]
     server_class = type(
         "Server", (ReusePortServer,), {"reuse_port": reuse_port, "pending": pending}
     )
@@ -176,6 +195,7 @@ def start_server(
             (evt.EVT_REQUESTED, admission.on_requested, [pending]),
             (evt.EVT_CONN_CLOSE, admission.on_closed, [pending]),
             (evt.EVT_REQUESTED, refuse_without_contexts),
+            *node_access,
             (evt.EVT_REQUESTED, peers.check),
             *handlers,
         ],

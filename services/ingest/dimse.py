@@ -17,6 +17,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.dimse_primitives import C_STORE
 
 from micropacs.bridge import LoopBridge
+from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
 from micropacs.errors import MicropacsError, Status, dimse_status
 from services.ingest.store_service import Received, StoreService
 
@@ -77,7 +78,10 @@ def handle_echo(event: evt.Event) -> int:
 
 
 def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) -> int:
-    """C-STORE (PS3.4 B.2): Success only once the object and its event are durable."""
+    """C-STORE (PS3.4 B.2): Success only once the object and its event are durable;
+    0x0124 Refused: Not Authorized for a node that may not store."""
+    if refused(event, Permission.STORE, "C-STORE"):
+        return NOT_AUTHORIZED
     request = cast(C_STORE, event.request)
     received = Received(
         path=Path(event.dataset_path),

@@ -20,6 +20,7 @@ from pynetdicom import AE, evt
 from micropacs.bridge import LoopBridge
 from micropacs.dicom.charset import response_charset
 from micropacs.dicom.json_model import from_json, to_json
+from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
 from micropacs.dimse.flow import wait_for_peer
 from micropacs.dimse.retrieve_scp import Destination, RetrievePlan
 from micropacs.errors import MicropacsError, Status
@@ -63,7 +64,11 @@ def _identifier(event: evt.Event) -> dict[str, Any]:
 def handle_find(
     event: evt.Event, service: QueryService, bridge: LoopBridge
 ) -> Iterator[tuple[int, Dataset | None]]:
-    """C-FIND (PS3.4 C.4.1.2): one Pending response per match, then Success."""
+    """C-FIND (PS3.4 C.4.1.2): one Pending response per match, then Success;
+    0x0124 Refused: Not Authorized for a node that may not query."""
+    if refused(event, Permission.QUERY, "C-FIND"):
+        yield NOT_AUTHORIZED, None
+        return
     try:
         request = event.identifier
         requested_charset = request.get("SpecificCharacterSet")
@@ -115,7 +120,10 @@ class BridgedSource:
 def handle_get(
     event: evt.Event, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics
 ) -> RetrievePlan | int:
-    """C-GET (PS3.4 C.4.3): send the named instances over this association."""
+    """C-GET (PS3.4 C.4.3): send the named instances over this association;
+    0x0124 Refused: Not Authorized for a node that may not retrieve."""
+    if refused(event, Permission.RETRIEVE, "C-GET"):
+        return NOT_AUTHORIZED
     try:
         locations = bridge.run(service.locate(_identifier(event)))
     except MicropacsError as exc:
@@ -127,9 +135,18 @@ def handle_get(
 def handle_move(
     event: evt.Event, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics
 ) -> RetrievePlan | int:
-    """C-MOVE (PS3.4 C.4.2): send the named instances to a registered node."""
+    """C-MOVE (PS3.4 C.4.2): send the named instances to a registered node.
+
+    0x0124 Refused: Not Authorized for a requestor that may not retrieve;
+    0xA801 Move Destination Unknown for a node that may not be a destination.
+    """
+    if refused(event, Permission.RETRIEVE, "C-MOVE"):
+        return NOT_AUTHORIZED
     try:
         node = bridge.run(service.destination(str(event.move_destination or "")))
+        if not Permission.MOVE_DESTINATION.granted(node):
+            log.warning("C-MOVE refused: the destination may not receive moves")
+            return Status.MOVE_DESTINATION_UNKNOWN
         locations = bridge.run(service.locate(_identifier(event)))
     except MicropacsError as exc:
         log.warning("C-MOVE refused", extra={"reason": str(exc)})
@@ -137,7 +154,7 @@ def handle_move(
     return RetrievePlan(
         locations,
         BridgedSource(service, bridge, metrics, "move"),
-        Destination(node.host, node.port, node.ae_title),
+        Destination(node.host, node.port, node.ae_title, tls=node.tls),
     )
 
 

@@ -718,6 +718,49 @@ def test_nodes_add_replace_remove(catalog: Catalog, run: Runner) -> None:
     assert run(catalog.nodes()) == [planning]
 
 
+def test_a_new_node_may_do_everything_from_its_host(catalog: Catalog, run: Runner) -> None:
+    run(catalog.put_node(Node(ae_title="WS1", host="ws1.example", port=104)))
+    (stored,) = run(catalog.nodes())
+    assert (stored.store, stored.query, stored.retrieve, stored.move_destination) == (True,) * 4
+    assert stored.from_host is True
+    assert stored.allowed_from == ()
+
+
+def test_node_permissions_and_networks_are_kept(catalog: Catalog, run: Runner) -> None:
+    viewer = Node(
+        ae_title="VIEWER",
+        host="10.0.0.7",
+        port=11112,
+        store=False,
+        move_destination=False,
+        allowed_from=("10.1.2.0/24", "fd00::/64"),
+        from_host=False,
+    )
+    modality = Node(ae_title="MR1", host="10.0.0.8", port=104, query=False, retrieve=False)
+    run(catalog.put_node(viewer))
+    run(catalog.put_node(modality))
+    assert run(catalog.nodes()) == [modality, viewer]
+
+    widened = replace(viewer, store=True, allowed_from=("10.1.0.0/16",), from_host=True)
+    run(catalog.put_node(widened))
+    assert run(catalog.nodes()) == [modality, widened]
+
+
+def test_node_networks_are_kept_as_networks(catalog: Catalog, run: Runner) -> None:
+    run(catalog.put_node(Node(ae_title="WS2", host="h", port=104, allowed_from=("10.1.2.3/24",))))
+    assert run(catalog.nodes())[0].allowed_from == ("10.1.2.0/24",)
+
+
+@pytest.mark.parametrize("network", ["10.1.2.0/33", "somewhere", "10.1.2.0/24; DROP"])
+def test_a_node_network_that_is_no_cidr_is_refused(
+    catalog: Catalog, run: Runner, network: str
+) -> None:
+    node = Node(ae_title="BAD", host="h", port=104, allowed_from=(network,))
+    with pytest.raises(InvalidInput, match="allowed_from of BAD"):
+        run(catalog.put_node(node))
+    assert run(catalog.nodes()) == []
+
+
 def test_empty_catalog(catalog: Catalog, run: Runner) -> None:
     assert run(catalog.counts()) == CatalogCounts(0, 0, 0, 0)
     assert find(run, catalog, Level.STUDY, {}) == []
@@ -878,7 +921,25 @@ def test_sqlite_refuses_a_catalog_of_another_schema_version(catalog_url: str, ru
         run(open_catalog(catalog_url))
 
 
-def test_sqlite_migrates_a_version_1_catalog(catalog_url: str, run: Runner) -> None:
+NODES_OF_SCHEMA_2 = """
+CREATE TABLE nodes (
+    ae_title TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    tls INTEGER NOT NULL,
+    issuer_of_patient_id TEXT NOT NULL,
+    issuer_of_accession_number TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    storage_group TEXT NOT NULL,
+    ae_group TEXT NOT NULL
+)
+"""
+"""The nodes table as schema versions 1 and 2 had it, before access control."""
+
+
+def _old_catalog(catalog_url: str, run: Runner, version: int) -> Any:
+    """A catalog with one instance and the node CT_OLD in the tables of schema ``version``."""
     import sqlite3
     from contextlib import closing
 
@@ -888,17 +949,94 @@ def test_sqlite_migrates_a_version_1_catalog(catalog_url: str, run: Runner) -> N
     run(first.upsert_instances([instance(1, 1, 1)]))
     run(first.close())
     with closing(sqlite3.connect(_local_path(catalog_url))) as conn:
-        conn.execute("ALTER TABLE instances DROP COLUMN original_transfer_syntax_uid")
-        conn.execute("PRAGMA user_version = 1")
+        if version < 2:
+            conn.execute("ALTER TABLE instances DROP COLUMN original_transfer_syntax_uid")
+        conn.execute("DROP TABLE nodes")
+        conn.execute(NODES_OF_SCHEMA_2)
+        conn.execute(
+            "INSERT INTO nodes VALUES ('CT_OLD', '10.0.0.5', 104, 'CT', 1, 'HOSP', '', '', '',"
+            " 'diagnostic')"
+        )
+        conn.execute(f"PRAGMA user_version = {version}")
         conn.commit()
+    return _local_path(catalog_url)
+
+
+def _schema_version(path: Any) -> int:
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+OLD_NODE = Node(
+    ae_title="CT_OLD",
+    host="10.0.0.5",
+    port=104,
+    description="CT",
+    tls=True,
+    issuer_of_patient_id="HOSP",
+    ae_group="diagnostic",
+)
+"""CT_OLD as it reads after migration: it may do everything, from its host."""
+
+
+def test_mongodb_nodes_stored_before_access_control_may_do_everything(
+    catalog: Catalog, run: Runner
+) -> None:
+    from micropacs.adapters.mongo import MongoCatalog
+
+    if not isinstance(catalog, MongoCatalog):
+        pytest.skip("MongoDB catalog only")
+    old_fields = {
+        "host": "10.0.0.5",
+        "port": 104,
+        "description": "CT",
+        "tls": True,
+        "issuer_of_patient_id": "HOSP",
+        "issuer_of_accession_number": "",
+        "user_id": "",
+        "storage_group": "",
+        "ae_group": "diagnostic",
+    }
+    run(catalog._db.nodes.insert_one({"_id": "CT_OLD", **old_fields}))
+    assert run(catalog.nodes()) == [OLD_NODE]
+
+
+def test_sqlite_migrates_a_version_1_catalog(catalog_url: str, run: Runner) -> None:
+    from micropacs.adapters._sqlite_catalog_schema import SCHEMA_VERSION
+    from micropacs.adapters.factory import open_catalog
+
+    path = _old_catalog(catalog_url, run, 1)
 
     migrated = run(open_catalog(catalog_url))
     run(migrated.upsert_instances([instance(1, 1, 2)]))
 
     assert run(migrated.counts()).instances == 2
+    assert run(migrated.nodes()) == [OLD_NODE]
     run(migrated.close())
-    with closing(sqlite3.connect(_local_path(catalog_url))) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert _schema_version(path) == SCHEMA_VERSION == 3
+
+
+def test_sqlite_migrates_a_version_2_catalog_keeping_its_nodes(
+    catalog_url: str, run: Runner
+) -> None:
+    from micropacs.adapters.factory import open_catalog
+
+    path = _old_catalog(catalog_url, run, 2)
+
+    migrated = run(open_catalog(catalog_url))
+    assert run(migrated.nodes()) == [OLD_NODE]
+    assert run(migrated.counts()).instances == 1
+    restricted = replace(OLD_NODE, store=False, allowed_from=("10.0.1.0/24",))
+    run(migrated.put_node(restricted))
+    run(migrated.close())
+    assert _schema_version(path) == 3
+
+    again = run(open_catalog(catalog_url))  # opening a migrated catalog changes nothing
+    assert run(again.nodes()) == [restricted]
+    run(again.close())
 
 
 @pytest.mark.parametrize(
