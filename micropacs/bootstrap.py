@@ -24,11 +24,13 @@ def serve(settings: Settings, services: Sequence[ServiceDescriptor]) -> None:
 
     def announce(endpoints: Endpoints) -> None:
         where = f"{settings.dicom.ae_title}@{settings.dicom.host}:{endpoints.dicom_port}"
+        scheme = "https" if settings.http.tls.cert_file is not None else "http"
         click.echo(
             f"micropacs {names} ready: "
             + (f"DICOM {where}, " if endpoints.dicom_port else "")
-            + f"HTTP http://{settings.http.host}:{endpoints.http_port} "
+            + f"HTTP {scheme}://{settings.http.host}:{endpoints.http_port} "
             + f"(/healthz /readyz /metrics), data in {settings.data_dir.resolve()}"
+            + (f"; DICOM TLS on port {tls_port}" if (tls_port := endpoints.dicom_tls_port) else "")
             + _access_note(settings),
             err=True,
         )

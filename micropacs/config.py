@@ -14,6 +14,45 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class DicomTlsSettings(BaseModel):
+    """DICOM TLS (PS3.15 B.9, the BCP 195 profile: TLS 1.2+) on a port of its own."""
+
+    port: int = Field(
+        2762,
+        ge=0,
+        le=65535,
+        description="DICOM TLS port (2762, IANA dicom-tls; 0 picks a free one); listened on"
+        " only when cert_file is set.",
+    )
+    cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain of our AE, for the TLS port and presented on TLS"
+        " associations we open; reloaded when the file changes. Unset: no TLS port.",
+    )
+    key_file: Path | None = Field(
+        None, description="PEM private key of cert_file (default: in cert_file itself)."
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates: when set, TLS callers must present a certificate"
+        " they issued, and nodes marked TLS are verified against them (else against the"
+        " system's trust store).",
+    )
+
+
+class HttpTlsSettings(BaseModel):
+    """HTTPS on the HTTP port (TLS 1.2+, the BCP 195 profile)."""
+
+    cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain: when set, the HTTP port speaks only HTTPS;"
+        " reloaded when the file changes.",
+    )
+    key_file: Path | None = Field(
+        None, description="PEM private key of cert_file (default: in cert_file itself)."
+    )
+
+
 class DicomSettings(BaseModel):
     """The DIMSE endpoint: one AE title and port for every service."""
 
@@ -75,6 +114,7 @@ class DicomSettings(BaseModel):
         le=64,
         description="Processes sharing the DICOM port (SO_REUSEPORT), each running ingest and qr.",
     )
+    tls: DicomTlsSettings = Field(default_factory=DicomTlsSettings)
 
 
 class HttpSettings(BaseModel):
@@ -133,6 +173,7 @@ class HttpSettings(BaseModel):
         gt=0,
         description="Seconds one STOW-RS request body may take to arrive in total (else 408).",
     )
+    tls: HttpTlsSettings = Field(default_factory=HttpTlsSettings)
 
 
 class AuthSettings(BaseModel):

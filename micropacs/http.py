@@ -32,6 +32,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from micropacs.config import HttpSettings
 from micropacs.dicomweb.responses import ROOT, problem
 from micropacs.errors import MicropacsError, RequestTimeout, RequestTooLarge
+from micropacs.tls import RELOAD_INTERVAL, ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +339,11 @@ class HttpServer:
 
     Header size and time, keep-alive, connection count and body limits come from
     :class:`HttpSettings`; the app's ``state.public_url`` is set once the port is bound.
+    With a certificate (``settings.tls``) the port speaks only HTTPS, TLS 1.2 or later
+    with the BCP 195 cipher suites, and the certificate is reloaded when its files change.
     """
+
+    _reloading: asyncio.Task[None] | None = None
 
     def __init__(
         self, app: Starlette, host: str, port: int, settings: HttpSettings | None = None
@@ -354,6 +359,10 @@ class HttpServer:
             settings.idle_timeout,
             overrides=[(f"{ROOT}/studies", settings.stow_max_bytes)],
         )
+        files = settings.tls
+        self._tls = None
+        if files.cert_file is not None:
+            self._tls = ServerTls(files.cert_file, files.key_file)  # a bad pair stops the start
         config = uvicorn.Config(
             limited,
             host=host,
@@ -364,6 +373,8 @@ class HttpServer:
             h11_max_incomplete_event_size=settings.max_header_bytes,
             timeout_keep_alive=settings.keep_alive_timeout,
             limit_concurrency=settings.max_connections,
+            ssl_certfile=files.cert_file,
+            ssl_keyfile=files.key_file if files.cert_file is not None else None,
         )
         self._server = uvicorn.Server(config)
 
@@ -372,6 +383,8 @@ class HttpServer:
         config = self._server.config
         if not config.loaded:
             config.load()
+        if self._tls is not None:
+            config.ssl = self._tls.context  # ours: hardened, and reloaded in place
         # Bound here so a busy port raises OSError instead of uvicorn's sys.exit().
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
         # protocol says TCP, and without it every response with a body waits ~40 ms for
@@ -385,8 +398,19 @@ class HttpServer:
         self._app.state.public_url = public_url(self._settings, port, config.is_ssl)
         self._server.lifespan = config.lifespan_class(config)
         await self._server.startup(sockets=[sock])
+        if self._tls is not None:
+            self._reloading = asyncio.create_task(self._reload(self._tls), name="https-reload")
         return port
 
     async def stop(self) -> None:
         """Stop listening and close connections."""
+        if self._reloading is not None:
+            self._reloading.cancel()
         await self._server.shutdown()
+
+    @staticmethod
+    async def _reload(tls: ServerTls) -> None:
+        # On the loop's thread, where the server creates its TLS connections.
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL + 0.05)
+            tls.refresh()

@@ -43,6 +43,7 @@ from micropacs.service import (
     needs_of,
     operation_owners,
 )
+from micropacs.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Endpoints:
 
     dicom_port: int | None
     http_port: int
+    dicom_tls_port: int | None = None
 
 
 def new_registry() -> CollectorRegistry:
@@ -100,27 +102,34 @@ async def run(
         stack.callback(os.close, data_dir_lock)
         adapters = await _open_adapters(settings, services, stack)
         apps = [service.build(settings, adapters, registry) for service in services]
-        dicom_port = None
+        dicom_port = dicom_tls_port = None
         if any(service.dicom for service in services):
             shared = worker or settings.dicom.workers > 1
-            dicom_port = _start_dicom(settings, services, apps, adapters, shared, registry, stack)
+            dicom_port, dicom_tls_port = _start_dicom(
+                settings, services, apps, adapters, shared, registry, stack
+            )
             if not worker:
                 dicom = [service.name for service in services if service.dicom]
-                stack.callback(workers.stop, workers.spawn(settings, dicom, dicom_port))
+                spawned = workers.spawn(settings, dicom, dicom_port, dicom_tls_port)
+                stack.callback(workers.stop, spawned)
         http_port = await _start_http(settings, apps, adapters, registry, stack)
         tasks = [
             asyncio.create_task(task(stop), name=service.name)
             for service, app in zip(services, apps, strict=True)
             for task in app.background()
         ]
-        endpoints = Endpoints(dicom_port=dicom_port, http_port=http_port)
+        endpoints = Endpoints(
+            dicom_port=dicom_port, http_port=http_port, dicom_tls_port=dicom_tls_port
+        )
         log.info(
             "micropacs started",
             extra={
                 "services": [service.name for service in services],
                 "ae_title": settings.dicom.ae_title,
                 "dicom_port": dicom_port,
+                "dicom_tls_port": dicom_tls_port,
                 "http_port": http_port,
+                "https": settings.http.tls.cert_file is not None,
                 "data_dir": str(settings.data_dir),
             },
         )
@@ -199,8 +208,15 @@ def _start_dicom(
     reuse_port: bool,
     registry: CollectorRegistry,
     stack: AsyncExitStack,
-) -> int:
-    """One AE for every DICOM service, listening until ``stack`` closes; returns its port."""
+) -> tuple[int, int | None]:
+    """One AE for every DICOM service, listening until ``stack`` closes, on the DICOM port
+    and, with a certificate, on the DICOM TLS port with the same handlers; returns both
+    ports (None: no TLS)."""
+    files = settings.dicom.tls
+    # Before anything listens: a certificate that does not load stops the start.
+    secure = None
+    if files.cert_file is not None:
+        secure = ServerTls(files.cert_file, files.key_file, files.ca_file)
     bridge = LoopBridge(asyncio.get_running_loop())
     nodes = _node_directory(adapters, bridge)
     ae = build_ae(settings.dicom, nodes=nodes)
@@ -217,10 +233,16 @@ def _start_dicom(
     )
 
     async def shutdown() -> None:
-        await asyncio.to_thread(ae.shutdown)
+        await asyncio.to_thread(ae.shutdown)  # every server of the AE, TLS too
 
     stack.push_async_callback(shutdown)
-    return int(server.server_address[1])
+    tls_port = None
+    if secure is not None:
+        tls_server = start_server(
+            ae, settings.dicom.host, files.port, handlers, reuse_port=reuse_port, tls_server=secure
+        )
+        tls_port = int(tls_server.server_address[1])
+    return int(server.server_address[1]), tls_port
 
 
 def _node_directory(adapters: Adapters, bridge: LoopBridge) -> NodeDirectory | None:

@@ -34,11 +34,22 @@ def die_with_parent() -> None:
         log.warning("cannot tie the worker's life to its parent on this platform")
 
 
-def spawn(settings: Settings, services: Sequence[str], port: int) -> list[subprocess.Popen[bytes]]:
+def spawn(
+    settings: Settings, services: Sequence[str], port: int, tls_port: int | None = None
+) -> list[subprocess.Popen[bytes]]:
     """Start ``settings.dicom.workers - 1`` processes serving the DICOM ``services`` on
-    ``port``."""
+    ``port`` (and on the DICOM TLS ``tls_port``, with the same certificate files)."""
     if settings.dicom.workers <= 1 or not services:
         return []
+    tls = settings.dicom.tls
+    files = {"CERT_FILE": tls.cert_file, "KEY_FILE": tls.key_file, "CA_FILE": tls.ca_file}
+    tls_env = {
+        f"MICROPACS_DICOM__TLS__{name}": str(value.resolve())
+        for name, value in files.items()
+        if value is not None and tls_port is not None
+    }
+    if tls_port is not None:
+        tls_env["MICROPACS_DICOM__TLS__PORT"] = str(tls_port)
     env = {
         **os.environ,
         "MICROPACS_DATA_DIR": str(settings.data_dir.resolve()),
@@ -51,6 +62,7 @@ def spawn(settings: Settings, services: Sequence[str], port: int) -> list[subpro
         "MICROPACS_STORAGE__BLOB_URL": settings.blob_url,
         "MICROPACS_STORAGE__BUS_URL": settings.bus_url,
         "MICROPACS_STORAGE__CATALOG_URL": settings.catalog_url,
+        **tls_env,
     }
     workers = [
         subprocess.Popen(

@@ -23,8 +23,9 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from micropacs.config import DicomSettings
-from micropacs.dimse import access, admission, pdu_limits, retrieve_scp
+from micropacs.dimse import access, admission, pdu_limits, retrieve_scp, tls
 from micropacs.dimse.sockets import NODELAY, close_sockets_always
+from micropacs.tls import ClientTls, ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class RegistryAE(AE):
         super().__init__(ae_title=ae_title)
         self._known_titles = known_titles
         self.settings = settings or DicomSettings(ae_title=ae_title)
+        files = self.settings.tls
+        # What C-MOVE sub-associations to a node marked TLS use; files read at first use.
+        self.tls_client = ClientTls(files.ca_file, files.cert_file, files.key_file)
 
     @property
     def require_calling_aet(self) -> list[str]:
@@ -122,6 +126,8 @@ def build_ae(
     ae.maximum_pdu_size = settings.max_pdu
     ae.network_timeout = settings.network_timeout
     ae.acse_timeout = settings.acse_timeout
+    # Also bounds the TLS handshake with a move destination, which has no timeout of its own.
+    ae.connection_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
     ae.maximum_associations = settings.max_associations
     return ae
@@ -132,6 +138,22 @@ class ReusePortServer(ThreadedAssociationServer):
 
     reuse_port = False
     pending: admission.PendingConnections | None = None
+    tls: ServerTls | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        if self.tls is None or self.socket is None:
+            return super().get_request()
+        return tls.accept(self.socket, self.tls)  # the handshake waits for its own thread
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, socket.socket) and not tls.handshake(
+            request, self.ae.acse_timeout or 30.0, client_address
+        ):
+            if self.pending is not None:
+                self.pending.settled(request)
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
 
     def server_bind(self) -> None:
         if self.reuse_port and self.socket is not None:
@@ -167,11 +189,14 @@ def start_server(
     handlers: list[Any],
     *,
     reuse_port: bool = False,
+    tls_server: ServerTls | None = None,
 ) -> ThreadedAssociationServer:
     """Start accepting associations in a background thread; returns the server.
 
     The limits on pending connections and associations per peer are those of
-    the settings an AE from :func:`build_ae` was built with.
+    the settings an AE from :func:`build_ae` was built with. With ``tls_server``
+    every connection speaks TLS (PS3.15 B.9), its handshake done in the
+    connection's thread within the ACSE timeout.
     """
     settings = ae.settings if isinstance(ae, RegistryAE) else DicomSettings()
     # Pending connections count towards pynetdicom's limit: leave half of it to associations.
@@ -185,7 +210,9 @@ def start_server(
     # Before the per-peer caps, so that a caller rejected here holds no slot.
     node_access = [] if checker is None else [(evt.EVT_REQUESTED, checker.check)]
     server_class = type(
-        "Server", (ReusePortServer,), {"reuse_port": reuse_port, "pending": pending}
+        "Server",
+        (ReusePortServer,),
+        {"reuse_port": reuse_port, "pending": pending, "tls": tls_server},
     )
     server = ae.make_server(
         (host, port),
@@ -200,6 +227,7 @@ def start_server(
             *handlers,
         ],
         server_class=server_class,
+        ssl_context=tls_server.context if tls_server is not None else None,
     )
     # A short poll so that shutdown (each test, each rolling restart) does not wait 0.5 s.
     thread = threading.Thread(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-READY = re.compile(r"ready: (?:DICOM (\S+)@([\d.]+):(\d+), )?HTTP http://[\d.]+:(\d+)")
+READY = re.compile(r"ready: (?:DICOM (\S+)@([\d.]+):(\d+), )?HTTP https?://[\d.]+:(\d+)")
 
 
 @dataclass
