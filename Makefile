@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck bench install install-test dcmtk clean stack stack-up stack-down run-stack
+.PHONY: run test lint typecheck bench fuzz install install-test dcmtk clean stack stack-up stack-down run-stack
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,14 @@ test: install-test stack
 
 bench: install-test
 	$(BIN)/python -m bench
+
+# The long fuzzing run (docs/security.md, "Fuzzing"): FUZZ_EXAMPLES inputs per unit of each
+# target's weight, about 1,000,000 in all; hypothesis keeps its files in a temporary folder.
+FUZZ_EXAMPLES ?= 62000
+fuzz: install-test
+	@store=$$(mktemp -d); trap 'rm -rf "$$store"' EXIT; \
+	MICROPACS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HYPOTHESIS_STORAGE_DIRECTORY="$$store" \
+	  $(BIN)/pytest tests/fuzz --hypothesis-profile=long -p no:cacheprovider --timeout=7200 -q
 
 # The hospital deployment's servers (Kafka, MinIO, FerretDB, Prometheus), built into ~/.cache.
 stack:

@@ -107,7 +107,7 @@ def _local(credentials: LocalCredentials) -> Authenticate:
         if scheme.lower() == "basic" and value:
             try:
                 name, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
+            except (binascii.Error, ValueError):  # not base64, not ASCII, or not UTF-8
                 return None
             return await credentials.user_principal(name, password)
         return None

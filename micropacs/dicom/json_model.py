@@ -57,7 +57,10 @@ def to_json(ds: Dataset) -> DicomJson:
     with its VR and no Value.
     """
     out: DicomJson = {}
-    for raw in ds.elements():
+    for at in sorted(ds.keys()):
+        # Not ds.elements(): it reads and converts deferred values, which may fail (an
+        # unknown VR) or read bulk data from the file only to leave it out.
+        raw = ds.get_item(at, keep_deferred=True)
         tag = BaseTag(raw.tag)
         if tag.group in (0x0000, 0x0002) or tag.element == 0:
             continue

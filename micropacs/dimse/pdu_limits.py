@@ -36,6 +36,8 @@ from typing import Any, Final
 
 from pynetdicom.dul import DULServiceProvider
 
+from micropacs.dimse import reactor_guard
+
 ASSOCIATION_PDU_LIMIT: Final = 64 * 1024
 """Longest A-ASSOCIATE, A-RELEASE or A-ABORT PDU accepted, bytes after the header.
 A request with 128 presentation contexts and a User Identity token is far shorter."""
@@ -103,6 +105,8 @@ def read_pdu(dul: DULServiceProvider) -> None:
         return
     try:
         decoded, event = dul._decode_pdu(pdu)
+        # The state machine's next step; failing there would kill the reactor thread.
+        decoded.to_primitive()
     except Exception:  # noqa: BLE001 - as pynetdicom: whatever fails to decode is invalid
         dul.event_queue.put("Evt19")  # Unrecognized or invalid PDU: the FSM aborts
         _wake(dul, state)
@@ -184,5 +188,7 @@ def _discard(dul: DULServiceProvider, raw: socket.socket) -> None:
 
 
 def install() -> None:
-    """Make every pynetdicom association read its PDUs with :func:`read_pdu`."""
+    """Make every pynetdicom association read its PDUs with :func:`read_pdu`, and end
+    rather than crash on what else a peer sends wrong (:mod:`.reactor_guard`)."""
     DULServiceProvider._read_pdu_data = read_pdu  # type: ignore[method-assign, assignment]
+    reactor_guard.install()
