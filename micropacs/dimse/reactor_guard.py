@@ -19,6 +19,9 @@ whatever the action had started. Two ways a peer got there:
   whole, reached no handler to delete it), and so does a second command set
   in one message, which made pynetdicom start a new file and forget the
   first (deleted by nobody, even when the C-STORE succeeded);
+- a connection that closed or aborted in the middle of a C-STORE data set
+  left the part received in the data directory: :func:`do_action` deletes
+  it when the connection ends;
 - a connection whose first PDU is not an acceptable A-ASSOCIATE-RQ (another
   PDU, or a request of another protocol version) is aborted or rejected by
   the state machine, but the association thread went on waiting for the
@@ -125,6 +128,11 @@ def do_action(self: StateMachine, event: str) -> None:
         log.debug("primitive dropped: the connection is closing", extra={"event": event})
         return
     _do_action(self, event)
+    if self.current_state == "Sta1" and state != "Sta1":
+        # The connection is gone: a C-STORE data set still arriving never will.
+        dimse = self.dul.assoc.dimse
+        message, dimse.message = dimse.message, None
+        _discard(message)
     if state == "Sta2" and self.current_state in _CLOSING and self.dul.assoc.is_acceptor:
         # Aborted (AA-1), rejected for its protocol version (AE-6) or closed (AA-2, AA-5)
         # before any request: its thread waits for one, holding a slot until the ACSE timeout.

@@ -11,7 +11,8 @@
   gets an A-ABORT and the file is deleted.
 - A C-STORE message with two command sets: pynetdicom started a second
   temporary file and forgot the first; a message whose data set arrived but
-  could not be converted left its file too. Both are deleted now.
+  could not be converted, and one whose peer closed in the middle of its data
+  set, left their files too. All are deleted now.
 - A first PDU that is not an acceptable A-ASSOCIATE-RQ (another PDU, or a
   request of another protocol version) was aborted or rejected, but its
   association thread held a slot until the ACSE timeout; and a PDU right
@@ -208,3 +209,21 @@ def test_a_second_command_set_in_one_message_leaves_no_file(tmp_path: Path) -> N
         assert list(tmp_path.iterdir()) == []
     finally:
         tempfile.tempdir = previous
+
+
+def test_a_c_store_cut_off_by_its_peer_leaves_no_file(fuzz_pacs: Running) -> None:
+    """A C-STORE data set still arriving when the peer closed stayed in the data directory."""
+    pdus = seeds.p_data_pdus()
+    store_command, store_data = pdus[-2], pdus[-1]
+    # The data set's fragment, no longer marked last: more would follow.
+    unfinished = store_data[:11] + bytes([store_data[11] & ~0x02]) + store_data[12:]
+    with connection(fuzz_pacs) as sock:
+        sock.sendall(seeds.association_request(fuzz_pacs.ae_title))
+        assert read_answer(sock)[:1] == b"\x02"
+        sock.sendall(store_command + unfinished)
+        time.sleep(0.2)  # received and written to a temporary file
+    deadline = time.monotonic() + 5
+    while fuzz_pacs.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fuzz_pacs.leftovers() == []
+    assert echo(fuzz_pacs) == 0x0000
