@@ -64,10 +64,11 @@ _FAILED: Final = "_micropacs_failed"
 
 
 def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
-    """Decode ``primitive`` one presentation data value at a time as pynetdicom does; if
-    that fails, queue Evt19 (the state machine sends A-ABORT and closes) and discard the
-    message in progress. A value that replaces the message's data set file (a second
-    command set) gets the replaced file deleted."""
+    """Decode ``primitive`` one presentation data value at a time as pynetdicom does (up
+    to the end of one message, what follows ignored); if that fails, queue Evt19 (the
+    state machine sends A-ABORT and closes) and discard the message in progress. A value
+    that replaces the message's data set file (a second command set) gets the replaced
+    file deleted."""
     for context_id, value in primitive.presentation_data_value_list:
         single = P_DATA()
         single.presentation_data_value_list = [[context_id, value]]  # type: ignore[list-item]
@@ -85,9 +86,11 @@ def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
             self.dul.event_queue.put("Evt19")
             return
         message = self.message
+        if message is None:
+            return  # a whole message: pynetdicom ignores what else the P-DATA holds
         if getattr(message, _FAILED, False):
             return  # pynetdicom queued Evt19: the association ends
-        if message is not None and before is not None and message._data_set_path != before:
+        if before is not None and message._data_set_path != before:
             _unlink(before)
 
 

@@ -227,3 +227,22 @@ def test_a_c_store_cut_off_by_its_peer_leaves_no_file(fuzz_pacs: Running) -> Non
         time.sleep(0.05)
     assert fuzz_pacs.leftovers() == []
     assert echo(fuzz_pacs) == 0x0000
+
+
+def test_what_follows_a_whole_message_in_one_p_data_is_ignored(tmp_path: Path) -> None:
+    """A C-STORE completed, then a data set fragment without a command in the same P-DATA:
+    the abort it caused left the completed C-STORE's file to no one."""
+    [command, data] = seeds.fragments()[2]
+    previous, tempfile.tempdir = tempfile.tempdir, str(tmp_path)
+    try:
+        association = acceptor()
+        primitive = P_DATA()
+        values = [[7, command[1]], [7, data[1]], [7, b"\x02"]]
+        primitive.presentation_data_value_list = cast(Any, values)
+        association.dimse.receive_primitive(primitive)
+        assert association.dul.event_queue.empty()  # no abort
+        _, store = association.dimse.msg_queue.get_nowait()
+        assert isinstance(store, C_STORE)  # for the handler, which deletes its one file
+        assert len(list(tmp_path.iterdir())) == 1
+    finally:
+        tempfile.tempdir = previous
