@@ -48,7 +48,8 @@ def read_header(path: Path) -> Dataset:
         raise NotDicom(f"not a DICOM dataset: {exc}") from exc
     if not ds.file_meta or "TransferSyntaxUID" not in ds.file_meta or len(ds) == 0:
         raise NotDicom("not a DICOM dataset: no transfer syntax or no elements")
-    transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
+    value = ds.file_meta.TransferSyntaxUID
+    transfer_syntax = UID(value) if isinstance(value, str) else UID("")  # not several values
     if not transfer_syntax.is_transfer_syntax:
         # pydicom cannot say how such a dataset is encoded: it raises ValueError when asked
         raise NotDicom("not a DICOM dataset: its Transfer Syntax UID names no transfer syntax")
