@@ -42,7 +42,7 @@ SHORT_EXAMPLES = 400
 """Inputs per unit of weight in the short run of ``pytest``."""
 ROUND = 20_000
 """The most inputs one hypothesis run is given."""
-SLOW_INPUT = 5.0
+SLOW_INPUT = 15.0
 """Seconds one input may take: far beyond any parser's linear time on these sizes."""
 MEMORY_LIMIT_MB = 256
 """How much a target's run may raise the process's peak RSS (inputs are at most ~1 MiB)."""
