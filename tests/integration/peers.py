@@ -204,6 +204,17 @@ def echo(server: Server) -> int:
         assoc.release()
 
 
+def sent_bytes(event: evt.Event) -> bytes:
+    """The encoded data set of a received C-STORE, as sent, whether pynetdicom kept it in
+    memory or (``STORE_RECV_CHUNKED_DATASET``, which micropacs sets process-wide) in a file."""
+    path = getattr(event.request, "_dataset_path", None)
+    if path is None:
+        return event.encoded_dataset(include_meta=False)
+    data = Path(path).read_bytes()
+    meta = dcmread(path, stop_before_pixels=True).file_meta
+    return data[132 + 12 + int(meta.FileMetaInformationGroupLength) :]
+
+
 def pyget(
     server: Server,
     identifier: Dataset,
@@ -216,7 +227,7 @@ def pyget(
     def on_store(event: evt.Event) -> int:
         ds = event.dataset
         ds.file_meta = event.file_meta
-        ds.encoded = event.encoded_dataset(include_meta=False)  # the bytes as sent
+        ds.encoded = sent_bytes(event)
         received.append(ds)
         return 0x0000
 
