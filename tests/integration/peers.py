@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, build_context, build_role, evt
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
 from tests import dicomdata
 from tests.integration.server import Server
@@ -258,3 +260,25 @@ def pyget(
     finally:
         assoc.release()
     return received, final
+
+
+def association_request(
+    called_ae: str, calling_ae: str = "ANYONE", *, contexts: Sequence[str] = (Verification,)
+) -> bytes:
+    """An A-ASSOCIATE-RQ PDU proposing ``contexts`` (PS3.8 9.3.2), as raw bytes to send."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = calling_ae
+    primitive.called_ae_title = called_ae
+    maximum = MaximumLengthNotification()
+    maximum.maximum_length_received = 16384
+    primitive.user_information = [maximum]
+    proposed = []
+    for number, sop_class in enumerate(contexts):
+        context = build_context(sop_class)
+        context.context_id = 2 * number + 1
+        proposed.append(context)
+    primitive.presentation_context_definition_list = proposed
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())

@@ -13,14 +13,12 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.presentation import build_context
 
 from tests.integration.peers import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     associate,
+    association_request,
     echo,
     pyfind,
     study_identifier,
@@ -217,24 +215,9 @@ def test_strict_registry_rejects_unknown_callers_until_added(
         strict.stop()
 
 
-def association_request_without_contexts(called_ae: str) -> bytes:
-    """An A-ASSOCIATE-RQ PDU with no presentation context item (PS3.8 9.3.2 wants one)."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = "ANYONE"
-    primitive.called_ae_title = called_ae
-    maximum = MaximumLengthNotification()
-    maximum.maximum_length_received = 16384
-    primitive.user_information = [maximum]
-    primitive.presentation_context_definition_list = []
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return bytes(pdu.encode())
-
-
 def test_association_without_presentation_contexts_is_rejected(server: Server) -> None:
     with socket.create_connection((server.host, server.dicom_port), timeout=10) as sock:
-        sock.sendall(association_request_without_contexts(server.ae_title))
+        sock.sendall(association_request(server.ae_title, contexts=()))
         reply = sock.recv(10)
     assert reply[:1] == b"\x03"  # A-ASSOCIATE-RJ
     assert reply[7:10] == b"\x01\x01\x01"  # rejected-permanent, service-user, no reason
@@ -283,23 +266,6 @@ def test_refusals_log_no_values_of_the_dataset(server: Server) -> None:
     log = server.log()
     assert "store refused" in log
     assert marker not in log and "1.2.abc" not in log
-
-
-def association_request(called_ae: str) -> bytes:
-    """An A-ASSOCIATE-RQ PDU proposing Verification."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = "ANYONE"
-    primitive.called_ae_title = called_ae
-    maximum = MaximumLengthNotification()
-    maximum.maximum_length_received = 16384
-    primitive.user_information = [maximum]
-    context = build_context("1.2.840.10008.1.1")
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return bytes(pdu.encode())
 
 
 def test_unknown_pdu_type_is_answered_with_a_abort(server: Server) -> None:

@@ -16,12 +16,9 @@ from pathlib import Path
 
 import pytest
 from pynetdicom import AE
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.presentation import build_context
 
 from tests import dicomdata
-from tests.integration.peers import Verification, echo, storescu
+from tests.integration.peers import Verification, association_request, echo, storescu
 from tests.integration.server import Server, start_server
 
 A_ABORT, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x07, 0x02, 0x03
@@ -32,23 +29,6 @@ def peak_rss_mb(server: Server) -> float:
     status = Path(f"/proc/{server.process.pid}/status").read_text()
     line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
     return int(line.split()[1]) / 1024
-
-
-def association_request(called_ae: str, calling_ae: str = "ATTACKER") -> bytes:
-    """An A-ASSOCIATE-RQ PDU proposing Verification (PS3.8 9.3.2)."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = calling_ae
-    primitive.called_ae_title = called_ae
-    maximum = MaximumLengthNotification()
-    maximum.maximum_length_received = 16384
-    primitive.user_information = [maximum]
-    context = build_context(Verification)
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return bytes(pdu.encode())
 
 
 def read_pdu(sock: socket.socket) -> bytes:
@@ -137,7 +117,7 @@ def closed_within(sock: socket.socket, limit: float) -> float:
 def test_a_socket_stalled_inside_a_pdu_is_dropped_at_the_timeouts(quick_server: Server) -> None:
     server = quick_server
     with socket.create_connection((server.host, server.dicom_port), timeout=10) as pending:
-        request = association_request(server.ae_title)
+        request = association_request(server.ae_title, "ATTACKER")
         pending.sendall(request[:20])  # half an A-ASSOCIATE-RQ, then nothing
         assert closed_within(pending, 10) < 4  # ACSE timeout (ARTIM) 2 s
     with raw_association(server) as sock:
@@ -150,7 +130,7 @@ def test_64_stalled_sockets_do_not_lock_out_a_modality(
     fresh_server: Server, tmp_path: Path
 ) -> None:
     server = fresh_server  # default limits: 64 associations, ACSE timeout 30 s
-    request = association_request(server.ae_title)
+    request = association_request(server.ae_title, "ATTACKER")
     stalled: list[socket.socket] = []
     try:
         for _ in range(64):
