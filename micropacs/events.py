@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar
 
+from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import InvalidInput
 from micropacs.ports import InstanceRecord
 
@@ -84,3 +85,191 @@ class DeadLetter:
         """Encode as the versioned JSON payload."""
         body = {"type": self.type, "version": self.version, **asdict(self)}
         return json.dumps(body, separators=(",", ":")).encode()
+
+
+WORKLIST = "worklist"
+"""Topic of the worklist items' events, keyed by ``item_id`` (one item's events in order)."""
+
+MPPS = "mpps"
+"""Topic of the performed procedure steps' events, keyed by SOP Instance UID."""
+
+PATIENT = "patient"
+"""Topic of patient demographics and merges (HL7 ADT), keyed by the patient's "issuer|id"."""
+
+
+def patient_key(patient_id: str, issuer_of_patient_id: str) -> str:
+    """One patient's partition key and identity: "issuer|id" (PS3.3 C.7.1.1, IssuerOfPatientID)."""
+    return f"{issuer_of_patient_id}|{patient_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Event:
+    """A versioned JSON event of one of the worklist topics (encoded from its fields)."""
+
+    type: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    @property
+    def key(self) -> str:
+        """The partition key."""
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Encode as the versioned JSON payload."""
+        body: dict[str, object] = {"type": self.type, "version": self.version}
+        body.update((f.name, getattr(self, f.name)) for f in fields(self))
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorklistItemPut(_Event):
+    """An item was scheduled or changed (HL7 ORM NW/XO, OMI, the API): the whole item."""
+
+    type: ClassVar[str] = "worklist.item.put"
+
+    item_id: str
+    dataset: DicomJson
+    source: str
+    """Where it came from: ``hl7`` or ``api``."""
+
+    @property
+    def key(self) -> str:
+        return self.item_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorklistItemStatus(_Event):
+    """An item's ScheduledProcedureStepStatus changed (HL7 CA/DC, MPPS start and end)."""
+
+    type: ClassVar[str] = "worklist.item.status"
+
+    item_id: str
+    status: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return self.item_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorklistItemRemoved(_Event):
+    """An item was removed (the API's DELETE)."""
+
+    type: ClassVar[str] = "worklist.item.removed"
+
+    item_id: str
+    source: str
+
+    @property
+    def key(self) -> str:
+        return self.item_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerformedStepCreated(_Event):
+    """An MPPS N-CREATE was accepted (PS3.4 F.7.2.1): the dataset as created."""
+
+    type: ClassVar[str] = "mpps.created"
+
+    sop_instance_uid: str
+    dataset: DicomJson
+    calling_ae: str
+    received_at: str
+
+    @property
+    def key(self) -> str:
+        return self.sop_instance_uid
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerformedStepUpdated(_Event):
+    """An MPPS N-SET was accepted (PS3.4 F.7.2.2): the attributes it set, applied in order."""
+
+    type: ClassVar[str] = "mpps.updated"
+
+    sop_instance_uid: str
+    changes: DicomJson
+    received_at: str
+
+    @property
+    def key(self) -> str:
+        return self.sop_instance_uid
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatientUpdated(_Event):
+    """A patient was registered or their demographics changed (ADT^A01, A04, A08)."""
+
+    type: ClassVar[str] = "patient.updated"
+
+    patient_id: str
+    issuer_of_patient_id: str
+    attributes: DicomJson
+    """The Patient module's attributes as DICOM JSON (PS3.3 C.7.1.1)."""
+
+    @property
+    def key(self) -> str:
+        return patient_key(self.patient_id, self.issuer_of_patient_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatientMerged(_Event):
+    """One patient was merged into another (ADT^A40): the prior identity finds nothing after."""
+
+    type: ClassVar[str] = "patient.merged"
+
+    patient_id: str
+    issuer_of_patient_id: str
+    prior_patient_id: str
+    prior_issuer_of_patient_id: str
+
+    @property
+    def key(self) -> str:
+        return patient_key(self.patient_id, self.issuer_of_patient_id)
+
+
+WorkflowEvent = (
+    WorklistItemPut
+    | WorklistItemStatus
+    | WorklistItemRemoved
+    | PerformedStepCreated
+    | PerformedStepUpdated
+    | PatientUpdated
+    | PatientMerged
+)
+_WORKFLOW_TYPES: dict[str, type[WorkflowEvent]] = {
+    kind.type: kind
+    for kind in (
+        WorklistItemPut,
+        WorklistItemStatus,
+        WorklistItemRemoved,
+        PerformedStepCreated,
+        PerformedStepUpdated,
+        PatientUpdated,
+        PatientMerged,
+    )
+}
+
+
+def decode_workflow_event(payload: bytes) -> WorkflowEvent:
+    """Decode an event of the ``worklist``, ``mpps`` or ``patient`` topic.
+
+    Refuses (InvalidInput) a payload that is not JSON, an unknown type or
+    version, and missing or unexpected fields.
+    """
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"event is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("event is not a JSON object")
+    kind = _WORKFLOW_TYPES.get(str(body.pop("type", "")))
+    if kind is None:
+        raise InvalidInput("not a worklist, MPPS or patient event")
+    if body.pop("version", None) != kind.version:
+        raise InvalidInput(f"not a {kind.type} v{kind.version} event")
+    try:
+        return kind(**body)
+    except TypeError as exc:
+        raise InvalidInput(f"malformed {kind.type} event: {exc}") from exc

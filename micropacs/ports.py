@@ -1,4 +1,4 @@
-"""The three seams every service talks through (ARCHITECTURE.md, "ports").
+"""The seams every service talks through (ARCHITECTURE.md, "ports").
 
 Each port has an embedded adapter (files, SQLite) and a distributed one
 (S3, Kafka, MongoDB); both pass the contract suites in ``tests/contract``.
@@ -181,6 +181,12 @@ class Node:
     addresses its ``host`` resolves to (unless ``from_host`` is False) and
     from the networks of ``allowed_from`` (CIDRs such as ``10.1.2.0/24``).
     A new node may do everything, from its host only.
+
+    With ``user_id`` a caller with this title must present that user name in
+    its User Identity negotiation (PS3.7 D.3.3.7). With ``tls_certificates``
+    (SHA-256 fingerprints of DER certificates, lowercase hex: two during a
+    renewal) it must call over TLS presenting one of those certificates
+    (PS3.15 B.9); see :meth:`fingerprints`.
     """
 
     ae_title: str
@@ -199,6 +205,7 @@ class Node:
     move_destination: bool = True
     allowed_from: tuple[str, ...] = ()
     from_host: bool = True
+    tls_certificates: tuple[str, ...] = ()
 
     def networks(self) -> list[IPv4Network | IPv6Network]:
         """The networks of ``allowed_from``; ValueError names one that is not a CIDR."""
@@ -206,6 +213,20 @@ class Node:
             return [ip_network(cidr.strip(), strict=False) for cidr in self.allowed_from]
         except ValueError as exc:
             raise ValueError(f"allowed_from of {self.ae_title}: {exc}") from None
+
+    def fingerprints(self) -> tuple[str, ...]:
+        """``tls_certificates`` as 64 lowercase hex digits each (colons and case as
+        ``openssl x509 -fingerprint -sha256`` prints them are accepted); ValueError
+        names one that is no SHA-256 fingerprint."""
+        found = []
+        for text in self.tls_certificates:
+            digits = text.strip().replace(":", "").lower()
+            if len(digits) != 64 or digits.strip("0123456789abcdef"):
+                raise ValueError(
+                    f"tls_certificates of {self.ae_title}: {text!r} is not a SHA-256 fingerprint"
+                )
+            found.append(digits)
+        return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -300,6 +321,108 @@ class Catalog(Protocol):
 
     async def check(self) -> None:
         """Raise CatalogUnavailable unless the catalog answers now."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class WorklistItem:
+    """One worklist item: a Scheduled Procedure Step and what it belongs to (PS3.4 K.6.1).
+
+    ``dataset`` is the whole item as DICOM JSON (PS3.18 F.2), with one item in
+    its ScheduledProcedureStepSequence; :func:`micropacs.dicom.worklist.keys_of`
+    gives its indexed keys. ``item_id`` is chosen by whoever schedules it (the
+    order's filler number and step ID for HL7, generated for the API).
+    """
+
+    item_id: str
+    dataset: DicomJson = field(repr=False)
+    updated_at: str = ""
+
+
+@dataclass(frozen=True)
+class PerformedStep:
+    """One Modality Performed Procedure Step SOP Instance (PS3.4 F.7), as DICOM JSON."""
+
+    sop_instance_uid: str
+    dataset: DicomJson = field(repr=False)
+    calling_ae: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@dataclass(frozen=True)
+class PatientDemographics:
+    """A patient as the RIS knows them (HL7 ADT): the Patient module as DICOM JSON.
+
+    ``merged_into`` names the surviving patient ("issuer|id") once this one
+    was merged (ADT^A40); a merged patient is never returned by a query.
+    """
+
+    patient_id: str
+    issuer_of_patient_id: str
+    dataset: DicomJson = field(repr=False)
+    merged_into: str = ""
+    updated_at: str = ""
+
+
+class Worklist(Protocol):
+    """Scheduled procedure steps, performed procedure steps and patient demographics."""
+
+    async def put_item(self, item: WorklistItem) -> None:
+        """Add or replace the item of that ``item_id``; idempotent."""
+        ...
+
+    async def item(self, item_id: str) -> WorklistItem | None:
+        """The item of that id, or None."""
+        ...
+
+    async def remove_item(self, item_id: str) -> bool:
+        """Remove an item; False if it was not there."""
+        ...
+
+    async def set_item_status(self, item_id: str, status: str) -> bool:
+        """Set the ScheduledProcedureStepStatus of an item; False if it is not there."""
+        ...
+
+    def find_items(
+        self, identifier: DicomJson, *, limit: int = 0, case_insensitive_pn: bool = False
+    ) -> AsyncIterator[WorklistItem]:
+        """Every item matching the identifier's matching keys (PS3.4 K.6.1.2, C.2.2.2).
+
+        Keys inside ScheduledProcedureStepSequence match its item (sequence
+        matching, C.2.2.2.6). Whatever the status: which statuses a query sees
+        is the caller's rule. Ordered by scheduled start date and time.
+        """
+        ...
+
+    async def put_step(self, step: PerformedStep) -> None:
+        """Add or replace the performed step of that SOP Instance UID; idempotent."""
+        ...
+
+    async def step(self, sop_instance_uid: str) -> PerformedStep | None:
+        """The performed step of that SOP Instance UID, or None."""
+        ...
+
+    def steps(self, status: str = "", updated_before: str = "") -> AsyncIterator[PerformedStep]:
+        """Performed steps, of one status and last changed before a time (ISO 8601) if given."""
+        ...
+
+    async def put_patient(self, patient: PatientDemographics) -> None:
+        """Add or replace a patient's demographics; idempotent."""
+        ...
+
+    async def patient(
+        self, patient_id: str, issuer_of_patient_id: str
+    ) -> PatientDemographics | None:
+        """That patient's demographics, or None."""
+        ...
+
+    async def check(self) -> None:
+        """Raise CatalogUnavailable unless the store answers now."""
         ...
 
     async def close(self) -> None:
