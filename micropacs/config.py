@@ -228,6 +228,11 @@ class StorageSettings(BaseModel):
     catalog_url: str | None = Field(
         None, description="sqlite:///path or mongodb://…; default: <data_dir>/catalog.db."
     )
+    worklist_url: str | None = Field(
+        None,
+        description="sqlite:///path or mongodb://…; default: the catalog's MongoDB database"
+        " when the catalog is MongoDB, else <data_dir>/worklist.db.",
+    )
     group: str = Field(
         "default",
         pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
@@ -288,6 +293,34 @@ class QuerySettings(BaseModel):
     )
 
 
+class WorklistSettings(BaseModel):
+    """The worklist service: Modality Worklist, MPPS and the HL7 v2 listener."""
+
+    hl7_host: str = Field("127.0.0.1", description="Address the HL7 MLLP listener listens on.")
+    hl7_port: int = Field(
+        2575, ge=0, le=65535, description="HL7 MLLP port (2575 is IANA's hl7; 0 picks a free one)."
+    )
+    hl7_max_message_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="Largest HL7 message accepted, bytes; a longer one is refused.",
+    )
+    hl7_idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds an MLLP connection may stay silent before it is closed."
+    )
+    own_station_only: bool = Field(
+        False,
+        description="A worklist query with no Scheduled Station AE Title sees only the items"
+        " scheduled for the calling AE title (else every station's).",
+    )
+    missing_images_after: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds after an MPPS COMPLETED with no stored images before it is counted"
+        " as a procedure without images (metric and alert).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a micropacs process may need; each service reads its part."""
 
@@ -313,6 +346,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
+    worklist: WorklistSettings = Field(default_factory=WorklistSettings)
 
     @property
     def blob_url(self) -> str:
@@ -328,6 +362,15 @@ class Settings(BaseSettings):
     def catalog_url(self) -> str:
         """The catalog URL, defaulting to a SQLite database under the data directory."""
         return self.storage.catalog_url or f"sqlite://{self.data_dir.resolve() / 'catalog.db'}"
+
+    @property
+    def worklist_url(self) -> str:
+        """The worklist store URL: the catalog's MongoDB database, or SQLite in data_dir."""
+        if self.storage.worklist_url:
+            return self.storage.worklist_url
+        if self.catalog_url.startswith("mongodb://"):
+            return self.catalog_url
+        return f"sqlite://{self.data_dir.resolve() / 'worklist.db'}"
 
 
 def load_settings(**overrides: Any) -> Settings:
