@@ -254,10 +254,16 @@ class S3Settings(BaseModel):
     access_key: str = Field("", description="S3 access key.")
     secret_key: SecretStr = Field(SecretStr(""), description="S3 secret key (a secret).")
     region: str | None = Field(None, description="S3 region, if the service needs one.")
+    ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates the object store's HTTPS certificate must chain to"
+        " (for an s3://…?secure=true URL); default: the system's trust store.",
+    )
 
 
 class KafkaSettings(BaseModel):
-    """The Kafka event bus."""
+    """The Kafka event bus, and how its links are secured (TLS and SASL, as the broker's
+    listener requires)."""
 
     partitions: int = Field(
         4, ge=1, description="Partitions of each topic created; index scales to this."
@@ -271,6 +277,30 @@ class KafkaSettings(BaseModel):
         pattern=r"^[A-Za-z0-9._-]{0,100}$",
         description="Prefix of every topic name (e.g. 'site1.'), so several sites share a cluster.",
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="The broker listener's protocol: SSL (TLS, optionally with a client"
+        " certificate), SASL_SSL (TLS and a SASL login), SASL_PLAINTEXT or PLAINTEXT (neither:"
+        " events, which carry patient names, travel in clear).",
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates the brokers' certificates must chain to (SSL,"
+        " SASL_SSL); default: the system's trust store. Host names are always checked.",
+    )
+    cert_file: Path | None = Field(
+        None, description="PEM client certificate presented to brokers that ask for one (SSL)."
+    )
+    key_file: Path | None = Field(
+        None, description="PEM private key of cert_file (default: in cert_file itself)."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512",
+        description="SASL mechanism of SASL_SSL and SASL_PLAINTEXT (PLAIN sends the password"
+        " itself: only over SASL_SSL).",
+    )
+    sasl_username: str = Field("", description="SASL user name (SASL_SSL, SASL_PLAINTEXT).")
+    sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (a secret).")
 
 
 class IndexSettings(BaseModel):

@@ -29,7 +29,8 @@ install_minio() {
 }
 
 install_ferretdb() {
-  [ -x "$STACK/bin/ferretdb" ] && return
+  # Rebuilt when tools/ferretdb changed since (its flags are what stack/servers.py passes).
+  [ -x "$STACK/bin/ferretdb" ] && [ "$STACK/bin/ferretdb" -nt "$here/tools/ferretdb/main.go" ] && return
   # FerretDB's own cmd/ferretdb panics when built outside its repository (no version.txt),
   # so tools/ferretdb is a small main package of ours over FerretDB's embeddable API.
   log "FerretDB v1.24.2 (go build of tools/ferretdb)"

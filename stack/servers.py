@@ -27,10 +27,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from stack import certs
+
 STACK_HOME = Path(os.environ.get("MICROPACS_STACK_HOME", Path.home() / ".cache/micropacs-stack"))
 KAFKA_VERSION = "4.3.1"
+FERRETDB_SOURCE = Path(__file__).resolve().parent.parent / "tools/ferretdb/main.go"
 MINIO_USER = "micropacs"
 MINIO_PASSWORD = "micropacs-secret"
+KAFKA_USER = "micropacs"
+KAFKA_PASSWORD = "micropacs-kafka-secret"
+"""The SASL user of Kafka's SASL_SSL listener, for PLAIN and SCRAM-SHA-256/512 alike."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,12 @@ class Ports:
     minio: int = 19000
     ferretdb: int = 27018
     prometheus: int = 19090
+    kafka_sasl_ssl: int = 19094
+    """Kafka's SASL_SSL listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 as KAFKA_USER)."""
+    kafka_ssl: int = 19095
+    """Kafka's SSL listener, which requires a client certificate of the stack's CA."""
+    ferretdb_tls: int = 27019
+    """FerretDB's TLS listener."""
 
     @classmethod
     def picked_by(cls, free_port: Callable[[], int]) -> Ports:
@@ -67,6 +79,27 @@ class Stack:
             "MICROPACS_STORAGE__CATALOG_URL": f"mongodb://127.0.0.1:{self.ports.ferretdb}/micropacs",
         }
 
+    @property
+    def pki(self) -> certs.Pki:
+        """The CA and certificates of the stack's TLS listeners."""
+        return certs.Pki(self.run_dir / "tls")
+
+    @property
+    def tls_env(self) -> dict[str, str]:
+        """:attr:`env` with Kafka over SASL_SSL (SCRAM-SHA-512) and the catalog over TLS."""
+        ca = str(self.pki.ca)
+        return {
+            **self.env,
+            "MICROPACS_STORAGE__BUS_URL": f"kafka://127.0.0.1:{self.ports.kafka_sasl_ssl}",
+            "MICROPACS_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+            "MICROPACS_KAFKA__CA_FILE": ca,
+            "MICROPACS_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+            "MICROPACS_KAFKA__SASL_USERNAME": KAFKA_USER,
+            "MICROPACS_KAFKA__SASL_PASSWORD": KAFKA_PASSWORD,
+            "MICROPACS_STORAGE__CATALOG_URL": f"mongodb://127.0.0.1:{self.ports.ferretdb_tls}"
+            f"/micropacs?tls=true&tlsCAFile={ca}",
+        }
+
 
 def available() -> str | None:
     """Why the stack cannot start here, or None when every binary is installed."""
@@ -81,6 +114,9 @@ def available() -> str | None:
     ]
     if missing:
         return f"{', '.join(missing)} not installed: run stack/install.sh (or make stack-up)"
+    ferretdb = STACK_HOME / "bin/ferretdb"
+    if ferretdb.stat().st_mtime < FERRETDB_SOURCE.stat().st_mtime:
+        return "FerretDB is older than tools/ferretdb (its TLS flags): run stack/install.sh"
     return None
 
 
@@ -141,19 +177,28 @@ def start_kafka(run_dir: Path, ports: Ports) -> None:
     libs = STACK_HOME / f"kafka-{KAFKA_VERSION}/libs"
     data = run_dir / "kafka-data"
     props = run_dir / "kafka.properties"
+    pki = certs.make_pki(run_dir / "tls")
+    listeners = ",".join(
+        [
+            f"PLAINTEXT://127.0.0.1:{ports.kafka}",
+            f"CONTROLLER://127.0.0.1:{ports.kafka_controller}",
+            f"SASL_SSL://127.0.0.1:{ports.kafka_sasl_ssl}",
+            f"SSL://127.0.0.1:{ports.kafka_ssl}",
+        ]
+    )
     props.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{ports.kafka_controller}",
-                f"listeners=PLAINTEXT://127.0.0.1:{ports.kafka},"
-                f"CONTROLLER://127.0.0.1:{ports.kafka_controller}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{ports.kafka},"
-                f"CONTROLLER://127.0.0.1:{ports.kafka_controller}",
+                f"listeners={listeners}",
+                f"advertised.listeners={listeners}",
                 "inter.broker.listener.name=PLAINTEXT",
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                "SASL_SSL:SASL_SSL,SSL:SSL",
+                *_kafka_tls_properties(pki),
                 f"log.dirs={data}",
                 "auto.create.topics.enable=false",
                 "num.partitions=4",
@@ -196,6 +241,12 @@ def start_kafka(run_dir: Path, ports: Ports) -> None:
                 "--standalone",
                 "--cluster-id",
                 cluster,
+                # SCRAM credentials live in the cluster metadata: written at format, no
+                # second JVM (kafka-configs) at every start.
+                "--add-scram",
+                f"SCRAM-SHA-256=[name={KAFKA_USER},password={KAFKA_PASSWORD}]",
+                "--add-scram",
+                f"SCRAM-SHA-512=[name={KAFKA_USER},password={KAFKA_PASSWORD}]",
                 "--config",
                 str(props),
             ],
@@ -218,6 +269,31 @@ def start_kafka(run_dir: Path, ports: Ports) -> None:
             str(props),
         ],
     )
+
+
+def _kafka_tls_properties(pki: certs.Pki) -> list[str]:
+    """The SASL_SSL and SSL listeners' properties: PEM key and trust stores, SASL users.
+
+    The PLAINTEXT listener the other tests use is left as it was; brokers and the
+    controller keep talking PLAINTEXT to each other.
+    """
+    plain_users = f'user_{KAFKA_USER}="{KAFKA_PASSWORD}"'
+    return [
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={pki.server_pem}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={pki.ca}",
+        "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
+        "listener.name.ssl.ssl.client.auth=required",
+        "listener.name.sasl_ssl.ssl.client.auth=none",
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "listener.name.sasl_ssl.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    ]
 
 
 def start_minio(run_dir: Path, ports: Ports) -> None:
@@ -246,9 +322,10 @@ def start_minio(run_dir: Path, ports: Ports) -> None:
 
 
 def start_ferretdb(run_dir: Path, ports: Ports) -> None:
-    """FerretDB v1 on its SQLite backend (STACK.md §3.3)."""
+    """FerretDB v1 on its SQLite backend (STACK.md §3.3), plain and TLS on two ports."""
     data = run_dir / "ferretdb-data"
     data.mkdir(exist_ok=True)
+    pki = certs.make_pki(run_dir / "tls")
     _start(
         run_dir,
         "ferretdb",
@@ -256,6 +333,9 @@ def start_ferretdb(run_dir: Path, ports: Ports) -> None:
             str(STACK_HOME / "bin/ferretdb"),
             f"--listen-addr=127.0.0.1:{ports.ferretdb}",
             f"--sqlite-url=file:{data}/",
+            f"--listen-tls=127.0.0.1:{ports.ferretdb_tls}",
+            f"--listen-tls-cert-file={pki.server_cert}",
+            f"--listen-tls-key-file={pki.server_key}",
         ],
     )
 
@@ -302,7 +382,9 @@ SERVERS = ("minio", "ferretdb", "kafka", "prometheus")
 
 def _ports_of(name: str, ports: Ports) -> tuple[int, ...]:
     if name == "kafka":
-        return (ports.kafka, ports.kafka_controller)
+        return (ports.kafka, ports.kafka_controller, ports.kafka_sasl_ssl, ports.kafka_ssl)
+    if name == "ferretdb":
+        return (ports.ferretdb, ports.ferretdb_tls)
     return (int(getattr(ports, name)),)
 
 
@@ -396,12 +478,18 @@ def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack
         run_dir,
         "minio",
     )
-    _wait("FerretDB", lambda: _listening(ports.ferretdb), timeout, run_dir, "ferretdb")
+    _wait(
+        "FerretDB",
+        lambda: _listening(ports.ferretdb) and _listening(ports.ferretdb_tls),
+        timeout,
+        run_dir,
+        "ferretdb",
+    )
 
     def kafka_started() -> bool:
-        return _started_since_last_mark(
-            run_dir / "kafka.log", b"Kafka Server started"
-        ) and _listening(ports.kafka)
+        return _started_since_last_mark(run_dir / "kafka.log", b"Kafka Server started") and all(
+            _listening(port) for port in (ports.kafka, ports.kafka_sasl_ssl, ports.kafka_ssl)
+        )
 
     _wait("Kafka", kafka_started, timeout, run_dir, "kafka")
     stack = Stack(run_dir=run_dir, ports=ports)

@@ -63,6 +63,7 @@ async def open_blob_store(url: str, *, fsync: bool, s3: S3Settings | None = None
             s3.secret_key.get_secret_value(),
             secure=secure,
             region=s3.region,
+            ca_file=s3.ca_file,
         )
         await remote.check()
         return remote
@@ -73,15 +74,26 @@ async def open_event_bus(url: str, kafka: KafkaSettings | None = None) -> EventB
     """The EventBus at ``url``: ``sqlite:///file.db`` (created if missing) or ``kafka://…``."""
     scheme = _scheme(url)
     if scheme == "kafka":
+        from micropacs.adapters._kafka_security import KafkaSecurity
         from micropacs.adapters.kafka import KafkaEventBus, parse_url
 
         kafka = kafka or KafkaSettings()
+        security = KafkaSecurity(
+            protocol=kafka.security_protocol,
+            ca_file=kafka.ca_file,
+            cert_file=kafka.cert_file,
+            key_file=kafka.key_file,
+            sasl_mechanism=kafka.sasl_mechanism,
+            sasl_username=kafka.sasl_username,
+            sasl_password=kafka.sasl_password.get_secret_value(),
+        )
         remote = KafkaEventBus(
             parse_url(url),
             partitions=kafka.partitions,
             replication=kafka.replication_factor,
             publish_timeout=kafka.publish_timeout,
             topic_prefix=kafka.topic_prefix,
+            security=security,
         )
         await remote.open()
         return remote

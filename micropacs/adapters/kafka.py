@@ -6,6 +6,11 @@ partition. Consumers join a group, never auto-commit, and commit the offsets
 of a batch only after the caller has written it (ARCHITECTURE.md, rule 2).
 Topics are created at start-up with the configured partition count; a
 consumer group scales up to that many members.
+
+Every client (producer, consumers, the admin client creating topics) uses the
+same security options (:class:`~micropacs.adapters._kafka_security.KafkaSecurity`:
+TLS, SASL); a broker that refuses them makes :meth:`KafkaEventBus.open` fail
+with :class:`EventBusUnavailable` naming the setting to fix.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from micropacs.adapters._kafka_security import KafkaSecurity, diagnose
 from micropacs.errors import EventBusUnavailable, InvalidInput
 from micropacs.events import DEAD_LETTER, INSTANCE_STORED
 from micropacs.ports import Record
@@ -108,8 +114,12 @@ class KafkaEventBus:
         publish_timeout: float = 10.0,
         client_id: str = "micropacs",
         topic_prefix: str = "",
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._security = security or KafkaSecurity()
+        self._security.check()
+        self._options = self._security.client_options()
         self._partitions = partitions
         self._replication = replication
         self._publish_timeout = publish_timeout
@@ -118,11 +128,18 @@ class KafkaEventBus:
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
 
+    async def _unreachable(self, exc: BaseException) -> EventBusUnavailable:
+        """The error of a client that could not start, with the cause when one is found."""
+        reason = await diagnose(self._bootstrap, self._security)
+        advice = f"; {reason}" if reason else ""
+        return EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}{advice}")
+
     async def open(self) -> None:
         """Create the topics if missing and start the producer."""
         await self._create_topics(TOPICS)
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
+            **self._options,
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
@@ -133,12 +150,14 @@ class KafkaEventBus:
             await producer.start()
         except KafkaError as exc:
             await producer.stop()
-            raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
+            raise await self._unreachable(exc) from exc
         self._producer = producer
 
     async def _create_topics(self, topics: Iterable[str]) -> None:
         """Create the missing ones of ``topics`` (the broker does not auto-create them)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap, request_timeout_ms=10000, **self._options
+        )
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -152,7 +171,7 @@ class KafkaEventBus:
                     await admin.create_topics(missing)
                 log.info("Kafka topics created", extra={"topics": [t.name for t in missing]})
         except KafkaError as exc:
-            raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
+            raise await self._unreachable(exc) from exc
         finally:
             await admin.close()
         self._known_topics.update(topics)
@@ -188,12 +207,13 @@ class KafkaEventBus:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=300000,
+            **self._options,
         )
         try:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
-            raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
+            raise await self._unreachable(exc) from exc
         return KafkaConsumer(consumer, topic)
 
     async def check(self) -> None:

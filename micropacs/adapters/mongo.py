@@ -129,11 +129,12 @@ class MongoCatalog:
         self._db = self._client[name]
 
     def _unavailable(self, exc: Exception) -> CatalogUnavailable:
-        host = urlsplit(self._url).netloc
-        return CatalogUnavailable(
-            f"catalog at {host} failed: {exc}; check that MongoDB (or FerretDB) runs "
-            "and that the URL is right"
-        )
+        host = urlsplit(self._url).netloc.rpartition("@")[2]  # never the URL's password
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            advice = "the server's TLS certificate is not trusted: check the URL's tlsCAFile"
+        else:
+            advice = "check that MongoDB (or FerretDB) runs and that the URL is right"
+        return CatalogUnavailable(f"catalog at {host} failed: {exc}; {advice}")
 
     async def open(self) -> None:
         """Create the indexes (idempotent)."""

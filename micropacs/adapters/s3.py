@@ -6,6 +6,11 @@ the object ``<study>/<series>/<instance>.dcm``. Buckets are created on first
 use. Large objects are uploaded in parts (multipart upload) and read as
 streams, never held whole in memory. Only the S3 API common to every S3
 service is used, through the ``minio`` SDK.
+
+``?secure=true`` in the URL selects HTTPS with the BCP 195 profile of
+:func:`micropacs.tls.harden` (TLS 1.2+), the service's certificate checked
+against ``ca_file`` (or the system's trust store) and its host name; an
+untrusted certificate fails with advice naming ``MICROPACS_S3__CA_FILE``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +34,7 @@ from minio.error import S3Error
 from micropacs.adapters.files import check_key
 from micropacs.errors import BlobStoreUnavailable, InvalidInput, NotFound
 from micropacs.ports import BlobInfo
+from micropacs.tls import ClientTls
 
 T = TypeVar("T")
 
@@ -46,6 +53,21 @@ def parse_url(url: str) -> tuple[str, str, bool]:
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]", bucket):
         raise InvalidInput(f"bucket name {bucket!r}: use 3-42 lowercase letters, digits, '.', '-'")
     return parts.netloc, bucket, "secure=true" in parts.query.lower()
+
+
+def _untrusted(exc: BaseException) -> str:
+    """The reason of the certificate verification failure behind ``exc``, if one is."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # urllib3 wraps: MaxRetryError -> SSLError -> SSLCertVerificationError
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message)
+        seen = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if isinstance(seen, urllib3.exceptions.SSLError) and seen.args:
+            inner = seen.args[0]
+            seen = inner if isinstance(inner, BaseException) else seen.__cause__
+    return ""
 
 
 class _Exactly:
@@ -76,11 +98,26 @@ class S3BlobStore:
         *,
         secure: bool = False,
         region: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
+        if ca_file is not None and not secure:
+            raise InvalidInput(
+                "MICROPACS_S3__CA_FILE is set but the blob URL is plain HTTP: add ?secure=true"
+            )
+        tls: dict[str, Any] = {}
+        if secure:
+            try:
+                tls["ssl_context"] = ClientTls(ca_file).context()
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidInput(
+                    f"MICROPACS_S3__CA_FILE does not load ({exc}): give a PEM file of CA"
+                    " certificates"
+                ) from exc
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=5, read=60),
             retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(502, 503, 504)),
             maxsize=16,
+            **tls,
         )
         self._client = Minio(
             endpoint,
@@ -111,6 +148,12 @@ class S3BlobStore:
                 f"{action} failed at {self._endpoint}: {exc.code} {exc.message}"
             ) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            untrusted = _untrusted(exc)
+            if untrusted:
+                raise BlobStoreUnavailable(
+                    f"{action}: the TLS certificate of object store {self._endpoint} is not"
+                    f" trusted ({untrusted}); check MICROPACS_S3__CA_FILE"
+                ) from exc
             raise BlobStoreUnavailable(
                 f"{action}: object store {self._endpoint} unreachable ({exc}); "
                 "check that it runs and the URL and credentials are right"

@@ -1,7 +1,8 @@
 // Command ferretdb runs FerretDB v1 (a MongoDB-wire-compatible server) on its
 // SQLite backend through FerretDB's embeddable API, for micropacs' test stack.
 //
-//	ferretdb --listen-addr 127.0.0.1:27018 --sqlite-url file:/abs/dir/
+//	ferretdb --listen-addr 127.0.0.1:27018 --sqlite-url file:/abs/dir/ \
+//	  [--listen-tls 127.0.0.1:27019 --listen-tls-cert-file server.crt --listen-tls-key-file server.key]
 package main
 
 import (
@@ -19,11 +20,21 @@ import (
 func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27018", "TCP address to listen on")
 	sqliteURL := flag.String("sqlite-url", "file:data/", "SQLite directory URI (must end with /)")
+	listenTLS := flag.String("listen-tls", "", "TLS address to listen on, beside the plain one (empty: none)")
+	tlsCert := flag.String("listen-tls-cert-file", "", "PEM certificate of the TLS listener")
+	tlsKey := flag.String("listen-tls-key-file", "", "PEM private key of the TLS listener")
+	tlsCA := flag.String("listen-tls-ca-file", "", "PEM CA: clients must present a certificate it issued")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	server, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
+		Listener: ferretdb.ListenerConfig{
+			TCP:         *listen,
+			TLS:         *listenTLS,
+			TLSCertFile: *tlsCert,
+			TLSKeyFile:  *tlsKey,
+			TLSCAFile:   *tlsCA,
+		},
 		Logger:    logger,
 		Handler:   "sqlite",
 		SQLiteURL: *sqliteURL,
