@@ -321,6 +321,14 @@ class QuerySettings(BaseModel):
     max_results: int = Field(
         10000, ge=1, description="Most matches one query returns, to protect the server."
     )
+    max_examined: int = Field(
+        5000,
+        ge=0,
+        description="Most records one query may read and throw away (candidates left by the"
+        " indexed keys that do not match, and matches skipped for an offset); past it the"
+        " query is refused: C-FIND 0xA700 Out of Resources, QIDO-RS 413. Bounds the work of"
+        " a query on attributes without an index; 0 removes the bound.",
+    )
 
 
 class WorklistSettings(BaseModel):

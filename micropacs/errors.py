@@ -13,6 +13,7 @@ HTTP status (PS3.18 8.5)::
     │   ├── StudyMismatch         STOW-RS instance of another study      -> 0xC409 / 409
     │   ├── UnsupportedTransfer   cannot convert to what the peer takes  -> 0xA900 / 406
     │   ├── RequestTooLarge       body or part count over a limit        -> 0xA700 / 413
+    │   │   └── QueryTooBroad     a query examining too many records     -> 0xA700 / 413
     │   └── RequestTimeout        the client sent too slowly             -> 0xC000 / 408
     ├── NotFound                  unknown instance, node or destination
     │   └── UnknownDestination    C-MOVE destination not in the registry -> 0xA801 / 404
@@ -125,6 +126,22 @@ class RequestTooLarge(InvalidInput):
 
     dimse = Status.OUT_OF_RESOURCES
     http = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class QueryTooBroad(RequestTooLarge):
+    """A query that read and threw away more records than one query may
+    (``MICROPACS_QUERY__MAX_EXAMINED``): its keys leave too many candidates.
+
+    C-FIND answers Refused: Out of Resources (PS3.4 C.4.1.1.4), QIDO-RS 413.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the query read more than {limit} records it does not return"
+            " (MICROPACS_QUERY__MAX_EXAMINED): add a key the catalog indexes, such as a"
+            " study or series UID, a patient ID, a date range or a name prefix"
+        )
+        self.limit = limit
 
 
 class RequestTimeout(InvalidInput):

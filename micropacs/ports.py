@@ -149,6 +149,10 @@ class Query:
 
     ``identifier`` holds the keys as DICOM JSON: a key with a value is a
     matching key, a key without one is a return key (PS3.4 C.2.2.1).
+
+    ``max_examined`` bounds the work of one query: the most records the
+    catalog may read and throw away (candidates of its indexed pre-filter that
+    do not match, and matches skipped for ``offset``); 0 is no bound.
     """
 
     level: Level
@@ -156,6 +160,7 @@ class Query:
     limit: int = 0
     offset: int = 0
     case_insensitive_pn: bool = False
+    max_examined: int = 0
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,9 @@ class Catalog(Protocol):
 
         Each result holds all attributes known at that level and above, plus
         the computed ones, as DICOM JSON; the caller picks the return keys.
+        Raises :class:`~micropacs.errors.QueryTooBroad` once more than
+        ``query.max_examined`` records were read and thrown away, whatever
+        was yielded before.
         """
         ...
 

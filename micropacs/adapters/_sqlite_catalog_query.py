@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,13 +81,25 @@ def select_sql(query: Query, irregular: set[str]) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def next_matches(cursor: sqlite3.Cursor, decode: Decoder, query: Query) -> list[DicomJson] | None:
-    """The matches among the next rows of ``cursor``; None when it is exhausted."""
+def next_matches(
+    cursor: sqlite3.Cursor, decode: Decoder, matcher: matching.Matcher, budget: matching.Budget
+) -> list[DicomJson] | None:
+    """The matches among the next rows of ``cursor``; None when it is exhausted.
+
+    Each row is matched on a view of its levels' attributes, and only a match
+    is built into a result; every other row is spent from ``budget``.
+    """
     rows = cursor.fetchmany(FETCH)
     if not rows:
         return None
-    matcher = matching.Matcher(query.identifier, case_insensitive_pn=query.case_insensitive_pn)
-    return [result for result in map(decode, rows) if matcher(result)]
+    found = []
+    for row in rows:
+        view = decode.view(row)
+        if matcher(view):
+            found.append(dict(view))
+        else:
+            budget.spend()
+    return found
 
 
 def glob(pattern: str) -> str:
@@ -231,22 +244,28 @@ class Decoder:
             found = self.cache[(level, key)] = build()
         return found
 
-    def __call__(self, row: tuple[Any, ...]) -> DicomJson:
-        """The result of one row of :func:`select_sql`."""
+    def view(self, row: tuple[Any, ...]) -> Mapping[str, Any]:
+        """The attributes of one row of :func:`select_sql`, to match; ``dict()`` of it is
+        the result. Nothing is copied: the upper levels are shared by the rows."""
         patient = self._part(Level.PATIENT, row[0], lambda: _patient(row))
         if self.level == Level.PATIENT:
-            return dict(patient)
+            return patient
         study = self._part(Level.STUDY, row[7], lambda: _study(row, patient))
         if self.level == Level.STUDY:
-            return dict(study)
+            return study
         series = self._part(Level.SERIES, row[13], lambda: _series(row, study))
         if self.level == Level.SERIES:
-            return dict(series)
+            return series
         sop_uid, sop_class, attrs = row[16:19]
-        result = {**series, **json.loads(zlib.decompress(attrs))}
-        result[tags.SOP_INSTANCE_UID] = element("UI", sop_uid)
-        result[tags.SOP_CLASS_UID] = element("UI", sop_class)
-        return result
+        keys = {
+            tags.SOP_INSTANCE_UID: element("UI", sop_uid),
+            tags.SOP_CLASS_UID: element("UI", sop_class),
+        }
+        return ChainMap(keys, json.loads(zlib.decompress(attrs)), series)
+
+    def __call__(self, row: tuple[Any, ...]) -> DicomJson:
+        """The result of one row of :func:`select_sql`."""
+        return dict(self.view(row))
 
 
 def _patient(row: tuple[Any, ...]) -> DicomJson:

@@ -6,7 +6,8 @@ no aggregation beyond the basics. Writes are idempotent upserts
 a crash interrupted, leaves the catalog as once.
 
 Queries filter on indexed fields first (never dropping a true match), then
-decide with :class:`~micropacs.dicom.matching.Matcher` (PS3.4 C.2.2.2).
+decide with :class:`~micropacs.dicom.matching.Matcher` (PS3.4 C.2.2.2),
+reading at most ``Query.max_examined`` documents they throw away.
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ class MongoCatalog:
                     mongo_filter.setdefault("$and", []).append(clause)
         matcher = matching.Matcher(query.identifier, case_insensitive_pn=query.case_insensitive_pn)
         cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+        budget = matching.Budget(query.max_examined)
         skipped = produced = 0
         try:
             named = await self._by_hierarchy(query.level, conditions)
@@ -179,9 +181,11 @@ class MongoCatalog:
             async for doc in _each(docs):
                 record = await self._record(query.level, doc, cache)
                 if record is None or not matcher(record):
+                    budget.spend()
                     continue
                 if skipped < query.offset:
                     skipped += 1
+                    budget.spend()
                     continue
                 yield record
                 produced += 1

@@ -36,6 +36,7 @@ from micropacs.adapters._sqlite_catalog_query import Decoder, next_matches, sele
 from micropacs.adapters._sqlite_catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from micropacs.adapters._sqlite_catalog_write import Batch, prepare
 from micropacs.dicom.json_model import DicomJson
+from micropacs.dicom.matching import Budget, Matcher
 from micropacs.errors import CatalogUnavailable, InvalidInput
 from micropacs.ports import (
     CatalogCounts,
@@ -137,14 +138,17 @@ class SqliteCatalog:
             sql, params = select_sql(query, irregular)
             cursor = await self._run(conn.execute, sql, params)
             decode = Decoder(query.level)
+            matcher = Matcher(query.identifier, case_insensitive_pn=query.case_insensitive_pn)
+            budget = Budget(query.max_examined)
             skip, left = query.offset, query.limit or -1
             while left:
-                matched = await self._run(next_matches, cursor, decode, query)
+                matched = await self._run(next_matches, cursor, decode, matcher, budget)
                 if matched is None:
                     return
                 for result in matched:
                     if skip:
                         skip -= 1
+                        budget.spend()
                         continue
                     yield result
                     left -= 1

@@ -28,18 +28,23 @@ must end it, and each one between is found leftmost after the one before,
 which finds a match whenever there is one. Patterns longer than
 :data:`MAX_PATTERN_LENGTH` or with more than :data:`MAX_STARS` ``*`` are
 refused (:class:`~micropacs.errors.InvalidIdentifier`).
+
+Matching is linear per record, but a query on attributes without an index
+reads every record: :class:`Budget` bounds how many a query may read and
+throw away.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Union
+from typing import Any, Union
 
 from micropacs.dicom import tags
 from micropacs.dicom.json_model import DicomJson, text_of
-from micropacs.errors import InvalidIdentifier
+from micropacs.errors import InvalidIdentifier, QueryTooBroad
 
 IGNORED = {
     tags.SPECIFIC_CHARACTER_SET,
@@ -394,8 +399,8 @@ class Matcher:
         ]
         self._fold = case_insensitive_pn
 
-    def __call__(self, record: DicomJson) -> bool:
-        """Whether ``record`` matches every matching key."""
+    def __call__(self, record: Mapping[str, Any]) -> bool:
+        """Whether ``record`` (DICOM JSON, or a view of it) matches every matching key."""
         return all(
             _key_matches(record.get(tag), cond, vr, self._fold) for tag, cond, vr in self._keys
         )
@@ -404,3 +409,28 @@ class Matcher:
 def matches(record: DicomJson, identifier: DicomJson, *, case_insensitive_pn: bool = False) -> bool:
     """Whether ``record`` matches every matching key of ``identifier`` (PS3.4 C.2.2.2)."""
     return Matcher(identifier, case_insensitive_pn=case_insensitive_pn)(record)
+
+
+@dataclass
+class Budget:
+    """The records one query may read and throw away: candidates that do not match and
+    matches skipped for an offset (``limit`` of them; 0 is no bound).
+
+    Both catalogs pre-filter with their indexes, then read each candidate and
+    match it here; a key no index holds leaves every record of the level a
+    candidate. Spending past the limit raises, so such a query costs at most
+    ``limit`` records whatever the archive's size.
+    """
+
+    limit: int
+    spent: int = 0
+
+    def spend(self, count: int = 1) -> None:
+        """Count ``count`` more records thrown away.
+
+        Raises:
+            QueryTooBroad: more than ``limit`` records were thrown away in all.
+        """
+        self.spent += count
+        if self.limit and self.spent > self.limit:
+            raise QueryTooBroad(self.limit)

@@ -100,6 +100,7 @@ class QueryService:
             limit=min(limit, cap) if limit else cap,
             offset=offset,
             case_insensitive_pn=self._settings.case_insensitive_pn,
+            max_examined=self._settings.max_examined,
         )
         responses = [
             self._response(level, identifier, keys, found, include_all)

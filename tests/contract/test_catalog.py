@@ -18,7 +18,7 @@ from pydicom.datadict import tag_for_keyword
 from micropacs.dicom import matching, tags
 from micropacs.dicom.json_model import DicomJson
 from micropacs.dicom.levels import Level
-from micropacs.errors import InvalidInput
+from micropacs.errors import InvalidInput, QueryTooBroad
 from micropacs.ports import Catalog, CatalogCounts, Credential, InstanceRecord, Node, Query
 from tests.contract.conftest import Runner
 
@@ -636,6 +636,40 @@ def test_query_order_is_stable(archive: Catalog, run: Runner) -> None:
 def test_negative_window_is_refused(archive: Catalog, run: Runner) -> None:
     with pytest.raises(InvalidInput):
         find(run, archive, Level.STUDY, {}, limit=-1)
+
+
+def test_a_query_throwing_away_more_than_max_examined_is_refused(
+    catalog: Catalog, run: Runner
+) -> None:
+    """ImageComments has no index: every instance is a candidate, read and matched. The
+    bound counts the candidates thrown away (and matches skipped for the offset), never
+    the matches returned, so a query narrowed by an indexed key is not refused."""
+    run(
+        catalog.upsert_instances(
+            [instance(1, 1, n, ImageComments=el("LT", "plain")) for n in range(1, 11)]
+            + [instance(2, 1, n, ImageComments=el("LT", "needle")) for n in (1, 2)]
+        )
+    )
+    needle = {tags.tag_of("ImageComments"): el("LT", "*needle*"), SOP_UID: el("UI")}
+    plain = {tags.tag_of("ImageComments"): el("LT", "*pl?in"), SOP_UID: el("UI")}
+
+    with pytest.raises(QueryTooBroad, match="more than 5 records"):
+        find(run, catalog, Level.IMAGE, needle, max_examined=5)
+    # Exactly the bound thrown away (the ten plain instances) is still answered.
+    assert len(find(run, catalog, Level.IMAGE, needle, max_examined=10)) == 2
+    assert len(find(run, catalog, Level.IMAGE, needle, max_examined=0)) == 2
+    in_study = {**needle, STUDY_UID: el("UI", uid(2))}
+    assert len(find(run, catalog, Level.IMAGE, in_study, max_examined=1)) == 2
+    # Matches returned cost nothing; matches skipped for an offset do (plus the 2 needles).
+    assert len(find(run, catalog, Level.IMAGE, plain, max_examined=2)) == 10
+    assert len(find(run, catalog, Level.IMAGE, plain, max_examined=4, offset=2)) == 8
+    with pytest.raises(QueryTooBroad):
+        find(run, catalog, Level.IMAGE, plain, max_examined=4, offset=3)
+    # The same at the study level, on a study attribute without an index.
+    reading = {READING_PHYSICIAN: pn("*Nobody*")}
+    with pytest.raises(QueryTooBroad):
+        find(run, catalog, Level.STUDY, reading, max_examined=1)
+    assert find(run, catalog, Level.STUDY, reading, max_examined=2) == []
 
 
 # -- locate -----------------------------------------------------------------------------------
