@@ -18,11 +18,10 @@ or changed, keeps its study.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
-
 
 from micropacs.dicom import tags
 from micropacs.dicom import worklist as wl
