@@ -4,8 +4,12 @@ what services add."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
+import ssl
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -90,7 +94,12 @@ def _catalog_call(settings: Settings, action: Callable[[Any], Any]) -> Any:
 @click.option("--tls", is_flag=True, help="The node speaks DICOM over TLS.")
 @click.option("--issuer-of-patient-id", default="", help="Issuer of Patient ID of its patients.")
 @click.option("--issuer-of-accession-number", default="", help="Issuer of its accession numbers.")
-@click.option("--user-id", default="", help="User identity for the node.")
+@click.option(
+    "--user-id",
+    default="",
+    help="The user name it must present in its User Identity negotiation (with"
+    " MICROPACS_DICOM__USER_IDENTITY optional or required).",
+)
 @click.option("--storage-group", default="", help="Storage (FS) group its objects go to.")
 @click.option("--ae-group", default="", help="AE group, e.g. diagnostic or radiotherapy.")
 @click.option("--no-store", is_flag=True, help="It may not send us objects (C-STORE).")
@@ -111,6 +120,14 @@ def _catalog_call(settings: Settings, action: Callable[[Any], Any]) -> Any:
     is_flag=True,
     help="It calls only from the --allow-from networks, not from HOST's addresses.",
 )
+@click.option(
+    "--tls-certificate",
+    "tls_certificates",
+    multiple=True,
+    metavar="PEM_FILE|SHA256",
+    help="It must call over TLS presenting this certificate (a PEM file, or its SHA-256"
+    " fingerprint); repeatable, for a renewal.",
+)
 @settings_options
 def nodes_add(
     node_ae_title: str,
@@ -129,6 +146,7 @@ def nodes_add(
     no_move_destination: bool,
     allow_from: tuple[str, ...],
     not_from_host: bool,
+    tls_certificates: tuple[str, ...],
     **flags: Any,
 ) -> None:
     """Add or replace a node; a running server uses it from its next association.
@@ -158,13 +176,35 @@ def nodes_add(
         move_destination=not no_move_destination,
         allowed_from=allow_from,
         from_host=not not_from_host,
+        tls_certificates=tuple(_fingerprint(given) for given in tls_certificates),
     )
     try:
         node.networks()
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allow-from") from exc
+    try:
+        node.fingerprints()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tls-certificate") from exc
     _catalog_call(settings_from(**flags), lambda catalog: catalog.put_node(node))
     click.echo(f"node {node.ae_title} -> {node.host}:{node.port} saved")
+
+
+PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----"
+)
+
+
+def _fingerprint(given: str) -> str:
+    """The SHA-256 fingerprint of the first certificate of a PEM file, or ``given`` itself."""
+    path = Path(given)
+    if not path.is_file():
+        return given
+    found = PEM_CERTIFICATE.search(path.read_text(errors="replace"))
+    if found is None:
+        hint = "--tls-certificate"
+        raise click.BadParameter(f"{given} holds no PEM certificate", param_hint=hint)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(found.group())).hexdigest()
 
 
 @nodes.command("list")

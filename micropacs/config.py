@@ -108,6 +108,20 @@ class DicomSettings(BaseModel):
         description="Accept associations whatever called AE title they name; by default one"
         " not ours is rejected, called-AE-title-not-recognized (PS3.8 9.3.4).",
     )
+    user_identity: Literal["off", "optional", "required"] = Field(
+        "off",
+        description="User Identity negotiation (PS3.7 D.3.3.7): off ignores it; optional checks"
+        " an identity when one is presented (a user name and password of a local user, or an"
+        " OpenID Connect JWT when MICROPACS_AUTH__BACKEND=oidc) and rejects the association if"
+        " it does not check out; required also rejects associations without one. The"
+        " identity's role limits what the association may do.",
+    )
+    user_identity_name_only: bool = Field(
+        False,
+        description="Accept a user name without password (User Identity type 1) as an identity:"
+        " it proves nothing, so it only satisfies required and a node's user_id and gives no"
+        " role limit.",
+    )
     workers: int = Field(
         1,
         ge=1,

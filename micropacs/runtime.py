@@ -31,7 +31,7 @@ from micropacs.adapters.factory import open_blob_store, open_catalog, open_event
 from micropacs.auth.gate import Gate, authenticator, require_authentication
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
-from micropacs.dimse import observe
+from micropacs.dimse import observe, user_identity
 from micropacs.dimse.access import NodeDirectory
 from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import DataDirUsage, HttpServer, build_http_app
@@ -219,7 +219,8 @@ def _start_dicom(
         secure = ServerTls(files.cert_file, files.key_file, files.ca_file)
     bridge = LoopBridge(asyncio.get_running_loop())
     nodes = _node_directory(adapters, bridge)
-    ae = build_ae(settings.dicom, nodes=nodes)
+    identities = user_identity.from_settings(settings, adapters.catalog, bridge)
+    ae = build_ae(settings.dicom, nodes=nodes, identities=identities)
     handlers = observe.handlers(
         observe.AssociationMetrics(registry),
         nodes.titles if nodes is not None else list,

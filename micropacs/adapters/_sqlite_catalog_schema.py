@@ -11,7 +11,7 @@ from micropacs.dicom.json_model import DicomJson, text_of
 from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import NUMERIC_VRS, normal_date, normal_pn
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Stored in ``PRAGMA user_version``; older catalogs are migrated, newer ones refused."""
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE instances ADD COLUMN original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''",),
@@ -24,6 +24,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE nodes ADD COLUMN allowed_from TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE nodes ADD COLUMN from_host INTEGER NOT NULL DEFAULT 1",
     ),
+    # Nodes registered before certificates were bound to nodes are bound to none.
+    3: ("ALTER TABLE nodes ADD COLUMN tls_certificates TEXT NOT NULL DEFAULT '[]'",),
 }
 """The statements of the step from each schema version to the next, run in one transaction."""
 
@@ -132,7 +134,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     may_retrieve INTEGER NOT NULL DEFAULT 1,
     may_be_move_destination INTEGER NOT NULL DEFAULT 1,
     allowed_from TEXT NOT NULL DEFAULT '[]',
-    from_host INTEGER NOT NULL DEFAULT 1
+    from_host INTEGER NOT NULL DEFAULT 1,
+    tls_certificates TEXT NOT NULL DEFAULT '[]'
 );
 
 CREATE TABLE IF NOT EXISTS credentials (

@@ -346,10 +346,12 @@ class MongoCatalog:
         """Add or replace a node."""
         try:
             networks = [str(network) for network in node.networks()]
+            fingerprints = list(node.fingerprints())
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
         fields = {k: v for k, v in node.__dict__.items() if k != "ae_title"}
         fields["allowed_from"] = networks
+        fields["tls_certificates"] = fingerprints
         try:
             await self._db.nodes.replace_one({"_id": node.ae_title}, fields, upsert=True)
         except PyMongoError as exc:
@@ -371,7 +373,14 @@ class MongoCatalog:
             raise self._unavailable(exc) from exc
         # A node stored before access control lacks its fields: the defaults apply.
         return [
-            Node(ae_title=d.pop("_id"), **{**d, "allowed_from": tuple(d.get("allowed_from", ()))})
+            Node(
+                ae_title=d.pop("_id"),
+                **{
+                    **d,
+                    "allowed_from": tuple(d.get("allowed_from", ())),
+                    "tls_certificates": tuple(d.get("tls_certificates", ())),
+                },
+            )
             for d in docs
         ]
 

@@ -62,7 +62,7 @@ _CREDENTIAL_COLUMNS = "kind, name, secret_hash, role, description, expires_at, c
 _NODE_COLUMNS = (
     "ae_title, host, port, description, tls, issuer_of_patient_id, issuer_of_accession_number,"
     " user_id, storage_group, ae_group, may_store, may_query, may_retrieve,"
-    " may_be_move_destination, from_host, allowed_from"
+    " may_be_move_destination, from_host, allowed_from, tls_certificates"
 )
 """The nodes table's columns, in the order put_node writes them and _node_of reads them."""
 
@@ -86,6 +86,7 @@ def _node_of(row: Sequence[Any]) -> Node:
         move_destination=bool(row[13]),
         from_host=bool(row[14]),
         allowed_from=tuple(json.loads(row[15])),
+        tls_certificates=tuple(json.loads(row[16])),
     )
 
 
@@ -224,6 +225,7 @@ class SqliteCatalog:
             raise InvalidInput(f"port {node.port} of {node.ae_title} is not a TCP port")
         try:
             networks = [str(network) for network in node.networks()]
+            fingerprints = node.fingerprints()
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
         values = (
@@ -234,11 +236,12 @@ class SqliteCatalog:
             node.move_destination,
             node.from_host,
             json.dumps(networks),
+            json.dumps(fingerprints),
         )
         await self._write(
             lambda conn: conn.execute(
                 f"INSERT OR REPLACE INTO nodes ({_NODE_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             ),
             transaction=True,

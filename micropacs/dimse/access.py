@@ -8,7 +8,9 @@ title comes from one of its addresses (what its host resolves to, and its
 
 - a registered title calling from another address is rejected, whatever the
   mode: A-ASSOCIATE-RJ rejected-permanent, service-user,
-  calling-AE-title-not-recognized (PS3.8 9.3.4);
+  calling-AE-title-not-recognized (PS3.8 9.3.4); so is a node bound to TLS
+  client certificates (``Node.tls_certificates``) that does not present one
+  of them (PS3.15 B.9), on the plain port too, where it can present none;
 - with ``strict`` (``MICROPACS_DICOM__STRICT_NODES``) an unregistered title is
   rejected the same way; without it, it may do everything, as before;
 - each operation of a recognised node needs its permission, else it is
@@ -33,10 +35,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pynetdicom import evt
 
+from micropacs.dimse.tls import peer_fingerprint
 from micropacs.ports import Node
 
 log = logging.getLogger(__name__)
@@ -182,29 +185,37 @@ class NodeAccess:
             return
         calling = str(request.calling_ae_title).strip()
         peer = str(assoc.requestor.address)
+        certified = True
         try:
             node = self.directory.nodes().get(calling)
             allowed = node is not None and calls_from(node, peer, self._resolver)
+            if allowed and node is not None and node.tls_certificates:
+                certified = peer_fingerprint(assoc) in node.fingerprints()
         except Exception as exc:  # whatever failed, let nobody in unchecked
             if isinstance(exc, RegistryUnavailable):
                 log.warning("association rejected: the node registry cannot be read")
             else:
                 log.exception("association rejected: the node access check failed")
-            _reject(assoc, (REJECTED_TRANSIENT, PROVIDER_ACSE, NO_REASON_GIVEN))
+            reject(assoc, (REJECTED_TRANSIENT, PROVIDER_ACSE, NO_REASON_GIVEN))
             return
-        if node is not None and allowed:
+        if node is not None and allowed and certified:
             with self._lock:
                 self._nodes[assoc] = node
             return
         if node is None and not self.strict:
             return
+        if node is None:
+            reason = "calling AE title not registered"
+        elif allowed:
+            reason = "a registered calling AE title without its TLS client certificate"
+        else:
+            reason = "a registered calling AE title from another address"
         log.warning(
-            "association rejected: a registered calling AE title from another address"
-            if node is not None
-            else "association rejected: calling AE title not registered",
+            "association rejected: %s",
+            reason,
             extra={"calling_ae": calling, "peer_address": peer},
         )
-        _reject(assoc, (REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED))
+        reject(assoc, (REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED))
 
     def node_of(self, assoc: Any) -> Node | None:
         """The registered node an accepted association comes from, None for another caller."""
@@ -218,7 +229,9 @@ class NodeAccess:
         return node is None or permission.granted(node)
 
 
-def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
+def reject(assoc: Any, reason: tuple[int, int, int]) -> None:
+    """Answer an A-ASSOCIATE-RQ with A-ASSOCIATE-RJ ``(result, source, diagnostic)``
+    (PS3.8 9.3.4) from an EVT_REQUESTED handler, and end the association."""
     # pynetdicom sets this only once it negotiates; the rejection's log line and metric want it.
     assoc.requestor.ae_title = assoc.requestor.primitive.calling_ae_title
     assoc.acse.send_reject(*reason)
@@ -226,11 +239,25 @@ def _reject(assoc: Any, reason: tuple[int, int, int]) -> None:
     assoc.kill()  # as pynetdicom does after its own rejections: the RJ leaves first
 
 
+@runtime_checkable
+class AssociationLimit(Protocol):
+    """What else may limit an association beyond its node, e.g. the role of the user
+    identity it presented (:mod:`~micropacs.dimse.user_identity`, ``ae.user_identity``)."""
+
+    def permits(self, assoc: Any, permission: Permission) -> bool:
+        """Whether ``assoc`` may do this, as far as this limit is concerned."""
+        ...
+
+
 def permits(assoc: Any, permission: Permission) -> bool:
     """Whether the caller of ``assoc`` may do this, by the :class:`NodeAccess` of its AE
-    (``ae.node_access``); an AE without one lets every caller do everything."""
+    (``ae.node_access``) and its :class:`AssociationLimit` (``ae.user_identity``); an AE
+    without them lets every caller do everything."""
     access = getattr(assoc.ae, "node_access", None)
-    return not isinstance(access, NodeAccess) or access.permits(assoc, permission)
+    if isinstance(access, NodeAccess) and not access.permits(assoc, permission):
+        return False
+    limit = getattr(assoc.ae, "user_identity", None)
+    return not isinstance(limit, AssociationLimit) or limit.permits(assoc, permission)
 
 
 def refused(event: evt.Event, permission: Permission, operation: str) -> bool:
@@ -238,7 +265,7 @@ def refused(event: evt.Event, permission: Permission, operation: str) -> bool:
     if permits(event.assoc, permission):
         return False
     log.warning(
-        "operation refused: not authorized for this node",
+        "operation refused: not authorized for this node or user",
         extra={"operation": operation, "calling_ae": str(event.assoc.requestor.ae_title).strip()},
     )
     return True

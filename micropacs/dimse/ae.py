@@ -7,7 +7,8 @@ processes share one DICOM port. So do bounds (ARCHITECTURE.md, "Security"):
 PDU sizes and times (:mod:`~micropacs.dimse.pdu_limits`), pending connections
 and associations per peer (:mod:`~micropacs.dimse.admission`), the called
 AE title checked (PS3.8 9.3.4, reason called-AE-title-not-recognized), and
-who may call from where and do what (:mod:`~micropacs.dimse.access`).
+who may call from where and do what (:mod:`~micropacs.dimse.access`), as
+whom (:mod:`~micropacs.dimse.user_identity`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from micropacs.config import DicomSettings
-from micropacs.dimse import access, admission, pdu_limits, retrieve_scp, tls
+from micropacs.dimse import access, admission, pdu_limits, retrieve_scp, tls, user_identity
 from micropacs.dimse.sockets import NODELAY, close_sockets_always
 from micropacs.tls import ClientTls, ServerTls
 
@@ -80,6 +81,7 @@ class RegistryAE(AE):
     """
 
     node_access: access.NodeAccess | None = None
+    user_identity: user_identity.UserIdentity | None = None
 
     def __init__(
         self,
@@ -111,17 +113,20 @@ def build_ae(
     known_titles: Callable[[], Sequence[str]] | None = None,
     *,
     nodes: access.NodeDirectory | None = None,
+    identities: user_identity.UserIdentity | None = None,
 ) -> AE:
     """An AE with our timeouts and PDU size; contexts are added by each service.
 
     With ``nodes``, :class:`~micropacs.dimse.access.NodeAccess` decides who may
-    call (``known_titles`` is then unused).
+    call (``known_titles`` is then unused); with ``identities``, the User
+    Identity each association presents is checked and limits it.
     """
     configure_pynetdicom()
     strict_titles = known_titles if settings.strict_nodes and nodes is None else None
     ae = RegistryAE(settings.ae_title, strict_titles, settings)
     if nodes is not None:
         ae.node_access = access.NodeAccess(nodes, strict=settings.strict_nodes)
+    ae.user_identity = identities
     ae.require_called_aet = not settings.accept_any_called_ae
     ae.maximum_pdu_size = settings.max_pdu
     ae.network_timeout = settings.network_timeout
@@ -209,6 +214,13 @@ def start_server(
     checker = ae.node_access if isinstance(ae, RegistryAE) else None
     # Before the per-peer caps, so that a caller rejected here holds no slot.
     node_access = [] if checker is None else [(evt.EVT_REQUESTED, checker.check)]
+    identities = ae.user_identity if isinstance(ae, RegistryAE) else None
+    # After the per-peer caps, which so bound the password and token checks one peer starts.
+    identity: list[Any] = (
+        []
+        if identities is None
+        else [(evt.EVT_REQUESTED, identities.check), (evt.EVT_USER_ID, identities.answer)]
+    )
     server_class = type(
         "Server",
         (ReusePortServer,),
@@ -224,6 +236,7 @@ def start_server(
             (evt.EVT_REQUESTED, refuse_without_contexts),
             *node_access,
             (evt.EVT_REQUESTED, peers.check),
+            *identity,
             *handlers,
         ],
         server_class=server_class,

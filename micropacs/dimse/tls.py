@@ -9,10 +9,14 @@ from being accepted, for ever. Here the acceptor only wraps the socket
 client trickles its bytes. Until the handshake ends the connection counts as
 pending (:mod:`~micropacs.dimse.admission`), so stalled handshakes cannot
 take more than the pending cap either.
+
+:func:`peer_fingerprint` names the certificate a caller presented, which
+:mod:`~micropacs.dimse.access` compares with the one its node is bound to.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import select
 import socket
@@ -81,6 +85,23 @@ def handshake(connection: socket.socket, timeout: float, peer: Any = None) -> bo
         )
         return False
     return True
+
+
+def peer_fingerprint(assoc: Any) -> str | None:
+    """The SHA-256 fingerprint (lowercase hex) of the verified certificate the peer of
+    ``assoc`` presented on its TLS connection; None on a plain connection or without one.
+
+    The server asks for client certificates only with a CA file, and then has
+    already verified the chain against it in the handshake.
+    """
+    connection = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if not isinstance(connection, ssl.SSLSocket):
+        return None
+    try:
+        der = connection.getpeercert(binary_form=True)
+    except (OSError, ValueError):  # the connection closed meanwhile
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None
 
 
 def _reason(exc: Exception) -> str:

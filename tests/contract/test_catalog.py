@@ -795,6 +795,35 @@ def test_a_node_network_that_is_no_cidr_is_refused(
     assert run(catalog.nodes()) == []
 
 
+FINGERPRINT = "3f" * 32
+
+
+def test_node_certificate_fingerprints_are_kept_normalised(catalog: Catalog, run: Runner) -> None:
+    as_openssl_prints_it = ":".join(["3F"] * 32)
+    node = Node(
+        ae_title="TLS_CT",
+        host="h",
+        port=104,
+        user_id="ct-console",
+        tls_certificates=(as_openssl_prints_it, "0a" * 32),
+    )
+    run(catalog.put_node(node))
+    (stored,) = run(catalog.nodes())
+    assert stored == replace(node, tls_certificates=(FINGERPRINT, "0a" * 32))
+    run(catalog.put_node(replace(stored, tls_certificates=())))
+    assert run(catalog.nodes())[0].tls_certificates == ()
+
+
+@pytest.mark.parametrize("fingerprint", ["3f" * 31, "zz" * 32, "3f" * 32 + "'; DROP"])
+def test_a_node_certificate_that_is_no_sha256_fingerprint_is_refused(
+    catalog: Catalog, run: Runner, fingerprint: str
+) -> None:
+    node = Node(ae_title="BAD", host="h", port=104, tls_certificates=(fingerprint,))
+    with pytest.raises(InvalidInput, match="tls_certificates of BAD"):
+        run(catalog.put_node(node))
+    assert run(catalog.nodes()) == []
+
+
 def test_empty_catalog(catalog: Catalog, run: Runner) -> None:
     assert run(catalog.counts()) == CatalogCounts(0, 0, 0, 0)
     assert find(run, catalog, Level.STUDY, {}) == []
@@ -1050,7 +1079,7 @@ def test_sqlite_migrates_a_version_1_catalog(catalog_url: str, run: Runner) -> N
     assert run(migrated.counts()).instances == 2
     assert run(migrated.nodes()) == [OLD_NODE]
     run(migrated.close())
-    assert _schema_version(path) == SCHEMA_VERSION == 3
+    assert _schema_version(path) == SCHEMA_VERSION == 4
 
 
 def test_sqlite_migrates_a_version_2_catalog_keeping_its_nodes(
@@ -1066,11 +1095,39 @@ def test_sqlite_migrates_a_version_2_catalog_keeping_its_nodes(
     restricted = replace(OLD_NODE, store=False, allowed_from=("10.0.1.0/24",))
     run(migrated.put_node(restricted))
     run(migrated.close())
-    assert _schema_version(path) == 3
+    assert _schema_version(path) == 4
 
     again = run(open_catalog(catalog_url))  # opening a migrated catalog changes nothing
     assert run(again.nodes()) == [restricted]
     run(again.close())
+
+
+def test_sqlite_migrates_a_version_3_catalog_binding_no_certificates(
+    catalog_url: str, run: Runner
+) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    from micropacs.adapters.factory import open_catalog
+
+    path = _old_catalog(catalog_url, run, 2)
+    with closing(sqlite3.connect(path)) as conn:  # the version 3 nodes table: access control
+        for column in ("may_store", "may_query", "may_retrieve", "may_be_move_destination"):
+            conn.execute(f"ALTER TABLE nodes ADD COLUMN {column} INTEGER NOT NULL DEFAULT 1")
+        conn.execute("ALTER TABLE nodes ADD COLUMN allowed_from TEXT NOT NULL DEFAULT '[]'")
+        conn.execute("ALTER TABLE nodes ADD COLUMN from_host INTEGER NOT NULL DEFAULT 1")
+        conn.execute("UPDATE nodes SET may_store = 0, allowed_from = '[\"10.0.1.0/24\"]'")
+        conn.execute("PRAGMA user_version = 3")
+        conn.commit()
+
+    migrated = run(open_catalog(catalog_url))
+    kept = replace(OLD_NODE, store=False, allowed_from=("10.0.1.0/24",))
+    assert run(migrated.nodes()) == [kept]
+    bound = replace(kept, tls_certificates=(FINGERPRINT,))
+    run(migrated.put_node(bound))
+    assert run(migrated.nodes()) == [bound]
+    run(migrated.close())
+    assert _schema_version(path) == 4
 
 
 @pytest.mark.parametrize(
