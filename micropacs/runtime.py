@@ -27,7 +27,12 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from starlette.middleware import Middleware
 
 from micropacs import metrics_registry, workers
-from micropacs.adapters.factory import open_blob_store, open_catalog, open_event_bus
+from micropacs.adapters.factory import (
+    open_blob_store,
+    open_catalog,
+    open_event_bus,
+    open_worklist,
+)
 from micropacs.auth.gate import Gate, authenticator, require_authentication
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
@@ -197,7 +202,11 @@ async def _open_adapters(
     if Port.CATALOG in needs:
         catalog = await open_catalog(settings.catalog_url)
         stack.push_async_callback(catalog.close)
-    return Adapters(blobs=blobs, bus=bus, catalog=catalog)
+    worklist = None
+    if Port.WORKLIST in needs:
+        worklist = await open_worklist(settings.worklist_url)
+        stack.push_async_callback(worklist.close)
+    return Adapters(blobs=blobs, bus=bus, catalog=catalog, worklist=worklist)
 
 
 def _start_dicom(

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
-from micropacs.ports import BlobStore, Catalog, EventBus
+from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
 
 HandlerBinding = tuple[Any, ...]
 """A pynetdicom handler binding: ``(event, handler)`` or ``(event, handler, args)``."""
@@ -39,6 +39,8 @@ class Port(StrEnum):
     BLOB_STORE = "blob_store"
     EVENT_BUS = "event_bus"
     CATALOG = "catalog"
+    WORKLIST = "worklist"
+    """Scheduled and performed procedure steps, the RIS's patients (its own store)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Adapters:
     blobs: BlobStore | None = None
     bus: EventBus | None = None
     catalog: Catalog | None = None
+    worklist: Worklist | None = None
 
     def require_blobs(self) -> BlobStore:
         """The BlobStore; the runtime opens it for every service that declares it."""
@@ -66,6 +69,12 @@ class Adapters:
         if self.catalog is None:
             raise RuntimeError("this service needs Port.CATALOG in its descriptor")
         return self.catalog
+
+    def require_worklist(self) -> Worklist:
+        """The Worklist; the runtime opens it for every service that declares it."""
+        if self.worklist is None:
+            raise RuntimeError("this service needs Port.WORKLIST in its descriptor")
+        return self.worklist
 
 
 class ServiceApp(Protocol):

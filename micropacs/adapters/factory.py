@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from micropacs.config import KafkaSettings, S3Settings
 from micropacs.errors import CatalogUnavailable, EventBusUnavailable, InvalidInput, Unavailable
-from micropacs.ports import BlobStore, Catalog, EventBus
+from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
 
 
 def _scheme(url: str) -> str:
@@ -126,3 +126,26 @@ async def open_catalog(url: str) -> Catalog:
         await catalog.open()
         return catalog
     raise _refuse(url, scheme, "Catalog (sqlite:///path)")
+
+
+async def open_worklist(url: str) -> Worklist:
+    """The Worklist at ``url``: ``sqlite:///file.db`` (created if missing) or ``mongodb://…``
+    (the catalog's database: its own collections beside the catalog's)."""
+    scheme = _scheme(url)
+    if scheme == "mongodb":
+        from micropacs.adapters.mongo_worklist import MongoWorklist
+
+        remote = MongoWorklist(url)
+        try:
+            await remote.open()
+        except BaseException:
+            await remote.close()
+            raise
+        return remote
+    if scheme == "sqlite":
+        from micropacs.adapters.sqlite_worklist import SqliteWorklist
+
+        worklist = SqliteWorklist(_parent(_local_path(url), CatalogUnavailable))
+        await worklist.open()
+        return worklist
+    raise _refuse(url, scheme, "Worklist (sqlite:///path)")

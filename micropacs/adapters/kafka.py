@@ -27,12 +27,12 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from micropacs.adapters._kafka_security import KafkaSecurity, diagnose
 from micropacs.errors import EventBusUnavailable, InvalidInput
-from micropacs.events import DEAD_LETTER, INSTANCE_STORED
+from micropacs.events import DEAD_LETTER, INSTANCE_STORED, MPPS, PATIENT, WORKLIST
 from micropacs.ports import Record
 
 log = logging.getLogger(__name__)
 
-TOPICS = (INSTANCE_STORED, DEAD_LETTER)
+TOPICS = (INSTANCE_STORED, DEAD_LETTER, WORKLIST, MPPS, PATIENT)
 
 
 def parse_url(url: str) -> str:

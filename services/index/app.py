@@ -12,21 +12,24 @@ from starlette.routing import BaseRoute
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
-from micropacs.ports import Catalog, EventBus
+from micropacs.ports import Catalog, EventBus, Worklist
 from micropacs.service import (
     BackgroundTask,
     HandlerBinding,
 )
 from services.index.indexer import Indexer
 from services.index.metrics import IndexMetrics
+from services.index.workflow import WorkflowApplier
 
 
 @dataclass
 class IndexApp:
-    """The index service: the instance.stored consumer."""
+    """The index service: the instance.stored consumer, and the workflow consumers when it
+    has a worklist store."""
 
     indexer: Indexer
     checks: Mapping[str, Check]
+    workflow: WorkflowApplier | None = None
 
     def add_contexts(self, ae: AE) -> None:
         """None: the index answers no DICOM."""
@@ -40,13 +43,25 @@ class IndexApp:
         return []
 
     def background(self) -> list[BackgroundTask]:
-        """The consumer."""
-        return [self.indexer.run]
+        """The consumers."""
+        workflow = self.workflow.tasks() if self.workflow is not None else []
+        return [self.indexer.run, *workflow]
 
 
 def build(
-    settings: Settings, bus: EventBus, catalog: Catalog, registry: CollectorRegistry
+    settings: Settings,
+    bus: EventBus,
+    catalog: Catalog,
+    registry: CollectorRegistry,
+    worklist: Worklist | None = None,
 ) -> IndexApp:
-    """The index service over the given adapters."""
-    indexer = Indexer(bus, catalog, IndexMetrics(registry), settings.index)
-    return IndexApp(indexer=indexer, checks={"event_bus": bus.check, "catalog": catalog.check})
+    """The index service over the given adapters; with ``worklist``, it also applies the
+    worklist, MPPS and patient events to it."""
+    metrics = IndexMetrics(registry)
+    indexer = Indexer(bus, catalog, metrics, settings.index)
+    checks: dict[str, Check] = {"event_bus": bus.check, "catalog": catalog.check}
+    workflow = None
+    if worklist is not None:
+        workflow = WorkflowApplier(bus, worklist, metrics, settings.index)
+        checks["worklist"] = worklist.check
+    return IndexApp(indexer=indexer, checks=checks, workflow=workflow)

@@ -10,12 +10,19 @@ from services.index.app import build
 
 
 def _build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -> ServiceApp:
-    return build(settings, adapters.require_bus(), adapters.require_catalog(), registry)
+    return build(
+        settings,
+        adapters.require_bus(),
+        adapters.require_catalog(),
+        registry,
+        adapters.require_worklist(),
+    )
 
 
 SERVICE = ServiceDescriptor(
     name="index",
-    summary="instance.stored events into the Catalog",
-    needs=frozenset({Port.EVENT_BUS, Port.CATALOG}),
+    summary="instance.stored events into the Catalog; worklist, MPPS and patient events into"
+    " the Worklist store",
+    needs=frozenset({Port.EVENT_BUS, Port.CATALOG, Port.WORKLIST}),
     build=_build,
 )

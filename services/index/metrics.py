@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class IndexMetrics:
-    """Counters of events indexed and dead-lettered, and batch latency."""
+    """Counters of events indexed, applied and dead-lettered, batch latency and lag."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.upserts = Counter(
@@ -17,9 +17,15 @@ class IndexMetrics:
             "Events sent to the dead-letter topic.",
             registry=registry,
         )
+        self.workflow_events = Counter(
+            "micropacs_index_workflow_events_total",
+            "Worklist, MPPS and patient events applied to the worklist store, by type.",
+            ["type"],
+            registry=registry,
+        )
         self.retries = Counter(
             "micropacs_index_retries_total",
-            "Catalog writes retried after a retryable failure.",
+            "Catalog and worklist writes retried after a retryable failure.",
             registry=registry,
         )
         self.batch_seconds = Histogram(
@@ -30,8 +36,8 @@ class IndexMetrics:
         )
         self.lag = Gauge(
             "micropacs_index_consumer_lag_events",
-            "Events published but not yet indexed, by partition this consumer owns.",
-            ["partition"],
+            "Events published but not yet indexed, by topic and partition this consumer owns.",
+            ["topic", "partition"],
             registry=registry,
             multiprocess_mode="livesum",
         )
