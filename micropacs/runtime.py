@@ -36,7 +36,7 @@ from micropacs.adapters.factory import (
 from micropacs.auth.gate import Gate, authenticator, require_authentication
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
-from micropacs.dimse import observe, user_identity
+from micropacs.dimse import dispatch, observe, user_identity
 from micropacs.dimse.access import NodeDirectory
 from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import DataDirUsage, HttpServer, build_http_app
@@ -118,10 +118,12 @@ async def run(
                 spawned = workers.spawn(settings, dicom, dicom_port, dicom_tls_port)
                 stack.callback(workers.stop, spawned)
         http_port = await _start_http(settings, apps, adapters, registry, stack)
+        # A worker only answers DICOM: its parent runs the tasks (consumers, the HL7
+        # listener) once, which several processes could not share (one port, one group).
         tasks = [
             asyncio.create_task(task(stop), name=service.name)
             for service, app in zip(services, apps, strict=True)
-            for task in app.background()
+            for task in ([] if worker else app.background())
         ]
         endpoints = Endpoints(
             dicom_port=dicom_port, http_port=http_port, dicom_tls_port=dicom_tls_port
@@ -230,14 +232,23 @@ def _start_dicom(
     nodes = _node_directory(adapters, bridge)
     identities = user_identity.from_settings(settings, adapters.catalog, bridge)
     ae = build_ae(settings.dicom, nodes=nodes, identities=identities)
+    owners = operation_owners(services)
     handlers = observe.handlers(
         observe.AssociationMetrics(registry),
         nodes.titles if nodes is not None else list,
-        operation_owners(services),
+        owners,
     )
     for app in apps:
         app.add_contexts(ae)
-        handlers.extend(app.dimse_handlers(bridge))
+    handlers.extend(
+        dispatch.combine(
+            owners,
+            [
+                (service.name, app.dimse_handlers(bridge))
+                for service, app in zip(services, apps, strict=True)
+            ],
+        )
+    )
     server = start_server(
         ae, settings.dicom.host, settings.dicom.port, handlers, reuse_port=reuse_port
     )

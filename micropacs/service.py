@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -113,6 +113,10 @@ class ServiceDescriptor:
     operations: tuple[str, ...] = ()
     """DIMSE operations it answers (e.g. ``C-STORE``); a service with some runs on the DICOM
     port and in every DICOM worker process."""
+    sop_classes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """For an operation several services answer (C-FIND: Query/Retrieve and Modality
+    Worklist), the SOP classes this one answers, by operation; an operation not named here
+    it answers for every SOP class no other service claims (:class:`OperationOwners`)."""
     commands: tuple[click.Command, ...] = ()
     """Commands it adds to ``micropacs`` (e.g. ``import``)."""
 
@@ -127,6 +131,38 @@ def needs_of(services: Sequence[ServiceDescriptor]) -> frozenset[Port]:
     return frozenset().union(*(service.needs for service in services))
 
 
-def operation_owners(services: Sequence[ServiceDescriptor]) -> dict[str, str]:
-    """The service answering each DIMSE operation, for metric labels."""
-    return {operation: service.name for service in services for operation in service.operations}
+@dataclass(frozen=True)
+class OperationOwners:
+    """Which service answers a DIMSE request: by its operation and, where several services
+    answer one operation, by the SOP class it names (PS3.7 9.1, Affected SOP Class UID)."""
+
+    default: Mapping[str, str]
+    """The service answering each operation for the SOP classes nobody claims."""
+    claimed: Mapping[tuple[str, str], str]
+    """The service answering an (operation, SOP class UID) it declared."""
+
+    def owner(self, operation: str, sop_class: str = "") -> str | None:
+        """The name of the service answering ``operation`` for ``sop_class`` (None: none)."""
+        return self.claimed.get((operation, sop_class)) or self.default.get(operation)
+
+
+def operation_owners(services: Sequence[ServiceDescriptor]) -> OperationOwners:
+    """The service answering each DIMSE operation and SOP class: for dispatch and metric
+    labels. Two services answering one operation for the same SOP classes is a mistake
+    of their descriptors, refused here."""
+    default: dict[str, str] = {}
+    claimed: dict[tuple[str, str], str] = {}
+    for service in services:
+        for operation in service.operations:
+            classes = service.sop_classes.get(operation)
+            if classes is None:
+                _claim(default, operation, service.name)
+            for sop_class in classes or ():
+                _claim(claimed, (operation, sop_class), service.name)
+    return OperationOwners(default=default, claimed=claimed)
+
+
+def _claim(owners: dict[Any, str], key: Any, name: str) -> None:
+    if key in owners and owners[key] != name:
+        raise ValueError(f"{owners[key]} and {name} both answer {key}")
+    owners[key] = name

@@ -7,13 +7,14 @@ the registry, every other caller counts as ``other``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pynetdicom import evt
 
 from micropacs.errors import Status
+from micropacs.service import OperationOwners
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class AssociationMetrics:
 def handlers(
     metrics: AssociationMetrics,
     known_titles: Callable[[], Collection[str]],
-    owners: Mapping[str, str],
+    owners: OperationOwners,
 ) -> list[Any]:
     """Bindings that count associations (accepted, rejected, aborted) and the final
     responses of every DIMSE operation (labelled with the service in ``owners`` that
@@ -73,7 +74,8 @@ def handlers(
         if status is None or int(status) in (Status.PENDING, Status.PENDING_WARNING):
             return
         operation = name.removesuffix("_RSP").replace("_", "-")
-        service = owners.get(operation, "other")
+        sop_class = str(getattr(event.message.command_set, "AffectedSOPClassUID", "") or "")
+        service = owners.owner(operation, sop_class) or "other"
         metrics.operations.labels(
             service=service, operation=operation, status=f"0x{int(status):04X}"
         ).inc()
