@@ -36,11 +36,18 @@ WORKERS = click.option(
     help="Processes sharing the DICOM port, each running the DICOM services "
     "[MICROPACS_DICOM__WORKERS].",
 )
+HL7_PORT = click.option(
+    "--hl7-port",
+    type=click.IntRange(0, 65535),
+    help="HL7 v2 MLLP port of the worklist service, 0 for a free one (default 2575)"
+    " [MICROPACS_WORKLIST__HL7_PORT].",
+)
 
 
 @main.command()
 @settings_options
 @WORKERS
+@HL7_PORT
 def serve(**flags: Any) -> None:
     """Run every service in one process: a complete PACS."""
     serve_services(settings_from(**flags), SERVICES)
@@ -50,6 +57,7 @@ def serve(**flags: Any) -> None:
 @click.argument("service", type=click.Choice(names()))
 @settings_options
 @WORKERS
+@HL7_PORT
 def run_one(service: str, **flags: Any) -> None:
     """Run one service alone (configured by MICROPACS_ variables)."""
     serve_services(settings_from(**flags), named([service]))

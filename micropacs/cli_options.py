@@ -42,6 +42,7 @@ def settings_from(
     http_port: int | None,
     ae_title: str | None,
     workers: int | None = None,
+    hl7_port: int | None = None,
 ) -> Settings:
     """Settings from the environment, overridden by the flags that were given."""
     return load_settings(
@@ -53,5 +54,6 @@ def settings_from(
             "http.port": http_port,
             "dicom.ae_title": ae_title,
             "dicom.workers": workers,
+            "worklist.hl7_port": hl7_port,
         }
     )

@@ -15,8 +15,9 @@ from micropacs.service import ServiceDescriptor
 from services.index.descriptor import SERVICE as INDEX
 from services.ingest.descriptor import SERVICE as INGEST
 from services.qr.descriptor import SERVICE as QR
+from services.worklist.descriptor import SERVICE as WORKLIST
 
-SERVICES: tuple[ServiceDescriptor, ...] = (INGEST, INDEX, QR)
+SERVICES: tuple[ServiceDescriptor, ...] = (INGEST, INDEX, QR, WORKLIST)
 
 
 def names(services: Sequence[ServiceDescriptor] = SERVICES) -> list[str]:

@@ -52,6 +52,8 @@ class Server:
 
 def micropacs_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MICROPACS_")}
+    # A free HL7 port, not 2575: servers of the tests run side by side.
+    env["MICROPACS_WORKLIST__HL7_PORT"] = "0"
     env.update(extra or {})
     return env
 

@@ -30,23 +30,30 @@ from prometheus_client import CollectorRegistry
 from pynetdicom import AE
 from starlette.applications import Starlette
 
-from micropacs.adapters.factory import open_blob_store, open_catalog, open_event_bus
+from micropacs.adapters.factory import (
+    open_blob_store,
+    open_catalog,
+    open_event_bus,
+    open_worklist,
+)
 from micropacs.adapters.sqlite_bus import SqliteEventBus
 from micropacs.adapters.sqlite_catalog import SqliteCatalog
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
-from micropacs.dimse import observe
+from micropacs.dimse import dispatch, observe
 from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import build_http_app
-from micropacs.ports import BlobStore, Catalog, EventBus, InstanceLocation, Record
+from micropacs.ports import BlobStore, Catalog, EventBus, InstanceLocation, Record, Worklist
 from micropacs.service import ServiceApp, operation_owners
-from micropacs.service_list import SERVICES
+from micropacs.service_list import SERVICES, names
 from services.index.app import IndexApp
 from services.index.app import build as build_index
 from services.ingest.app import IngestApp
 from services.ingest.app import build as build_ingest
 from services.qr.app import QrApp
 from services.qr.app import build as build_qr
+from services.worklist.app import WorklistApp
+from services.worklist.app import build as build_worklist
 
 T = TypeVar("T")
 
@@ -110,7 +117,11 @@ class Running:
             self.ingest: IngestApp = build_ingest(settings, self.blobs, self.bus, self.registry)
             self.qr: QrApp = build_qr(settings, self.catalog, self.blobs, self.registry)
             self.index: IndexApp = build_index(settings, self.bus, self.catalog, self.registry)
-            self.apps: list[ServiceApp] = [self.ingest, self.index, self.qr]
+            self.worklist: Worklist = self.loop_call(self._open_worklist())
+            self.worklist_app: WorklistApp = build_worklist(
+                settings, self.bus, self.worklist, self.registry
+            )
+            self.apps: list[ServiceApp] = [self.ingest, self.index, self.qr, self.worklist_app]
             self.port = self._start_dicom()
             if index:
                 self.start_background()
@@ -144,6 +155,11 @@ class Running:
             bus, catalog = sqlite_bus, sqlite_catalog
         return blobs, bus, catalog
 
+    async def _open_worklist(self) -> Worklist:
+        worklist = await open_worklist(self.settings.worklist_url)
+        self._closers.append(worklist.close)
+        return worklist
+
     def _start_dicom(self) -> int:
         bridge = LoopBridge(self._loop)
 
@@ -152,12 +168,18 @@ class Running:
 
         ae = build_ae(self.settings.dicom, known_titles)
         self._ae = ae
+        owners = operation_owners(SERVICES)
         handlers: list[Any] = observe.handlers(
-            observe.AssociationMetrics(self.registry), known_titles, operation_owners(SERVICES)
+            observe.AssociationMetrics(self.registry), known_titles, owners
         )
         for app in self.apps:
             app.add_contexts(ae)
-            handlers.extend(app.dimse_handlers(bridge))
+        # As the runtime does: one handler per operation, chosen by SOP class.
+        bindings = [
+            (name, app.dimse_handlers(bridge))
+            for name, app in zip(names(), self.apps, strict=True)
+        ]
+        handlers.extend(dispatch.combine(owners, bindings))
         server = start_server(ae, HOST, 0, handlers)
         return int(server.server_address[1])
 
@@ -318,6 +340,7 @@ def service_settings(data_dir: Path, **storage: Any) -> Settings:
             "storage": {"fsync": False, "blob_url": None, "bus_url": None, "catalog_url": None}
             | storage,
             "index": {"poll_interval": 0.05},
+            "worklist": {"hl7_port": 0},
         }
     )
 

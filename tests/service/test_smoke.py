@@ -87,4 +87,4 @@ def test_every_service_is_ready(pacs: Running) -> None:
 
     answer = pacs.loop_call(readyz())
     assert answer.status_code == 200, answer.text
-    assert set(answer.json()["checked"]) == {"blob_store", "event_bus", "catalog"}
+    assert set(answer.json()["checked"]) == {"blob_store", "event_bus", "catalog", "worklist"}

@@ -1,0 +1,91 @@
+"""Builds the worklist service from settings and adapters (no I/O here)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from pynetdicom import AE, evt
+from starlette.routing import BaseRoute
+
+from micropacs.bridge import LoopBridge
+from micropacs.config import Settings
+from micropacs.http import Check
+from micropacs.ports import EventBus, Worklist
+from micropacs.service import BackgroundTask, HandlerBinding
+from services.worklist import mpps, mwl
+from services.worklist.metrics import WorklistMetrics
+from services.worklist.mllp import MllpListener
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorklistApp:
+    """The worklist service: Modality Worklist C-FIND, MPPS N-CREATE/N-SET and the HL7
+    v2 listener."""
+
+    worklist: mwl.ModalityWorklist
+    performed: mpps.PerformedSteps
+    hl7: MllpListener
+    metrics: WorklistMetrics
+    checks: Mapping[str, Check]
+
+    def add_contexts(self, ae: AE) -> None:
+        """Accept the Modality Worklist FIND model and the MPPS SOP Class."""
+        mwl.add_contexts(ae)
+        mpps.add_contexts(ae)
+
+    def dimse_handlers(self, bridge: LoopBridge) -> list[HandlerBinding]:
+        """C-FIND of the worklist, N-CREATE and N-SET of MPPS, calling into ``bridge``'s loop."""
+        return [
+            (evt.EVT_C_FIND, mwl.handle_find, [self.worklist, bridge, self.metrics]),
+            (evt.EVT_N_CREATE, mpps.handle_create, [self.performed, bridge]),
+            (evt.EVT_N_SET, mpps.handle_set, [self.performed, bridge]),
+        ]
+
+    def web_routes(self) -> list[BaseRoute]:
+        """None yet beside health, readiness and metrics."""
+        return []
+
+    def background(self) -> list[BackgroundTask]:
+        """The HL7 listener."""
+        return [self.serve_hl7]
+
+    async def serve_hl7(self, stop: asyncio.Event) -> None:
+        """Run the HL7 listener until ``stop``; a listener that fails (its port taken)
+        fails the task, and with it the process."""
+        listening = asyncio.create_task(self.hl7.serve(), name="hl7")
+        stopping = asyncio.create_task(stop.wait())
+        started = asyncio.create_task(self.hl7.listening.wait())
+        try:
+            await asyncio.wait({listening, started}, return_when=asyncio.FIRST_COMPLETED)
+            if started.done():
+                log.info("HL7 listener started", extra={"hl7_port": self.hl7.port})
+            await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (listening, stopping, started):
+                task.cancel()
+            await asyncio.gather(stopping, started, return_exceptions=True)
+        if not listening.cancelled() and listening.done() and listening.exception():
+            raise RuntimeError("the HL7 listener stopped") from listening.exception()
+        await asyncio.gather(listening, return_exceptions=True)
+
+
+def build(
+    settings: Settings, bus: EventBus, worklist: Worklist, registry: CollectorRegistry
+) -> WorklistApp:
+    """The worklist service over the given adapters."""
+    metrics = WorklistMetrics(registry)
+    return WorklistApp(
+        worklist=mwl.ModalityWorklist(worklist, metrics, settings.worklist, settings.query),
+        performed=mpps.PerformedSteps(bus, worklist, metrics),
+        hl7=MllpListener(
+            settings.worklist, bus, registry, default_issuer=settings.issuer_of_patient_id
+        ),
+        metrics=metrics,
+        checks={"event_bus": bus.check, "worklist": worklist.check},
+    )
