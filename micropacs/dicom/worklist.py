@@ -45,6 +45,13 @@ IN_PROGRESS = "IN PROGRESS"
 FINAL_PERFORMED_STATUSES = frozenset({COMPLETED, DISCONTINUED})
 """After these an MPPS may no longer change (PS3.4 F.7.2.2.1, status 0x0110)."""
 
+_PROGRESS = {STARTED: 1, COMPLETED: 2, DISCONTINUED: 2, CANCELED: 2}
+
+
+def progress(status: str) -> int:
+    """How far a step has gone: 0 scheduled (or arrived, ready), 1 started, 2 finished."""
+    return _PROGRESS.get(status, 0)
+
 
 @dataclass(frozen=True)
 class WorklistKeys:

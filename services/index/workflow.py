@@ -155,7 +155,7 @@ class WorkflowApplier:
         write = _Retried(consuming, stop)
         store = self._worklist
         if isinstance(event, WorklistItemPut):
-            item = WorklistItem(event.item_id, event.dataset)
+            item = await self._kept_progress(WorklistItem(event.item_id, event.dataset), write)
             await write(lambda: store.put_item(item))
         elif isinstance(event, WorklistItemStatus):
             if not await write(lambda: store.set_item_status(event.item_id, event.status)):
@@ -170,6 +170,21 @@ class WorkflowApplier:
             await self._patient_updated(event, write)
         else:
             await self._patient_merged(event, write)
+
+    async def _kept_progress(self, item: WorklistItem, write: _Retried) -> WorklistItem:
+        """The item, keeping the status of the stored one where that has gone further.
+
+        The worklist and MPPS topics are consumed side by side: an order's change
+        (HL7 XO) replayed after its MPPS moved the step on must not set it back.
+        """
+        store = self._worklist
+        stored = await write(lambda: store.item(item.item_id))
+        if stored is None:
+            return item
+        kept = wl.keys_of(stored.dataset).status
+        if wl.progress(kept) <= wl.progress(wl.keys_of(item.dataset).status):
+            return item
+        return WorklistItem(item.item_id, wl.with_status(item.dataset, kept), item.updated_at)
 
     async def _created(self, event: PerformedStepCreated, write: _Retried) -> None:
         store = self._worklist

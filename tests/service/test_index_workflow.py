@@ -364,3 +364,11 @@ def test_poison_events_go_to_dead_letters_and_the_next_ones_are_applied(tmp_path
     assert [base64.b64decode(b["payload_base64"]) for b in bodies] == [v for _, _, v in expected]
     assert {b["consumer_group"] for b in bodies} == {GROUP}
     assert all(b["reason"] for b in bodies)
+
+
+def test_an_order_change_after_its_step_started_keeps_the_step_started(tmp_path: Path) -> None:
+    # An HL7 XO (or a replay of the NW) applied after the MPPS moved the step on.
+    phases: list[tuple[WorkflowEvent, ...]] = [(order(1),), (CREATED,), (order(1),)]
+    started = asyncio.run(_run(tmp_path / "data", phases))
+    assert started.items["order-1"][0] == "STARTED"
+    assert started.items["order-1"][1][ACCESSION] == el("SH", "A1")
