@@ -1,4 +1,5 @@
-"""The HTTP side every service exposes: /healthz, /readyz and /metrics (plus DICOMweb).
+"""The HTTP side every service exposes: /healthz, /readyz, /metrics, /openapi.json (plus
+DICOMweb).
 
 /healthz answers 200 while the process runs; /readyz answers 200 only when
 every backend check passes, else 503 with what failed and what to do.
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from micropacs.config import HttpSettings
+from micropacs.dicomweb.openapi import OPENAPI_PATH, describe
 from micropacs.dicomweb.responses import ROOT, problem
 from micropacs.errors import MicropacsError, RequestTimeout, RequestTooLarge
 from micropacs.tls import RELOAD_INTERVAL, ServerTls
@@ -125,13 +127,22 @@ def build_http_app(
         allow_headers=["*"],
         expose_headers=["ETag", "Warning", "Content-Location"],
     )
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(description)
+
+    served: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route(OPENAPI_PATH, openapi),
+        *routes,
+    ]
+    description = describe(
+        (route.path, route.methods or ()) for route in served if isinstance(route, Route)
+    )
     return Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-            *routes,
-        ],
+        routes=served,
         middleware=[*([cors] if routes else []), *([access] if access else [])],
     )
 

@@ -3,8 +3,9 @@
 Reading (GET, HEAD) needs the viewer role, anything else the operator role
 (STOW-RS now; the admin API declares more). No credentials, or credentials
 that do not check out, answer 401 with a ``WWW-Authenticate`` challenge
-(RFC 9110 11.6.1); a role that may not act answers 403. ``/healthz`` and
-``/readyz`` are always open, ``/metrics`` unless configured otherwise.
+(RFC 9110 11.6.1); a role that may not act answers 403. ``/healthz``,
+``/readyz`` and ``/openapi.json`` are always open, ``/metrics`` unless configured
+otherwise.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from micropacs.auth.local import LocalCredentials
 from micropacs.auth.oidc import OidcTokens
 from micropacs.auth.principal import LOCAL_CLIENT, Principal, Role
 from micropacs.config import Settings
+from micropacs.dicomweb.openapi import OPENAPI_PATH
 from micropacs.ports import Catalog
 
 log = logging.getLogger(__name__)
 
 Authenticate = Callable[[Scope], Awaitable[Principal | None]]
 READING = {"GET", "HEAD"}
-ALWAYS_OPEN = ("/healthz", "/readyz")
+ALWAYS_OPEN = ("/healthz", "/readyz", OPENAPI_PATH)  # the description names no data
 EVERYONE = Principal(name="anyone", role=Role.ADMINISTRATOR, via="off")
 
 

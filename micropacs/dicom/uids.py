@@ -11,7 +11,9 @@ import re
 
 from micropacs.errors import InvalidUid
 
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+PATTERN = r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*"
+"""What a UID matches, whole (its length apart): numbers without leading zeros, dots between."""
+_UID = re.compile(PATTERN)
 MAX_LENGTH = 64
 
 

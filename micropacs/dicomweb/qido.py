@@ -151,6 +151,8 @@ def parse(
         elif lowered == "offset":
             query.offset = _number("offset", value)
         elif lowered == "fuzzymatching":
+            if value.lower() not in ("true", "false"):
+                raise InvalidInput("fuzzymatching must be true or false (PS3.18 8.3.4.1)")
             if value.lower() == "true":
                 query.warnings.append(FUZZY_IGNORED)
         elif lowered not in _CONTROL:

@@ -1,7 +1,7 @@
 """Fuzzing the DICOMweb routes (PS3.18 10.4-10.6, WADO-URI 9) through the HTTP app.
 
-micropacs has no OpenAPI description of its routes (Starlette routes, no
-schema), so schema-driven tools cannot walk them; this target does the same
+Beside schemathesis, which keeps to what the OpenAPI description allows
+(``test_schemathesis.py``), this target goes where the description does not,
 from a list of the routes: random paths built on them (real and random UIDs,
 frame lists, tags, percent-encoded bytes), random query parameters (the ones
 the routes read among them, non-ASCII included), random Accept,

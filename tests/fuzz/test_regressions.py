@@ -24,6 +24,9 @@
 - A Part 10 file whose Transfer Syntax UID names no transfer syntax made
   :func:`~micropacs.dicom.part10.read_header` raise ``ValueError`` (a STOW-RS
   answered 500): it is :class:`~micropacs.errors.NotDicom` now.
+- A QIDO-RS ``fuzzymatching`` that is neither ``true`` nor ``false`` was
+  taken for false (schemathesis, sending what the OpenAPI description says
+  is not a boolean): it answers 400 now.
 """
 
 from __future__ import annotations
@@ -50,10 +53,12 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
 from micropacs.dicom.json_model import to_json
+from micropacs.dicom.levels import Level
 from micropacs.dicom.part10 import read_header
+from micropacs.dicomweb import qido
 from micropacs.dimse import pdu_limits
 from micropacs.dimse.ae import configure_pynetdicom
-from micropacs.errors import NotDicom
+from micropacs.errors import InvalidInput, NotDicom
 from tests.fuzz import seeds
 from tests.fuzz.test_dimse import acceptor
 from tests.fuzz.test_part10 import part10
@@ -248,3 +253,12 @@ def test_what_follows_a_whole_message_in_one_p_data_is_ignored(tmp_path: Path) -
         assert len(list(tmp_path.iterdir())) == 1
     finally:
         tempfile.tempdir = previous
+
+
+def test_a_fuzzymatching_that_is_not_a_boolean_is_refused() -> None:
+    """PS3.18 8.3.4.1 allows ``true`` or ``false``; anything else was silently false."""
+    for value in ("\x8c", "yes", "1", ""):
+        with pytest.raises(InvalidInput, match="fuzzymatching"):
+            qido.parse(Level.STUDY, [("fuzzymatching", value)])
+    assert qido.parse(Level.STUDY, [("fuzzymatching", "False")]).warnings == []
+    assert qido.parse(Level.STUDY, [("fuzzymatching", "TRUE")]).warnings == [qido.FUZZY_IGNORED]
