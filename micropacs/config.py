@@ -371,6 +371,17 @@ class WorklistSettings(BaseModel):
         description="Seconds after an MPPS COMPLETED with no stored images before it is counted"
         " as a procedure without images (metric and alert).",
     )
+    missing_images_window: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="Seconds back from now that procedures completed are checked for images;"
+        " older ones are no longer counted, which bounds the work of each check.",
+    )
+    missing_images_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between two checks for procedures completed without images.",
+    )
 
 
 class Settings(BaseSettings):

@@ -415,8 +415,11 @@ class Worklist(Protocol):
         """The performed step of that SOP Instance UID, or None."""
         ...
 
-    def steps(self, status: str = "", updated_before: str = "") -> AsyncIterator[PerformedStep]:
-        """Performed steps, of one status and last changed before a time (ISO 8601) if given."""
+    def steps(
+        self, status: str = "", updated_before: str = "", updated_after: str = ""
+    ) -> AsyncIterator[PerformedStep]:
+        """Performed steps, oldest change first: of one status, last changed before one
+        time and not before another (ISO 8601, UTC), where given."""
         ...
 
     async def put_patient(self, patient: PatientDemographics) -> None:

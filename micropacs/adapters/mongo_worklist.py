@@ -216,14 +216,19 @@ class MongoWorklist:
         return None if doc is None else _step_of(doc)
 
     async def steps(
-        self, status: str = "", updated_before: str = ""
+        self, status: str = "", updated_before: str = "", updated_after: str = ""
     ) -> AsyncIterator[PerformedStep]:
-        """Performed steps of that status, last changed before that time, oldest change first."""
+        """Performed steps of that status, last changed in [after, before), oldest change first."""
         query: dict[str, Any] = {}
         if status:
             query["status"] = status
+        changed: dict[str, str] = {}
         if updated_before:
-            query["updated_at"] = {"$lt": updated_before}
+            changed["$lt"] = updated_before
+        if updated_after:
+            changed["$gte"] = updated_after
+        if changed:
+            query["updated_at"] = changed
         try:
             cursor = self._db[STEPS].find(query).sort([("updated_at", ASCENDING), ("_id", 1)])
             async for doc in cursor:

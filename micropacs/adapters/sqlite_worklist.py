@@ -288,9 +288,9 @@ class SqliteWorklist:
         return None if row is None else _step_of(row)
 
     async def steps(
-        self, status: str = "", updated_before: str = ""
+        self, status: str = "", updated_before: str = "", updated_after: str = ""
     ) -> AsyncIterator[PerformedStep]:
-        """Performed steps of that status, last changed before that time, oldest change first."""
+        """Performed steps of that status, last changed in [after, before), oldest change first."""
         where, params = [], []
         if status:
             where.append("status = ?")
@@ -298,6 +298,9 @@ class SqliteWorklist:
         if updated_before:
             where.append("updated_at < ?")
             params.append(updated_before)
+        if updated_after:
+            where.append("updated_at >= ?")
+            params.append(updated_after)
         sql = (
             f"SELECT {_STEP_COLUMNS} FROM performed_steps"
             f"{' WHERE ' + ' AND '.join(where) if where else ''}"

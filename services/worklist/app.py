@@ -14,10 +14,11 @@ from starlette.routing import BaseRoute
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
-from micropacs.ports import EventBus, Worklist
+from micropacs.ports import Catalog, EventBus, Worklist
 from micropacs.service import BackgroundTask, HandlerBinding
 from services.worklist import mpps, mwl
 from services.worklist.metrics import WorklistMetrics
+from services.worklist.missing_images import MissingImages
 from services.worklist.mllp import MllpListener
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class WorklistApp:
     worklist: mwl.ModalityWorklist
     performed: mpps.PerformedSteps
     hl7: MllpListener
+    missing_images: MissingImages
     metrics: WorklistMetrics
     checks: Mapping[str, Check]
 
@@ -52,8 +54,8 @@ class WorklistApp:
         return []
 
     def background(self) -> list[BackgroundTask]:
-        """The HL7 listener."""
-        return [self.serve_hl7]
+        """The HL7 listener and the check for procedures completed without images."""
+        return [self.serve_hl7, self.missing_images.run]
 
     async def serve_hl7(self, stop: asyncio.Event) -> None:
         """Run the HL7 listener until ``stop``; a listener that fails (its port taken)
@@ -76,9 +78,15 @@ class WorklistApp:
 
 
 def build(
-    settings: Settings, bus: EventBus, worklist: Worklist, registry: CollectorRegistry
+    settings: Settings,
+    bus: EventBus,
+    worklist: Worklist,
+    registry: CollectorRegistry,
+    *,
+    catalog: Catalog,
 ) -> WorklistApp:
-    """The worklist service over the given adapters."""
+    """The worklist service over the given adapters (the catalog to find the images of
+    completed procedures)."""
     metrics = WorklistMetrics(registry)
     return WorklistApp(
         worklist=mwl.ModalityWorklist(worklist, metrics, settings.worklist, settings.query),
@@ -86,6 +94,7 @@ def build(
         hl7=MllpListener(
             settings.worklist, bus, registry, default_issuer=settings.issuer_of_patient_id
         ),
+        missing_images=MissingImages(worklist, catalog, settings.worklist, settings.query, metrics),
         metrics=metrics,
         checks={"event_bus": bus.check, "worklist": worklist.check},
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class WorklistMetrics:
-    """Worklist queries by final status and their latency; MPPS by outcome."""
+    """Worklist queries by final status and their latency; MPPS by outcome; procedures
+    completed without images."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.queries = Counter(
@@ -26,6 +27,17 @@ class WorklistMetrics:
             "MPPS N-CREATE and N-SET requests, by outcome: created, in_progress (an N-SET"
             " that did not end the step), completed, discontinued, or the refusal's status.",
             ["outcome"],
+            registry=registry,
+        )
+        self.without_images = Gauge(
+            "micropacs_worklist_procedures_without_images",
+            "Procedures (MPPS) completed longer ago than MICROPACS_WORKLIST__MISSING_IMAGES_AFTER"
+            " whose series the catalog does not hold, at the last check.",
+            registry=registry,
+        )
+        self.without_images_checked = Gauge(
+            "micropacs_worklist_missing_images_checked_timestamp_seconds",
+            "When the last check for procedures without images ended (Unix time).",
             registry=registry,
         )
 

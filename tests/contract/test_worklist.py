@@ -425,6 +425,9 @@ def test_steps_by_status_and_time(worklist: Worklist, run: Runner) -> None:
     assert run(collect(status="COMPLETED")) == ["1002", "1003"]
     assert run(collect(updated_before="2026-03-10T10:00:00")) == ["1001", "1002"]
     assert run(collect(status="COMPLETED", updated_before="2026-03-10T09:30")) == ["1002"]
+    assert run(collect(updated_after="2026-03-10T09:00:00")) == ["1002", "1003", "1004"]
+    window = {"updated_after": "2026-03-10T09:30", "updated_before": "2026-03-10T11:00:00"}
+    assert run(collect(status="COMPLETED", **window)) == ["1003"]
     assert run(collect(status="CANCELED")) == []
 
 

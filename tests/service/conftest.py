@@ -119,7 +119,7 @@ class Running:
             self.index: IndexApp = build_index(settings, self.bus, self.catalog, self.registry)
             self.worklist: Worklist = self.loop_call(self._open_worklist())
             self.worklist_app: WorklistApp = build_worklist(
-                settings, self.bus, self.worklist, self.registry
+                settings, self.bus, self.worklist, self.registry, catalog=self.catalog
             )
             self.apps: list[ServiceApp] = [self.ingest, self.index, self.qr, self.worklist_app]
             self.port = self._start_dicom()
