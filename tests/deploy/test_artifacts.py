@@ -1,7 +1,8 @@
 """The deployment artefacts checked with the real tools: helm lint and template for every
 CI scenario, the rendered manifests against Kubernetes' schemas in strict mode,
 helm-unittest, promtool on the alert rules and their tests, the lock file, the compose file
-(ports on loopback only, the services' least-privilege MinIO policy tried on a real MinIO)."""
+(ports on loopback only, the services' least-privilege MinIO policy tried on a real MinIO,
+the worklist without object store credentials)."""
 
 from __future__ import annotations
 
@@ -193,7 +194,7 @@ def test_compose_file_uses_upstream_images_and_health_gates() -> None:
     images = {s.get("image", "").split(":")[0] for s in services.values()}
     assert {"apache/kafka", "minio/minio", "mongo", "prom/prometheus", "grafana/grafana"} <= images
     assert not any("bitnami" in image for image in images)
-    for name in ("ingest", "index", "qr"):
+    for name in ("ingest", "index", "qr", "worklist"):
         gates = services[name]["depends_on"]
         assert all(
             gate["condition"] in ("service_healthy", "service_completed_successfully")
@@ -212,6 +213,7 @@ def test_compose_file_uses_upstream_images_and_health_gates() -> None:
 
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICES = ("ingest", "index", "qr")
+"""The services that keep objects (the worklist keeps none)."""
 ROOT_VARIABLES = {
     "MINIO_ROOT_USER",
     "MINIO_ROOT_PASSWORD",
@@ -239,8 +241,33 @@ def test_compose_publishes_every_port_on_loopback_only() -> None:
             assert isinstance(port, dict) or port.count(":") == 2, f"{name}: {port}"
             assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
             published.setdefault(name, []).append(str(port))
-    # DICOM, DICOMweb, Prometheus and Grafana stay reachable from the machine itself.
-    assert set(published) == {"ingest", "qr", "prometheus", "grafana"}, published
+    # DICOM, DICOMweb, HL7, Prometheus and Grafana stay reachable from the machine itself.
+    assert set(published) == {"ingest", "qr", "worklist", "prometheus", "grafana"}, published
+    assert "127.0.0.1:2575:2575" in published["worklist"], "the RIS sends HL7 to 2575"
+
+
+def test_compose_runs_the_worklist_listening_for_hl7_with_the_database_user_only() -> None:
+    services = compose()["services"]
+    worklist = services["worklist"]
+    assert worklist["command"] == ["run", "worklist"]
+    environment = worklist["environment"]
+    # The listener's default is loopback, which no one outside the container reaches.
+    assert environment["MICROPACS_WORKLIST__HL7_HOST"] == "0.0.0.0"
+    assert environment["MICROPACS_WORKLIST__HL7_PORT"] == "2575"
+    url = environment["MICROPACS_STORAGE__CATALOG_URL"]
+    assert "${MICROPACS_MONGO_USER" in url and "authSource=micropacs" in url
+    assert environment["MICROPACS_STORAGE__WORKLIST_URL"] == url
+    # No object store: neither its credentials nor a wait for its bucket.
+    assert not any(key.startswith("MICROPACS_S3__") for key in environment)
+    assert "MICROPACS_S3" not in yaml.safe_dump(worklist)
+    assert set(worklist["depends_on"]) == {"kafka", "mongo-init"}
+    # The index applies the worklist's events to the same store.
+    assert services["index"]["environment"]["MICROPACS_STORAGE__WORKLIST_URL"] == url
+    targets = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    scraped = [
+        t for job in targets["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    ]
+    assert "worklist:8080" in scraped
 
 
 def test_compose_runs_the_services_with_their_own_least_privilege_users() -> None:
