@@ -31,6 +31,7 @@ def serve(settings: Settings, services: Sequence[ServiceDescriptor]) -> None:
             + f"HTTP {scheme}://{settings.http.host}:{endpoints.http_port} "
             + f"(/healthz /readyz /metrics), data in {settings.data_dir.resolve()}"
             + (f"; DICOM TLS on port {tls_port}" if (tls_port := endpoints.dicom_tls_port) else "")
+            + "".join(f"; {name} on port {port}" for name, port in endpoints.others.items())
             + _access_note(settings),
             err=True,
         )

@@ -360,6 +360,11 @@ class WorklistSettings(BaseModel):
     hl7_idle_timeout: float = Field(
         300.0, gt=0, description="Seconds an MLLP connection may stay silent before it is closed."
     )
+    api_max_item_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Largest worklist item POSTed to /api/worklist/items, bytes (else 413).",
+    )
     own_station_only: bool = Field(
         False,
         description="A worklist query with no Scheduled Station AE Title sees only the items"

@@ -17,9 +17,9 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import DataDirUsage, HttpServer, build_http_app
 from micropacs.service import (
     Adapters,
+    OwnListeners,
     Port,
     ServiceApp,
     ServiceDescriptor,
@@ -60,6 +61,8 @@ class Endpoints:
     dicom_port: int | None
     http_port: int
     dicom_tls_port: int | None = None
+    others: Mapping[str, int] = field(default_factory=dict)
+    """The services' own listeners by name (``HL7``), bound."""
 
 
 def new_registry() -> CollectorRegistry:
@@ -125,8 +128,15 @@ async def run(
             for service, app in zip(services, apps, strict=True)
             for task in ([] if worker else app.background())
         ]
+        others: dict[str, int] = {}
+        for app in [] if worker else apps:
+            if isinstance(app, OwnListeners):
+                others.update(await app.listening_ports())
         endpoints = Endpoints(
-            dicom_port=dicom_port, http_port=http_port, dicom_tls_port=dicom_tls_port
+            dicom_port=dicom_port,
+            http_port=http_port,
+            dicom_tls_port=dicom_tls_port,
+            others=others,
         )
         log.info(
             "micropacs started",
@@ -136,6 +146,7 @@ async def run(
                 "dicom_port": dicom_port,
                 "dicom_tls_port": dicom_tls_port,
                 "http_port": http_port,
+                **{f"{name.lower()}_port": port for name, port in others.items()},
                 "https": settings.http.tls.cert_file is not None,
                 "data_dir": str(settings.data_dir),
             },

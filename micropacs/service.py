@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import click
 from prometheus_client import CollectorRegistry
@@ -99,6 +99,16 @@ class ServiceApp(Protocol):
 
     def background(self) -> list[BackgroundTask]:
         """Tasks that run for the life of the process (consumers)."""
+        ...
+
+
+@runtime_checkable
+class OwnListeners(Protocol):
+    """A built service that listens on ports of its own, beside DICOM and HTTP (the
+    worklist's HL7 listener), which the process announces when it is ready."""
+
+    async def listening_ports(self) -> Mapping[str, int]:
+        """Once its background tasks run: each listener's name and bound port."""
         ...
 
 

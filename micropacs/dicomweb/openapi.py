@@ -400,6 +400,91 @@ def _stow(path: str) -> Document:
     }
 
 
+WORKLIST_ITEMS = "/api/worklist/items"
+_ITEM_ID = _path("id", "The item's id, as its Location names it.", {"type": "string"})
+_ITEM = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["id", "status", "dataset"],
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string", "description": "ScheduledProcedureStepStatus"},
+                "updated_at": {"type": "string"},
+                "dataset": {"$ref": "#/components/schemas/Dataset"},
+            },
+        }
+    }
+}
+
+
+def _worklist() -> Document:
+    """The worklist service's API: scheduling without a RIS (docs/worklist.md)."""
+    filters = [
+        _query(
+            "{attributeID}",
+            "Any attribute of the item or its scheduled step by keyword or tag, matched as"
+            " C-FIND does (PatientName=Doe*, ScheduledStationAETitle=CT1,"
+            " ScheduledProcedureStepStartDate=20261201-).",
+        ),
+        _query("status", "The step's ScheduledProcedureStepStatus (every status if absent)."),
+        _query("limit", "At most this many items.", {"type": "integer", "minimum": 0}),
+        _query("offset", "Skip this many items.", {"type": "integer", "minimum": 0}),
+    ]
+    return {
+        WORKLIST_ITEMS: {
+            "get": _operation(
+                "Worklist items matching the filters, by scheduled start",
+                {
+                    "200": {
+                        "description": "The items.",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": _ITEM["application/json"]}
+                            }
+                        },
+                    },
+                    **_errors("400", "503"),
+                },
+                parameters=filters,
+            ),
+            "post": _operation(
+                "Schedule one item (DICOM JSON, one ScheduledProcedureStepSequence item);"
+                " needs the operator role",
+                {
+                    "201": {
+                        "description": "Published; the worklist shows it once indexed.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": _ITEM,
+                    },
+                    "413": _problem("Over MICROPACS_WORKLIST__API_MAX_ITEM_BYTES."),
+                    "415": _problem("Not application/dicom+json or application/json."),
+                    **_errors("400", "503"),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {
+                        DICOM_JSON: {"schema": {"$ref": "#/components/schemas/Dataset"}},
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Dataset"}},
+                    },
+                },
+            ),
+        },
+        f"{WORKLIST_ITEMS}/{{id}}": {
+            "get": _operation(
+                "One worklist item",
+                {"200": {"description": "The item.", "content": _ITEM}, **_errors("404", "503")},
+                parameters=[_ITEM_ID],
+            ),
+            "delete": _operation(
+                "Remove one worklist item; needs the operator role",
+                {"204": {"description": "Removal published."}, **_errors("404", "503")},
+                parameters=[_ITEM_ID],
+            ),
+        },
+    }
+
+
 def _health() -> Document:
     status = {
         "type": "object",
@@ -466,6 +551,7 @@ def document() -> Document:
         paths[path] = _search(level, path)
     paths.update(_wado_rs())
     paths.update(_wado_uri())
+    paths.update(_worklist())
     for path in (f"{ROOT}/studies", f"{ROOT}/studies/{{study}}"):
         paths.setdefault(path, {}).update(_stow(path))
     return {

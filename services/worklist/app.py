@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from pynetdicom import AE, evt
@@ -17,24 +17,29 @@ from micropacs.http import Check
 from micropacs.ports import Catalog, EventBus, Worklist
 from micropacs.service import BackgroundTask, HandlerBinding
 from services.worklist import mpps, mwl
+from services.worklist.api import WorklistApi
 from services.worklist.metrics import WorklistMetrics
 from services.worklist.missing_images import MissingImages
 from services.worklist.mllp import MllpListener
+from services.worklist.scheduling import Scheduler
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class WorklistApp:
-    """The worklist service: Modality Worklist C-FIND, MPPS N-CREATE/N-SET and the HL7
-    v2 listener."""
+    """The worklist service: Modality Worklist C-FIND, MPPS N-CREATE/N-SET, the HL7
+    v2 listener and the worklist API."""
 
     worklist: mwl.ModalityWorklist
     performed: mpps.PerformedSteps
     hl7: MllpListener
     missing_images: MissingImages
+    api: WorklistApi
     metrics: WorklistMetrics
     checks: Mapping[str, Check]
+    hl7_bound: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the HL7 listener listens, or failed to."""
 
     def add_contexts(self, ae: AE) -> None:
         """Accept the Modality Worklist FIND model and the MPPS SOP Class."""
@@ -50,8 +55,13 @@ class WorklistApp:
         ]
 
     def web_routes(self) -> list[BaseRoute]:
-        """None yet beside health, readiness and metrics."""
-        return []
+        """The worklist API (``/api/worklist/items``)."""
+        return self.api.routes()
+
+    async def listening_ports(self) -> Mapping[str, int]:
+        """Once the background tasks run: the HL7 listener's bound port (none if it failed)."""
+        await self.hl7_bound.wait()
+        return {"HL7": self.hl7.port} if self.hl7.listening.is_set() else {}
 
     def background(self) -> list[BackgroundTask]:
         """The HL7 listener and the check for procedures completed without images."""
@@ -65,10 +75,12 @@ class WorklistApp:
         started = asyncio.create_task(self.hl7.listening.wait())
         try:
             await asyncio.wait({listening, started}, return_when=asyncio.FIRST_COMPLETED)
+            self.hl7_bound.set()
             if started.done():
                 log.info("HL7 listener started", extra={"hl7_port": self.hl7.port})
             await asyncio.wait({listening, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.hl7_bound.set()
             for task in (listening, stopping, started):
                 task.cancel()
             await asyncio.gather(stopping, started, return_exceptions=True)
@@ -95,6 +107,10 @@ def build(
             settings.worklist, bus, registry, default_issuer=settings.issuer_of_patient_id
         ),
         missing_images=MissingImages(worklist, catalog, settings.worklist, settings.query, metrics),
+        api=WorklistApi(
+            Scheduler(bus, worklist, settings.query.max_results),
+            settings.worklist.api_max_item_bytes,
+        ),
         metrics=metrics,
         checks={"event_bus": bus.check, "worklist": worklist.check},
     )

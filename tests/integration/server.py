@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 READY = re.compile(r"ready: (?:DICOM (\S+)@([\d.]+):(\d+), )?HTTP https?://[\d.]+:(\d+)")
+HL7_READY = re.compile(r"ready: .*; HL7 on port (\d+)")
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Server:
     host: str = "127.0.0.1"
     dicom_port: int = 0
     http_port: int = 0
+    hl7_port: int = 0
+    """The HL7 (MLLP) port, when the process runs the worklist service."""
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -113,6 +116,8 @@ def start_server(
             server.ae_title = found.group(1) or server.ae_title
             server.dicom_port = int(found.group(3) or 0)
             server.http_port = int(found.group(4))
+            hl7 = HL7_READY.search(found.string)
+            server.hl7_port = int(hl7.group(1)) if hl7 else 0
             return server
         if process.poll() is not None:
             raise RuntimeError(f"micropacs serve exited {process.returncode}:\n{server.log()}")
