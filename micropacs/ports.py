@@ -174,6 +174,10 @@ class InstanceLocation:
     object_key: str
     transfer_syntax_uid: str
     size: int
+    patient: DicomJson = field(default_factory=dict, compare=False, repr=False)
+    """The patient's attributes as the catalog answers them (Patient module, PS3.3
+    C.7.1.1), when an update or merge from the RIS changed the patient; {} when the
+    stored object's own are current. Retrieval writes them into the outgoing header."""
 
 
 @dataclass(frozen=True)
@@ -297,6 +301,36 @@ class Catalog(Protocol):
 
     async def counts(self) -> CatalogCounts:
         """Numbers of patients, studies, series and instances."""
+        ...
+
+    async def update_patient(
+        self, patient_id: str, issuer_of_patient_id: str, attributes: DicomJson
+    ) -> int:
+        """Give a patient the RIS's demographics (HL7 ADT^A01/A04/A08); idempotent.
+
+        ``attributes`` are Patient module attributes (PS3.3 C.7.1.1; others are
+        ignored). They replace the patient's in every answer at every level and
+        win over those of objects stored later. Recorded even for a patient the
+        archive has no study of yet. Returns the number of studies changed (0
+        for a patient merged into another: the survivor's are not touched).
+        """
+        ...
+
+    async def merge_patient(
+        self,
+        prior_patient_id: str,
+        prior_issuer_of_patient_id: str,
+        patient_id: str,
+        issuer_of_patient_id: str,
+    ) -> int:
+        """Merge the prior patient into the surviving one (HL7 ADT^A40); idempotent.
+
+        The prior patient's studies move to the survivor (created with the prior
+        one's attributes under the new identity if the archive has no study of it),
+        the computed attributes follow, and the prior identity finds nothing
+        afterwards: objects stored later under it are filed under the survivor.
+        Returns the number of studies moved.
+        """
         ...
 
     async def put_node(self, node: Node) -> None:

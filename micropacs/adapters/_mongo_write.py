@@ -385,6 +385,11 @@ async def _derive_computed(db: AsyncDatabase[Document], dirty: _Dirty) -> None:
     await _bulk(db, "patients", patient_ops)
 
 
+async def derive_computed(db: AsyncDatabase[Document], patients: Iterable[str]) -> None:
+    """Derive the computed attributes of these patients again (after a merge)."""
+    await _derive_computed(db, _Dirty(patients=set(patients)))
+
+
 def _listed(value: Any) -> list[str]:
     """An indexed copy (absent, one value or several) as a list."""
     if value is None:

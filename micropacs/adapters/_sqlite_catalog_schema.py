@@ -11,8 +11,19 @@ from micropacs.dicom.json_model import DicomJson, text_of
 from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import NUMERIC_VRS, normal_date, normal_pn
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Stored in ``PRAGMA user_version``; older catalogs are migrated, newer ones refused."""
+PATIENT_UPDATES = """
+CREATE TABLE IF NOT EXISTS patient_updates (
+    patient_id TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    merged_into_id TEXT,
+    merged_into_issuer TEXT,
+    PRIMARY KEY (patient_id, issuer)
+) WITHOUT ROWID
+"""
+"""The RIS's demographics of a patient (HL7 ADT) and, once merged, whom into."""
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE instances ADD COLUMN original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''",),
     # Nodes registered before access control keep doing everything, from their host.
@@ -26,6 +37,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Nodes registered before certificates were bound to nodes are bound to none.
     3: ("ALTER TABLE nodes ADD COLUMN tls_certificates TEXT NOT NULL DEFAULT '[]'",),
+    # Patient updates and merges from the RIS (none before).
+    4: (PATIENT_UPDATES,),
 }
 """The statements of the step from each schema version to the next, run in one transaction."""
 
@@ -113,6 +126,17 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_series ON instances (series_uid, instance_number);
 CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid, sop_class_uid);
 CREATE INDEX IF NOT EXISTS instances_sop_class ON instances (sop_class_uid);
+
+CREATE TABLE IF NOT EXISTS patient_updates (
+    patient_id TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    merged_into_id TEXT,
+    merged_into_issuer TEXT,
+    PRIMARY KEY (patient_id, issuer)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS patient_updates_merged
+    ON patient_updates (merged_into_id, merged_into_issuer);
 
 CREATE TABLE IF NOT EXISTS irregular_columns (
     name TEXT PRIMARY KEY

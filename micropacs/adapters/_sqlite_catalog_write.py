@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from micropacs.adapters import _sqlite_catalog_patients as _patients
+from micropacs.adapters._patients import filed_under
 from micropacs.adapters._sqlite_catalog_schema import (
     COLUMNS,
     INDEXED,
@@ -130,6 +132,7 @@ class Batch:
 
     def write(self, batch: list[Prepared]) -> None:
         """Write every record of ``batch`` (one record per SOP Instance UID)."""
+        batch = self._filed(batch)
         patients = group(batch, Level.PATIENT, lambda item: item.patient_key)
         studies = group(batch, Level.STUDY, lambda item: item.record.study_instance_uid)
         series = group(batch, Level.SERIES, lambda item: item.record.series_instance_uid)
@@ -146,6 +149,23 @@ class Batch:
             self.conn.execute(
                 "INSERT INTO irregular_columns (name) VALUES (?) ON CONFLICT DO NOTHING", (name,)
             )
+
+    def _filed(self, batch: list[Prepared]) -> list[Prepared]:
+        """The batch with each record of a patient the RIS changed filed as it says
+        (its demographics, or the survivor of a merge)."""
+        changed = _patients.resolve(self.conn, {item.patient_key for item in batch})
+        if not changed:
+            return batch
+        filed = []
+        for item in batch:
+            found = changed.get(item.patient_key)
+            if found is None:
+                filed.append(item)
+                continue
+            (patient_id, issuer), attrs, merged = found
+            record = filed_under(item.record, patient_id, issuer, attrs, merged=merged)
+            filed.append(prepare(record))
+        return filed
 
     def _columns(self, table: str, attrs: DicomJson) -> dict[str, Any]:
         """The indexed columns of ``table`` for these attributes (PN ones with their fold)."""

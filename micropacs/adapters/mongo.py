@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from micropacs.adapters import _mongo_patients as _patients
 from micropacs.adapters._mongo_checks import MonitorChecks
 from micropacs.adapters._mongo_write import (
     INSTANCE_FIELDS,
@@ -28,8 +29,10 @@ from micropacs.adapters._mongo_write import (
     SERIES_FIELDS,
     STUDY_FIELDS,
     by_id,
+    patient_key,
     upsert,
 )
+from micropacs.adapters._patients import patient_only, with_identity
 from micropacs.dicom import levels, matching, tags
 from micropacs.dicom.json_model import DicomJson, element
 from micropacs.dicom.levels import Level
@@ -71,6 +74,7 @@ INDEXES = {
     ],
     "series": ["study", "patient_key", "modality", "series_date", "series_description"],
     "instances": ["series", "study", "patient_key", "sop_class"],
+    "patient_updates": ["merged_into"],
 }
 
 
@@ -151,7 +155,48 @@ class MongoCatalog:
         if not records:
             return
         try:
-            await upsert(self._db, records)
+            keys = {patient_key(record) for record in records}
+            resolved = await _patients.resolve(self._db, keys)
+            await upsert(self._db, _patients.file_records(records, resolved))
+            # A change of the RIS recorded while this batch was written is applied again
+            # now, so the last writer of the patient is never the stale header.
+            again = await _patients.resolve(self._db, keys)
+            for key in keys:
+                if again.get(key) == resolved.get(key):
+                    continue
+                target = again[key][0]
+                if target != key:
+                    await _patients.merge(self._db, key, target)
+                else:
+                    await _patients.apply(self._db, key)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def update_patient(
+        self, patient_id: str, issuer_of_patient_id: str, attributes: DicomJson
+    ) -> int:
+        """Record the RIS's demographics, then apply them (see _mongo_patients)."""
+        try:
+            return await _patients.update(
+                self._db, f"{issuer_of_patient_id}|{patient_id}", attributes
+            )
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def merge_patient(
+        self,
+        prior_patient_id: str,
+        prior_issuer_of_patient_id: str,
+        patient_id: str,
+        issuer_of_patient_id: str,
+    ) -> int:
+        """Merge the prior patient into the survivor (see _mongo_patients); studies moved."""
+        try:
+            return await _patients.merge(
+                self._db,
+                f"{prior_issuer_of_patient_id}|{prior_patient_id}",
+                f"{issuer_of_patient_id}|{patient_id}",
+            )
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 
@@ -317,6 +362,7 @@ class MongoCatalog:
             and (not patient_ids or d["patient_key"].split("|", 1)[1] in patient_ids)
         ]
         docs.sort(key=lambda d: (d["series"], d.get("instance_number") or 0, d["_id"]))
+        changed = await self._changed_patients({d["patient_key"] for d in docs})
         return [
             InstanceLocation(
                 sop_instance_uid=d["_id"],
@@ -326,9 +372,22 @@ class MongoCatalog:
                 object_key=d["object_key"],
                 transfer_syntax_uid=d["transfer_syntax"],
                 size=int(d.get("size", 0)),
+                patient=changed.get(d["patient_key"], {}),
             )
             for d in docs
         ]
+
+    async def _changed_patients(self, keys: set[str]) -> dict[str, DicomJson]:
+        """The attributes of those of these patients the RIS changed (InstanceLocation)."""
+        try:
+            changed = await by_id(self._db, "patient_updates", keys, {"_id": 1})
+            patients = await by_id(self._db, "patients", changed, {"attrs": 1})
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        return {
+            key: with_identity(patient_only(doc.get("attrs", {})), *_patients.identity_of(key))
+            for key, doc in patients.items()
+        }
 
     async def counts(self) -> CatalogCounts:
         """Numbers of patients, studies, series and instances."""

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from micropacs.adapters import _sqlite
+from micropacs.adapters import _sqlite_catalog_patients as _patients
+from micropacs.adapters._patients import patient_only, with_identity
 from micropacs.adapters._sqlite_catalog_query import Decoder, next_matches, select_sql
 from micropacs.adapters._sqlite_catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from micropacs.adapters._sqlite_catalog_write import Batch, prepare
@@ -173,7 +175,6 @@ class SqliteCatalog:
         """The instances under the given entities; every non-empty filter must hold."""
         where: list[str] = []
         params: list[Any] = []
-        join = ""
         for column, values in (
             ("i.study_uid", study_uids),
             ("i.series_uid", series_uids),
@@ -185,19 +186,32 @@ class SqliteCatalog:
                 params.append(json.dumps([str(v) for v in values]))
         if not where:
             return []
-        if patient_ids:
-            join = (
-                " JOIN studies s ON s.study_uid = i.study_uid"
-                " JOIN patients p ON p.pk = s.patient_pk"
-            )
+        # The patient's attributes go along when the RIS changed them (see InstanceLocation).
         sql = (
             "SELECT i.sop_instance_uid, i.sop_class_uid, i.series_uid, i.study_uid,"
-            " i.object_key, i.transfer_syntax_uid, i.size"
-            f" FROM instances i{join} WHERE {' AND '.join(where)}"
+            " i.object_key, i.transfer_syntax_uid, i.size, p.patient_id, p.issuer,"
+            " CASE WHEN EXISTS (SELECT 1 FROM patient_updates u WHERE"
+            " u.patient_id = p.patient_id AND u.issuer = p.issuer) THEN p.attrs END"
+            " FROM instances i JOIN studies s ON s.study_uid = i.study_uid"
+            f" JOIN patients p ON p.pk = s.patient_pk WHERE {' AND '.join(where)}"
             " ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid"
         )
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        return [InstanceLocation(*row) for row in rows]
+        return [
+            InstanceLocation(
+                sop_instance_uid=row[0],
+                sop_class_uid=row[1],
+                series_instance_uid=row[2],
+                study_instance_uid=row[3],
+                object_key=row[4],
+                transfer_syntax_uid=row[5],
+                size=row[6],
+                patient=with_identity(patient_only(json.loads(row[9])), row[7], row[8])
+                if row[9]
+                else {},
+            )
+            for row in rows
+        ]
 
     async def counts(self) -> CatalogCounts:
         """Numbers of patients, studies, series and instances."""
@@ -216,6 +230,31 @@ class SqliteCatalog:
             return CatalogCounts(patients, studies, series, instances)
 
         return await self._read(count)
+
+    async def update_patient(
+        self, patient_id: str, issuer_of_patient_id: str, attributes: DicomJson
+    ) -> int:
+        """Give a patient the RIS's demographics, in one transaction; studies changed."""
+        key = (patient_id, issuer_of_patient_id)
+        changed = await self._write(
+            lambda conn: _patients.update(conn, key, attributes), transaction=True
+        )
+        return int(changed)
+
+    async def merge_patient(
+        self,
+        prior_patient_id: str,
+        prior_issuer_of_patient_id: str,
+        patient_id: str,
+        issuer_of_patient_id: str,
+    ) -> int:
+        """Merge the prior patient into the survivor, in one transaction; studies moved."""
+        prior = (prior_patient_id, prior_issuer_of_patient_id)
+        survivor = (patient_id, issuer_of_patient_id)
+        moved = await self._write(
+            lambda conn: _patients.merge(conn, prior, survivor), transaction=True
+        )
+        return int(moved)
 
     async def put_node(self, node: Node) -> None:
         """Add a node, or replace the one with the same AE title."""

@@ -62,6 +62,6 @@ def build(
     checks: dict[str, Check] = {"event_bus": bus.check, "catalog": catalog.check}
     workflow = None
     if worklist is not None:
-        workflow = WorkflowApplier(bus, worklist, metrics, settings.index)
+        workflow = WorkflowApplier(bus, worklist, metrics, settings.index, catalog)
         checks["worklist"] = worklist.check
     return IndexApp(indexer=indexer, checks=checks, workflow=workflow)

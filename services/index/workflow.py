@@ -15,8 +15,16 @@ as once:
   sequence replaced whole); once the step is COMPLETED or DISCONTINUED an
   update is ignored, except that the final status is passed on again to the
   scheduled steps (a crash may have come in between).
-* ``patient.updated``: the RIS's demographics (a merge, once recorded, stays).
-* ``patient.merged``: the prior patient records whom it was merged into.
+* ``patient.updated``: the RIS's demographics (a merge, once recorded, stays),
+  in the worklist store and in the catalog, whose answers and retrievals then
+  carry them (:meth:`~micropacs.ports.Catalog.update_patient`).
+* ``patient.merged``: the prior patient records whom it was merged into; in the
+  catalog its studies move to the survivor (:meth:`~micropacs.ports.Catalog.merge_patient`).
+
+The patient topic and ``instance.stored`` are consumed side by side, so an
+object may be indexed before or after a change of its patient: the catalog
+keeps the change and files objects that come later by it, so either order
+ends the same.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from micropacs.events import (
     patient_key,
 )
 from micropacs.ports import (
+    Catalog,
     EventBus,
     PatientDemographics,
     PerformedStep,
@@ -119,9 +128,15 @@ class WorkflowApplier:
     """Applies the worklist, MPPS and patient topics to the Worklist store."""
 
     def __init__(
-        self, bus: EventBus, worklist: Worklist, metrics: IndexMetrics, settings: IndexSettings
+        self,
+        bus: EventBus,
+        worklist: Worklist,
+        metrics: IndexMetrics,
+        settings: IndexSettings,
+        catalog: Catalog | None = None,
     ) -> None:
         self._worklist = worklist
+        self._catalog = catalog
         self._metrics = metrics
         self._consuming = {topic: Consuming(bus, topic, metrics, settings) for topic in TOPICS}
 
@@ -240,6 +255,13 @@ class WorkflowApplier:
             merged_into=previous.merged_into if previous is not None else "",
         )
         await write(lambda: store.put_patient(patient))
+        catalog = self._catalog
+        if catalog is not None:
+            await write(
+                lambda: catalog.update_patient(
+                    event.patient_id, event.issuer_of_patient_id, event.attributes
+                )
+            )
 
     async def _patient_merged(self, event: PatientMerged, write: _Retried) -> None:
         store = self._worklist
@@ -249,6 +271,13 @@ class WorkflowApplier:
         into = patient_key(event.patient_id, event.issuer_of_patient_id)
         prior = PatientDemographics(prior_id, prior_issuer, dataset, merged_into=into)
         await write(lambda: store.put_patient(prior))
+        catalog = self._catalog
+        if catalog is not None:
+            await write(
+                lambda: catalog.merge_patient(
+                    prior_id, prior_issuer, event.patient_id, event.issuer_of_patient_id
+                )
+            )
 
 
 class _Retried:

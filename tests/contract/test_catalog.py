@@ -1079,7 +1079,7 @@ def test_sqlite_migrates_a_version_1_catalog(catalog_url: str, run: Runner) -> N
     assert run(migrated.counts()).instances == 2
     assert run(migrated.nodes()) == [OLD_NODE]
     run(migrated.close())
-    assert _schema_version(path) == SCHEMA_VERSION == 4
+    assert _schema_version(path) == SCHEMA_VERSION == 5
 
 
 def test_sqlite_migrates_a_version_2_catalog_keeping_its_nodes(
@@ -1095,7 +1095,7 @@ def test_sqlite_migrates_a_version_2_catalog_keeping_its_nodes(
     restricted = replace(OLD_NODE, store=False, allowed_from=("10.0.1.0/24",))
     run(migrated.put_node(restricted))
     run(migrated.close())
-    assert _schema_version(path) == 4
+    assert _schema_version(path) == 5
 
     again = run(open_catalog(catalog_url))  # opening a migrated catalog changes nothing
     assert run(again.nodes()) == [restricted]
@@ -1127,7 +1127,7 @@ def test_sqlite_migrates_a_version_3_catalog_binding_no_certificates(
     run(migrated.put_node(bound))
     assert run(migrated.nodes()) == [bound]
     run(migrated.close())
-    assert _schema_version(path) == 4
+    assert _schema_version(path) == 5
 
 
 @pytest.mark.parametrize(
@@ -1146,3 +1146,124 @@ def test_an_unreachable_mongodb_is_unavailable_with_advice(run: Runner) -> None:
 
     with pytest.raises(CatalogUnavailable, match="check that MongoDB"):
         run(open_catalog("mongodb://127.0.0.1:9/pacs"))
+
+
+# -- patient updates and merges (HL7 ADT^A08, ADT^A40) ----------------------------------------
+
+BIRTH_DATE = "00100030"
+ISSUER = "00100021"
+A08 = {PATIENT_NAME: pn("Doe^Jane"), BIRTH_DATE: el("DA", "19800202"), ETHNIC_GROUP: el("SH", "X")}
+
+
+def _names(found: Iterable[DicomJson]) -> list[str]:
+    return sorted(first(f, PATIENT_NAME)["Alphabetic"] for f in found)
+
+
+def test_an_update_changes_the_patient_at_every_level(catalog: Catalog, run: Runner) -> None:
+    run(catalog.upsert_instances([instance(1, 1, 1), instance(1, 2, 2), instance(2, 1, 1)]))
+
+    assert run(catalog.update_patient("PAT1", "", A08)) == 2
+    assert run(catalog.update_patient("PAT1", "", A08)) == 2  # idempotent
+
+    for level in Level:
+        found = find(run, catalog, level, {PATIENT_NAME: pn("Doe^Jane"), ETHNIC_GROUP: el("SH")})
+        assert len(found) == {Level.PATIENT: 1, Level.STUDY: 2, Level.SERIES: 3}.get(level, 3)
+        assert {first(f, BIRTH_DATE) for f in found} == {"19800202"}
+        assert {first(f, ETHNIC_GROUP) for f in found} == {"X"}
+        assert find(run, catalog, level, {PATIENT_NAME: pn("Doe^John")}) == []
+    (patient,) = find(run, catalog, Level.PATIENT, {PATIENT_ID: el("LO", "PAT1")})
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 3
+    located = run(catalog.locate(study_uids=[uid(1)]))
+    assert {first(loc.patient, PATIENT_NAME)["Alphabetic"] for loc in located} == {"Doe^Jane"}
+    assert {first(loc.patient, PATIENT_ID) for loc in located} == {"PAT1"}
+
+
+def test_an_update_wins_over_objects_stored_after_it(catalog: Catalog, run: Runner) -> None:
+    assert run(catalog.update_patient("PAT1", "", A08)) == 0  # no study yet: recorded
+    run(catalog.upsert_instances([instance(1, 1, 1)]))
+
+    (study,) = find(run, catalog, Level.STUDY, {PATIENT_ID: el("LO", "PAT1")})
+    assert _names([study]) == ["Doe^Jane"]
+    assert first(study, BIRTH_DATE) == "19800202"
+
+
+def test_locate_carries_no_patient_the_ris_never_changed(catalog: Catalog, run: Runner) -> None:
+    run(catalog.upsert_instances([instance(1, 1, 1)]))
+    (located,) = run(catalog.locate(study_uids=[uid(1)]))
+    assert located.patient == {}
+
+
+def test_a_merge_moves_the_prior_patients_studies(catalog: Catalog, run: Runner) -> None:
+    run(
+        catalog.upsert_instances(
+            [
+                instance(1, 1, 1, patient_id="OLD", issuer="H", name="Old^Name"),
+                instance(1, 1, 2, patient_id="OLD", issuer="H", name="Old^Name"),
+                instance(2, 1, 1, patient_id="NEW", issuer="H", name="New^Name"),
+            ]
+        )
+    )
+
+    assert run(catalog.merge_patient("OLD", "H", "NEW", "H")) == 1
+    assert run(catalog.merge_patient("OLD", "H", "NEW", "H")) == 0  # idempotent
+
+    assert find(run, catalog, Level.PATIENT, {PATIENT_ID: el("LO", "OLD")}) == []
+    assert find(run, catalog, Level.STUDY, {PATIENT_ID: el("LO", "OLD")}) == []
+    assert run(catalog.locate(patient_ids=["OLD"])) == []
+    (patient,) = find(run, catalog, Level.PATIENT, {PATIENT_ID: el("LO", "NEW")})
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_SERIES) == 2
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 3
+    studies = find(run, catalog, Level.STUDY, {PATIENT_ID: el("LO", "NEW"), ISSUER: el("LO")})
+    assert sorted(first(s, STUDY_UID) for s in studies) == [uid(1), uid(2)]
+    assert _names(studies) == ["New^Name", "New^Name"]
+    images = find(run, catalog, Level.IMAGE, {STUDY_UID: el("UI", uid(1)), PATIENT_ID: el("LO")})
+    assert {first(i, PATIENT_ID) for i in images} == {"NEW"}
+    assert len(run(catalog.locate(patient_ids=["NEW"]))) == 3
+    assert {first(loc.patient, PATIENT_ID) for loc in run(catalog.locate([uid(1)]))} == {"NEW"}
+    assert run(catalog.counts()).patients == 1
+
+
+def test_a_merge_into_an_unknown_patient_keeps_the_demographics(
+    catalog: Catalog, run: Runner
+) -> None:
+    run(catalog.upsert_instances([instance(1, 1, 1, patient_id="OLD", name="Old^Name")]))
+
+    assert run(catalog.merge_patient("OLD", "", "NEW", "")) == 1
+
+    (patient,) = find(run, catalog, Level.PATIENT, {PATIENT_ID: el("LO", "NEW")})
+    assert _names([patient]) == ["Old^Name"]
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_INSTANCES) == 1
+    assert run(catalog.counts()).patients == 1
+
+
+def test_objects_stored_under_a_merged_id_go_to_the_survivor(catalog: Catalog, run: Runner) -> None:
+    run(catalog.upsert_instances([instance(2, 1, 1, patient_id="NEW", name="New^Name")]))
+    run(catalog.merge_patient("OLD", "", "NEW", ""))
+    run(catalog.upsert_instances([instance(1, 1, 1, patient_id="OLD", name="Old^Name")]))
+
+    assert find(run, catalog, Level.PATIENT, {PATIENT_ID: el("LO", "OLD")}) == []
+    (patient,) = find(run, catalog, Level.PATIENT, {PATIENT_ID: el("LO", "NEW")})
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_STUDIES) == 2
+    assert _names([patient]) == ["New^Name"]
+    (study,) = find(run, catalog, Level.STUDY, {STUDY_UID: el("UI", uid(1))})
+    assert first(study, PATIENT_ID) == "NEW"
+
+
+def test_merges_chain_to_the_last_survivor(catalog: Catalog, run: Runner) -> None:
+    run(
+        catalog.upsert_instances(
+            [instance(1, 1, 1, patient_id="A"), instance(2, 1, 1, patient_id="B")]
+        )
+    )
+    run(catalog.merge_patient("A", "", "B", ""))
+    run(catalog.merge_patient("B", "", "C", ""))
+    run(catalog.update_patient("C", "", A08))
+    run(catalog.upsert_instances([instance(3, 1, 1, patient_id="A")]))
+
+    assert [first(p, PATIENT_ID) for p in find(run, catalog, Level.PATIENT, {})] == ["C"]
+    (patient,) = find(run, catalog, Level.PATIENT, {PATIENT_ID: el("LO", "C")})
+    assert first(patient, tags.NUMBER_OF_PATIENT_RELATED_STUDIES) == 3
+    assert _names([patient]) == ["Doe^Jane"]
+    assert run(catalog.update_patient("A", "", {PATIENT_NAME: pn("Merged^Away")})) == 0
+    assert _names(find(run, catalog, Level.STUDY, {})) == ["Doe^Jane"] * 3
