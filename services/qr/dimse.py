@@ -107,7 +107,7 @@ class BridgedSource:
         self._operation = operation
 
     def open(self, location: InstanceLocation) -> AbstractContextManager[Path]:
-        return self._bridge.enter(self._service.local_path(location))
+        return self._bridge.enter(self._service.current_path(location))
 
     def sent(self, location: InstanceLocation, status: int) -> None:
         self._metrics.suboperations.labels(

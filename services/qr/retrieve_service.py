@@ -6,11 +6,15 @@ Instance UIDs. WADO names them by the path of its URL (PS3.18 10.4.1). The
 bytes go as stored when the receiver accepts the stored transfer syntax,
 otherwise converted, by the one policy
 :func:`~micropacs.dicom.transcode.choose_syntax` that C-GET and C-MOVE use too.
+An object whose patient the RIS changed leaves with the patient's current
+attributes (:mod:`micropacs.dicom.patient_rewrite`), from a copy; the stored
+object is never changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,7 +23,7 @@ from pathlib import Path
 from pydicom.filebase import DicomBytesIO
 from pydicom.uid import UID
 
-from micropacs.dicom import frames, render
+from micropacs.dicom import frames, patient_rewrite, render
 from micropacs.dicom.json_model import DicomJson, element, text_of
 from micropacs.dicom.levels import UNIQUE_KEY, Level
 from micropacs.dicom.tags import (
@@ -123,6 +127,8 @@ class RetrieveService:
         if target is None:
             self.servable([location], accepted)
         assert target is not None
+        if location.patient:
+            return target, self._current(location, UID(target))
         if target == location.transfer_syntax_uid:
             return target, self.read(location)
         return target, _once(await self._converted(location, UID(target)))
@@ -169,6 +175,34 @@ class RetrieveService:
             if self._metrics is not None:
                 self._metrics.object_store_seconds.observe(time.perf_counter() - started)
             yield path
+
+    @asynccontextmanager
+    async def current_path(self, location: InstanceLocation) -> AsyncIterator[Path]:
+        """A local file with ``location`` as it is sent: the stored bytes, or a copy with
+        the patient's current attributes when the RIS changed them."""
+        async with self.local_path(location) as path:
+            if not location.patient:
+                yield path
+                return
+            with tempfile.TemporaryDirectory(prefix="micropacs-patient-") as folder:
+                out = Path(folder) / "current.dcm"
+                changed = await asyncio.to_thread(
+                    patient_rewrite.rewrite, path, location.patient, out
+                )
+                yield out if changed else path
+
+    async def _current(self, location: InstanceLocation, target: UID) -> AsyncIterator[bytes]:
+        """The object with the patient's current attributes in ``target``, in chunks."""
+        async with self.current_path(location) as path:
+            if target == location.transfer_syntax_uid:
+                with path.open("rb") as fp:
+                    while chunk := await asyncio.to_thread(fp.read, 1 << 20):
+                        yield chunk
+                return
+            converted = await asyncio.to_thread(to_syntax, path, target)
+            buffer = DicomBytesIO()
+            await asyncio.to_thread(converted.save_as, buffer, enforce_file_format=True)
+        yield buffer.getvalue()
 
     async def destination(self, ae_title: str) -> Node:
         """The registered node a C-MOVE sends to (PS3.4 C.4.2.1.4.1)."""
