@@ -49,7 +49,22 @@ annotations:
 {{- end -}}
 {{- if eq .svc.type "LoadBalancer" }}
 loadBalancerSourceRanges:
-  {{- toYaml .root.Values.networkPolicy.dicomFrom | nindent 2 }}
+  {{- /* A Service that carries HTTP too (qr) lets its callers through as well. */}}
+  {{- $ranges := .root.Values.networkPolicy.dicomFrom }}
+  {{- if .withHttp }}{{ $ranges = concat $ranges .root.Values.networkPolicy.httpFrom | uniq }}{{ end }}
+  {{- toYaml $ranges | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The MLLP port reachable from outside the cluster needs the RIS's networks:
+     the release is refused without networkPolicy.hl7From. dict "root" $ "svc" … */}}
+{{- define "micropacs.exposedHl7" -}}
+{{- if and (ne .svc.type "ClusterIP") (empty .root.Values.networkPolicy.hl7From) -}}
+{{- fail (printf "worklist.hl7Service.type is %s: set networkPolicy.hl7From to the CIDRs of the RIS that sends HL7" .svc.type) -}}
+{{- end -}}
+{{- if eq .svc.type "LoadBalancer" }}
+loadBalancerSourceRanges:
+  {{- toYaml .root.Values.networkPolicy.hl7From | nindent 2 }}
 {{- end }}
 {{- end -}}
 
@@ -70,7 +85,7 @@ loadBalancerSourceRanges:
 {{- end }}
 {{- end -}}
 
-{{/* The Deployment of one service: dict "root" $ "service" "ingest|index|qr". */}}
+{{/* The Deployment of one service: dict "root" $ "service" "ingest|index|qr|worklist". */}}
 {{- define "micropacs.deployment" -}}
 {{- $root := .root -}}
 {{- $values := index $root.Values .service -}}
@@ -125,7 +140,15 @@ spec:
             - name: MICROPACS_DICOM__WORKERS
               value: {{ $values.workers | quote }}
             {{- end }}
-            {{- if ne .service "index" }}
+            {{- if eq .service "worklist" }}
+            {{- /* The listener's default is loopback, which the Service cannot reach. */}}
+            - {name: MICROPACS_WORKLIST__HL7_HOST, value: "0.0.0.0"}
+            - {name: MICROPACS_WORKLIST__HL7_PORT, value: "2575"}
+            - name: MICROPACS_WORKLIST__MISSING_IMAGES_AFTER
+              value: {{ $values.missingImagesAfter | quote }}
+            {{- end }}
+            {{- /* Only the services that keep objects get the object store's credentials. */}}
+            {{- if has .service (list "ingest" "qr") }}
             - name: MICROPACS_S3__ACCESS_KEY
               valueFrom:
                 secretKeyRef: {name: {{ include "micropacs.s3Secret" $root }}, key: accessKey}
@@ -157,6 +180,9 @@ spec:
             {{- if $dicomTls }}
             - {name: dicom-tls, containerPort: 2762, protocol: TCP}
             {{- end }}
+            {{- end }}
+            {{- if eq .service "worklist" }}
+            - {name: hl7, containerPort: 2575, protocol: TCP}
             {{- end }}
             - {name: http, containerPort: 8080, protocol: TCP}
           readinessProbe:
