@@ -1,7 +1,10 @@
-"""Debian's Orthanc with its DICOMweb plug-in, as the peer of the DICOMweb benchmark.
+"""Debian's Orthanc with its DICOMweb plug-in, as the peer of the DICOMweb benchmark,
+and with its worklist plug-in over a folder of .wl files, as the peer of the
+worklist benchmark.
 
-Installed with apt-get when missing (packages ``orthanc`` and
-``orthanc-dicomweb``) and run on free loopback ports in a folder of its own.
+Installed with apt-get when missing (packages ``orthanc``, which ships the
+worklist plug-in, and ``orthanc-dicomweb``) and run on free loopback ports in
+a folder of its own.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from bench.common import free_port, wait_port
 
 ORTHANC = "/usr/sbin/Orthanc"
 PLUGINS = Path("/usr/share/orthanc/plugins")
+NEEDED_PLUGINS = ("libOrthancDicomWeb.so", "libModalityWorklists.so")
+WORKLIST_SCU = "BENCH"
+"""The calling AE title Orthanc's worklist plug-in answers."""
 
 
 def install() -> None:
-    """apt-get install Orthanc and its DICOMweb plug-in if they are not there."""
-    if Path(ORTHANC).exists() and (PLUGINS / "libOrthancDicomWeb.so").exists():
+    """apt-get install Orthanc and its DICOMweb and worklist plug-ins if they are not there."""
+    if Path(ORTHANC).exists() and all((PLUGINS / name).exists() for name in NEEDED_PLUGINS):
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -42,14 +48,18 @@ def install() -> None:
 
 
 class Orthanc:
-    """One Orthanc process: ``dicom_port`` (AE ORTHANC) and ``http`` with /dicom-web."""
+    """One Orthanc process: ``dicom_port`` (AE ORTHANC) and ``http`` with /dicom-web.
 
-    def __init__(self, folder: Path) -> None:
+    With ``worklists``, its worklist plug-in answers Modality Worklist C-FIND
+    from the .wl files of that folder.
+    """
+
+    def __init__(self, folder: Path, worklists: Path | None = None) -> None:
         install()
         folder.mkdir(parents=True, exist_ok=True)
         self.dicom_port = free_port()
         self.http_port = free_port()
-        config = {
+        config: dict[str, object] = {
             "Name": "bench",
             "StorageDirectory": str(folder / "storage"),
             "IndexDirectory": str(folder / "index"),
@@ -62,6 +72,11 @@ class Orthanc:
             "Plugins": [str(PLUGINS / "libOrthancDicomWeb.so")],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "Full"},
         }
+        if worklists is not None:
+            config["Plugins"] = [str(PLUGINS / name) for name in NEEDED_PLUGINS]
+            config["Worklists"] = {"Enable": True, "Database": str(worklists)}
+            # Orthanc 1.10 answers a worklist query only from a known modality.
+            config["DicomModalities"] = {"bench": [WORKLIST_SCU, "127.0.0.1", 104]}
         (folder / "orthanc.json").write_text(json.dumps(config))
         log = (folder / "orthanc.log").open("wb")
         self.process = subprocess.Popen(
