@@ -5,7 +5,9 @@ as received."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 from collections.abc import Iterator
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -16,6 +18,8 @@ import httpx
 import pytest
 from pydicom import Dataset, dcmread
 
+from micropacs.adapters.factory import open_blob_store
+from micropacs.config import Settings
 from stack import servers
 from tests.dicomdata import StudySpec, make_ct_series
 from tests.integration.conftest import isolated_env
@@ -57,8 +61,32 @@ def studies(server: Server, **match: str) -> list[Dataset]:
     return found
 
 
-def digests(files: list[Path]) -> list[str]:
-    return [hashlib.sha256(path.read_bytes()).hexdigest() for path in files]
+def stored_objects(server: Server) -> dict[str, bytes]:
+    """Every object of the server's blob store (files or S3), by key."""
+    saved = dict(os.environ)
+    try:
+        os.environ.update(server.env)
+        os.environ["MICROPACS_DATA_DIR"] = str(server.data_dir)
+        settings = Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+    async def read() -> dict[str, bytes]:
+        blobs = await open_blob_store(settings.blob_url, fsync=False, s3=settings.s3)
+        try:
+            found = {}
+            async for key in blobs.iterate():
+                found[key] = b"".join([chunk async for chunk in blobs.read(key)])
+            return found
+        finally:
+            await blobs.close()
+
+    return asyncio.run(read())
+
+
+def digests(objects: dict[str, bytes]) -> dict[str, str]:
+    return {key: hashlib.sha256(data).hexdigest() for key, data in objects.items()}
 
 
 def test_a08_then_a40_change_queries_and_retrievals(
@@ -67,8 +95,8 @@ def test_a08_then_a40_change_queries_and_retrievals(
     server, files = archive
     if not server.hl7_port:
         pytest.skip("this micropacs serve announces no HL7 port")
-    stored = sorted((server.data_dir).rglob("*.dcm"))
-    before = digests(stored)
+    before = digests(stored_objects(server))
+    assert len(before) == 4
 
     assert send_hl7(server.hl7_port, adt("A08", pid=NEW_PID)).segment("MSA")[1][0] == "AA"
     (updated,) = eventually(lambda: studies(server, PatientName="Updated^Name"))
@@ -112,5 +140,7 @@ def test_a08_then_a40_change_queries_and_retrievals(
     assert len(objects) == 2
     assert {(str(o.PatientName), o.PatientID) for o in objects} == {("Updated^Name", "NEW-1")}
 
+    stored = stored_objects(server)
     assert digests(stored) == before  # the archive keeps the objects as received
-    assert {str(dcmread(p).PatientName) for p in stored} == {"Old^Name", "New^Name"}
+    names = {str(dcmread(BytesIO(data)).PatientName) for data in stored.values()}
+    assert names == {"Old^Name", "New^Name"}
