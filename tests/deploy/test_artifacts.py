@@ -200,8 +200,10 @@ def test_the_alert_rules_read_only_series_micropacs_exports() -> None:
     assert used <= exported_series(), used - exported_series()
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     tested = (ROOT / "monitoring" / "alerts_test.yaml").read_text()
+    runbook = (ROOT / "docs" / "operations.md").read_text()
     for alert in alerts:
         assert f"alertname: {alert}" in tested, f"{alert} has no promtool test"
+        assert f"\n| {alert} |" in runbook, f"{alert} has no line in docs/operations.md"
 
 
 def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
