@@ -401,6 +401,10 @@ def _stow(path: str) -> Document:
 
 
 WORKLIST_ITEMS = "/api/worklist/items"
+SCHEDULE_WORKLIST_ITEM = "scheduleWorklistItem"
+"""The POST's operation id: the checks of an item (the VR of each of the dictionary's
+attributes, PS3.5 6.2) go beyond what its JSON schema says, so a body valid by the
+schema may still get 400 with the reason."""
 _ITEM_ID = _path("id", "The item's id, as its Location names it.", {"type": "string"})
 _ITEM = {
     "application/json": {
@@ -418,15 +422,35 @@ _ITEM = {
 }
 
 
+_WORKLIST_FILTERS: tuple[tuple[str, Document | None], ...] = (
+    ("PatientID", None),
+    ("IssuerOfPatientID", None),
+    ("PatientName", None),
+    ("AccessionNumber", None),
+    ("RequestedProcedureID", None),
+    ("StudyInstanceUID", UID_LIST),
+    ("ScheduledStationAETitle", None),
+    ("Modality", None),
+    ("ScheduledProcedureStepStartDate", None),
+    ("ScheduledProcedureStepStartTime", None),
+    ("ScheduledPerformingPhysicianName", None),
+    ("ScheduledProcedureStepID", None),
+)
+"""The indexed matching keys (PS3.4 K.6.1.2.1); any other attribute of the item filters too."""
+
+
 def _worklist() -> Document:
     """The worklist service's API: scheduling without a RIS (docs/worklist.md)."""
     filters = [
         _query(
-            "{attributeID}",
-            "Any attribute of the item or its scheduled step by keyword or tag, matched as"
-            " C-FIND does (PatientName=Doe*, ScheduledStationAETitle=CT1,"
-            " ScheduledProcedureStepStartDate=20261201-).",
-        ),
+            key,
+            f"Matches {key} as C-FIND does (PS3.4 C.2.2.2): wildcards, ranges, lists; any other"
+            " attribute of the item, by keyword or tag, filters too.",
+            schema,
+        )
+        for key, schema in _WORKLIST_FILTERS
+    ]
+    filters += [
         _query("status", "The step's ScheduledProcedureStepStatus (every status if absent)."),
         _query("limit", "At most this many items.", {"type": "integer", "minimum": 0}),
         _query("offset", "Skip this many items.", {"type": "integer", "minimum": 0}),
@@ -461,6 +485,7 @@ def _worklist() -> Document:
                     "415": _problem("Not application/dicom+json or application/json."),
                     **_errors("400", "503"),
                 },
+                operationId=SCHEDULE_WORKLIST_ITEM,
                 requestBody={
                     "required": True,
                     "content": {

@@ -33,6 +33,7 @@ from micropacs.dicomweb import qido
 from micropacs.errors import InvalidInput
 from micropacs.events import WORKLIST, WorklistItemPut, WorklistItemRemoved
 from micropacs.ports import EventBus, Worklist, WorklistItem
+from services.worklist.mwl import check_identifier
 
 SOURCE = "api"
 """The ``source`` of the events the API and the CLI publish."""
@@ -229,6 +230,7 @@ def parse_filters(params: Iterable[tuple[str, str]]) -> Filters:
         (step if tag in _STEP_TAGS else identifier)[tag] = key
     if step:
         identifier[_SPS] = {"vr": "SQ", "Value": [step]}
+    check_identifier(identifier)  # UIDs as PS3.5 9.1 has them, as the C-FIND's
     return Filters(identifier=identifier, limit=parsed.limit, offset=parsed.offset)
 
 

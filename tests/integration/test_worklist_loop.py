@@ -215,6 +215,8 @@ def test_a_body_of_another_type_or_too_large_is_refused(clinic: Server) -> None:
     assert httpx.post(f"{clinic.http}{ITEMS}", json=huge).status_code == 413
     listed = httpx.get(f"{clinic.http}{ITEMS}", params={"NoSuchKeyword": "x"})
     assert listed.status_code == 400 and "NoSuchKeyword" in listed.json()["error"]
+    listed = httpx.get(f"{clinic.http}{ITEMS}", params={"StudyInstanceUID": "1.2.x"})
+    assert listed.status_code == 400 and "UID" in listed.json()["error"]
 
 
 def test_micropacs_worklist_add_list_remove(clinic: Server, tmp_path: Path) -> None:
