@@ -176,8 +176,7 @@ class Running:
             app.add_contexts(ae)
         # As the runtime does: one handler per operation, chosen by SOP class.
         bindings = [
-            (name, app.dimse_handlers(bridge))
-            for name, app in zip(names(), self.apps, strict=True)
+            (name, app.dimse_handlers(bridge)) for name, app in zip(names(), self.apps, strict=True)
         ]
         handlers.extend(dispatch.combine(owners, bindings))
         server = start_server(ae, HOST, 0, handlers)
