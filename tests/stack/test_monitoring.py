@@ -81,9 +81,10 @@ def test_metrics_count_what_every_worker_process_did(tmp_path: Path) -> None:
     server = start_server(tmp_path / "data", env={"MICROPACS_DICOM__WORKERS": "2"})
     try:
         deadline = time.monotonic() + 30
-        while '"services": ["ingest", "qr"]' not in server.log() and time.monotonic() < deadline:
+        started = '"services": ["ingest", "qr", "worklist"]'
+        while started not in server.log() and time.monotonic() < deadline:
             time.sleep(0.2)  # the worker process is listening once it logs its start
-        assert '"services": ["ingest", "qr"]' in server.log(), "the worker never started"
+        assert started in server.log(), "the worker never started"
         files = dicomdata.make_study(tmp_path / "ct", 8, "CT")
         for path in files:  # one association each: the kernel spreads them over the processes
             storescu(server, [path])
