@@ -5,7 +5,7 @@ Reading (GET, HEAD) needs the viewer role, anything else the operator role
 that do not check out, answer 401 with a ``WWW-Authenticate`` challenge
 (RFC 9110 11.6.1); a role that may not act answers 403. ``/healthz``,
 ``/readyz`` and ``/openapi.json`` are always open, ``/metrics`` unless configured
-otherwise.
+otherwise. Only the lifespan scope passes unauthenticated; a WebSocket is refused.
 """
 
 from __future__ import annotations
@@ -130,8 +130,12 @@ class Gate:
         self._challenge = challenge.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self._open:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in self._open):
             await self._app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            # No route speaks WebSocket (or anything else): refuse before the app sees it.
+            await _close(scope, send)
             return
         principal = await self._authenticate(scope)
         if principal is None:
@@ -143,6 +147,12 @@ class Gate:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self._app(scope, receive, send)
+
+
+async def _close(scope: Scope, send: Send) -> None:
+    """Refuse a WebSocket handshake (HTTP 403, RFC 6455 4.2.2) or any other scope."""
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
 
 
 async def _refuse(send: Send, status: int, reason: str, challenge: bytes = b"") -> None:
