@@ -13,12 +13,15 @@ from urllib.parse import unquote, urlsplit
 from micropacs.config import KafkaSettings, S3Settings
 from micropacs.errors import CatalogUnavailable, EventBusUnavailable, InvalidInput, Unavailable
 from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
+from micropacs.redact import safe_url
 
 
 def _scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if not scheme or "://" not in url:
-        raise InvalidInput(f"{url!r} is not a URL such as file:///var/lib/micropacs/objects")
+        raise InvalidInput(
+            f"{safe_url(url)!r} is not a URL such as file:///var/lib/micropacs/objects"
+        )
     return scheme
 
 
@@ -26,12 +29,12 @@ def _local_path(url: str) -> Path:
     """The file system path of ``file://…`` or ``sqlite://…`` (``sqlite:///abs``, ``sqlite://rel``)."""
     rest = unquote(url.split("://", 1)[1])
     if not rest:
-        raise InvalidInput(f"{url!r} names no path")
+        raise InvalidInput(f"{safe_url(url)!r} names no path")
     return Path(rest)
 
 
 def _refuse(url: str, scheme: str, port: str) -> InvalidInput:
-    return InvalidInput(f"unsupported {port} URL {url!r} ({scheme}://)")
+    return InvalidInput(f"unsupported {port} URL {safe_url(url)!r} ({scheme}://)")
 
 
 def _parent(path: Path, error: type[Unavailable]) -> Path:

@@ -29,6 +29,7 @@ from micropacs.adapters._kafka_security import KafkaSecurity, diagnose
 from micropacs.errors import EventBusUnavailable, InvalidInput
 from micropacs.events import DEAD_LETTER, INSTANCE_STORED, MPPS, PATIENT, WORKLIST
 from micropacs.ports import Record
+from micropacs.redact import safe_url
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def parse_url(url: str) -> str:
     """``kafka://host:port[,host:port…]`` as aiokafka's bootstrap servers."""
     parts = urlsplit(url)
     if parts.scheme != "kafka" or not parts.netloc:
-        raise InvalidInput(f"{url!r} is not kafka://HOST:PORT[,HOST:PORT…]")
+        raise InvalidInput(f"{safe_url(url)!r} is not kafka://HOST:PORT[,HOST:PORT…]")
     return parts.netloc
 
 

@@ -45,6 +45,7 @@ from micropacs.ports import (
     Node,
     Query,
 )
+from micropacs.redact import safe_url
 
 FIELDS = {
     Level.PATIENT: PATIENT_FIELDS,
@@ -121,7 +122,7 @@ class MongoCatalog:
         parts = urlsplit(url)
         name = parts.path.strip("/")
         if parts.scheme != "mongodb" or not name or not re.fullmatch(r"[A-Za-z0-9_-]{1,60}", name):
-            raise InvalidInput(f"{url!r} is not mongodb://HOST:PORT/DATABASE")
+            raise InvalidInput(f"{safe_url(url)!r} is not mongodb://HOST:PORT/DATABASE")
         self._url = url
         self._checks = MonitorChecks()
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(

@@ -16,7 +16,7 @@ anchored literal prefix: the server never runs a backtracking pattern), then
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +39,7 @@ from micropacs.dicom.json_model import DicomJson, first_text
 from micropacs.errors import CatalogUnavailable, InvalidInput
 from micropacs.events import patient_key
 from micropacs.ports import PatientDemographics, PerformedStep, WorklistItem
+from micropacs.redact import safe_url
 
 ITEMS = "worklist_items"
 STEPS = "performed_steps"
@@ -58,9 +59,14 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
 }
 
 
-def item_filter(identifier: DicomJson, case_insensitive_pn: bool) -> dict[str, Any]:
+def item_filter(
+    identifier: DicomJson, case_insensitive_pn: bool, unfinished_only: bool = False
+) -> dict[str, Any]:
     """The Mongo filter of an identifier's candidate items (never drops a true match)."""
     clauses: list[dict[str, Any]] = []
+    if unfinished_only:
+        # $nin also lets through a missing or null (several values) status.
+        clauses.append({"status": {"$nin": sorted(wl.FINISHED_STATUSES)}})
     for key, condition in conditions_of(identifier):
         kind = "uid" if key.kind == "ui" else key.kind
         clause = _condition_filter(key.name, kind, condition, case_insensitive_pn)
@@ -104,7 +110,7 @@ class MongoWorklist:
         parts = urlsplit(url)
         name = parts.path.strip("/")
         if parts.scheme != "mongodb" or not name or not re.fullmatch(r"[A-Za-z0-9_-]{1,60}", name):
-            raise InvalidInput(f"{url!r} is not mongodb://HOST:PORT/DATABASE")
+            raise InvalidInput(f"{safe_url(url)!r} is not mongodb://HOST:PORT/DATABASE")
         self._host = parts.netloc.rpartition("@")[2]
         self._checks = MonitorChecks()
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -176,17 +182,29 @@ class MongoWorklist:
         return True
 
     async def find_items(
-        self, identifier: DicomJson, *, limit: int = 0, case_insensitive_pn: bool = False
-    ) -> AsyncIterator[WorklistItem]:
-        """Every item matching the identifier (PS3.4 K.6.1.2, C.2.2.2), by scheduled start."""
-        if limit < 0:
-            raise InvalidInput("a query's limit cannot be negative")
+        self,
+        identifier: DicomJson,
+        *,
+        limit: int = 0,
+        case_insensitive_pn: bool = False,
+        unfinished_only: bool = False,
+        max_examined: int = 0,
+    ) -> AsyncGenerator[WorklistItem, None]:
+        """Every item matching the identifier (PS3.4 K.6.1.2, C.2.2.2), by scheduled start;
+        the finished ones left out by the server with ``unfinished_only``."""
+        if limit < 0 or max_examined < 0:
+            raise InvalidInput("a query's limit and max_examined cannot be negative")
         matcher = matching.Matcher(identifier, case_insensitive_pn=case_insensitive_pn)
+        budget = matching.Budget(max_examined)
         produced = 0
         try:
-            cursor = self._db[ITEMS].find(item_filter(identifier, case_insensitive_pn))
+            cursor = self._db[ITEMS].find(
+                item_filter(identifier, case_insensitive_pn, unfinished_only)
+            )
             async for doc in cursor.sort(ORDER):
-                if not matcher(doc["attrs"]):
+                dataset = doc["attrs"]
+                if not matcher(dataset) or (unfinished_only and wl.is_finished(dataset)):
+                    budget.spend()
                     continue
                 yield _item_of(doc)
                 produced += 1

@@ -34,6 +34,7 @@ from minio.error import S3Error
 from micropacs.adapters.files import check_key
 from micropacs.errors import BlobStoreUnavailable, InvalidInput, NotFound
 from micropacs.ports import BlobInfo
+from micropacs.redact import safe_url
 from micropacs.tls import ClientTls
 
 T = TypeVar("T")
@@ -49,7 +50,7 @@ def parse_url(url: str) -> tuple[str, str, bool]:
     parts = urlsplit(url)
     bucket = parts.path.strip("/")
     if parts.scheme != "s3" or not parts.netloc or not bucket or "/" in bucket:
-        raise InvalidInput(f"{url!r} is not s3://HOST:PORT/BUCKET")
+        raise InvalidInput(f"{safe_url(url)!r} is not s3://HOST:PORT/BUCKET")
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,40}[a-z0-9]", bucket):
         raise InvalidInput(f"bucket name {bucket!r}: use 3-42 lowercase letters, digits, '.', '-'")
     return parts.netloc, bucket, "secure=true" in parts.query.lower()
