@@ -58,7 +58,8 @@ def _identifier(event: evt.Event) -> dict[str, Any]:
     try:
         return to_json(event.identifier)
     except Exception as exc:
-        raise MicropacsError(f"identifier cannot be decoded: {exc}") from exc
+        # Fixed text: a decoder's message may quote the identifier's values.
+        raise MicropacsError(f"identifier cannot be decoded ({type(exc).__name__})") from exc
 
 
 def handle_find(
@@ -78,8 +79,10 @@ def handle_find(
         log.warning("C-FIND refused", extra={"reason": str(exc)})
         yield exc.dimse, None
         return
-    except Exception:
-        log.exception("C-FIND failed")
+    except Exception as exc:
+        # No traceback at INFO: an exception's text may quote the identifier's values.
+        log.error("C-FIND failed: %s", type(exc).__name__)
+        log.debug("C-FIND failure", exc_info=True)
         yield Status.UNABLE_TO_PROCESS, None
         return
     for match in matches:
