@@ -395,7 +395,8 @@ class HttpServer:
         if not config.loaded:
             config.load()
         if self._tls is not None:
-            config.ssl = self._tls.context  # ours: hardened, and reloaded in place
+            # Ours: hardened, and handing each handshake to the current pair (reloaded).
+            config.ssl = self._tls.context
         # Bound here so a busy port raises OSError instead of uvicorn's sys.exit().
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
         # protocol says TCP, and without it every response with a body waits ~40 ms for

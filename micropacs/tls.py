@@ -9,11 +9,12 @@ no TLS compression (CRIME) and no renegotiation. HTTPS uses the same profile.
 Certificates come from files that a site (or Kubernetes, through a mounted
 Secret) replaces in place. :class:`ServerTls` re-reads them when their
 modification time, size or inode changes, checked at most every
-:data:`RELOAD_INTERVAL` seconds, and loads them into its live context, so
-the next handshake presents the new certificate; connections already open
-keep theirs. A pair that does not load (a key not yet written beside its new
-certificate) is logged and retried at the next check, the old one serving
-meanwhile. The CA file is read once, at start.
+:data:`RELOAD_INTERVAL` seconds, loads them into a fresh hardened context
+and, only if the pair loads, makes that the current one, so the next
+handshake presents the new certificate; connections already open keep
+theirs. A pair that does not load (a certificate written before its key) is
+logged and retried at the next check, the old context serving meanwhile,
+untouched. The CA file is read once, at start.
 """
 
 from __future__ import annotations
@@ -71,13 +72,19 @@ def _stamp(*paths: Path) -> _Stamp:
 
 
 class ServerTls:
-    """The server side of TLS: a hardened context with our certificate chain, reloaded
+    """The server side of TLS: a hardened context with our certificate chain, rebuilt
     from its files when they change.
 
     With ``ca_file``, clients must present a certificate that chains to it
     (``CERT_REQUIRED``); without, none is asked for. Raises :class:`OSError` or
     :class:`ssl.SSLError` at construction when the files cannot be loaded, so a
     misconfigured server refuses to start.
+
+    :attr:`context` is the current context: wrap each new connection with it
+    (the DICOM acceptor does). A server that keeps the context it was given
+    (uvicorn) still presents the current pair: every context built here has an
+    SNI callback, called in each handshake, that moves the connection to the
+    current context before the certificate is chosen.
     """
 
     def __init__(
@@ -89,22 +96,33 @@ class ServerTls:
     ) -> None:
         self.cert_file, self.key_file = cert_file, key_file or cert_file
         self._interval = interval
-        self.context = harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
-        if ca_file is not None:
-            self.context.load_verify_locations(cafile=ca_file)
-            self.context.verify_mode = ssl.CERT_REQUIRED
+        self._ca = ca_file.read_text() if ca_file is not None else None
         self._lock = threading.Lock()
         self._loaded = _stamp(self.cert_file, self.key_file)
-        self.context.load_cert_chain(self.cert_file, self.key_file)
+        self.context = self._build()
         self._checked = time.monotonic()
+
+    def _build(self) -> ssl.SSLContext:
+        context = harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+        if self._ca is not None:
+            context.load_verify_locations(cadata=self._ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(self.cert_file, self.key_file)
+        context.sni_callback = self._to_current
+        return context
+
+    def _to_current(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: object
+    ) -> None:
+        current = self.context
+        if connection.context is not current:
+            connection.context = current
 
     def refresh(self) -> bool:
         """Reload the certificate chain if its files changed; returns whether it did.
 
-        Cheap when called often: the files are looked at once per interval. Call it
-        from the thread that wraps new sockets with :attr:`context` (the acceptor,
-        or the event loop), since OpenSSL contexts are not meant to change while
-        another thread creates connections from them.
+        Cheap when called often: the files are looked at once per interval. The
+        context in use is never modified: a new one replaces it.
         """
         now = time.monotonic()
         if now - self._checked < self._interval:
@@ -115,14 +133,14 @@ class ServerTls:
                 stamp = _stamp(self.cert_file, self.key_file)
                 if stamp == self._loaded:
                     return False
-                self.context.load_cert_chain(self.cert_file, self.key_file)
+                context = self._build()
             except (OSError, ssl.SSLError) as exc:
                 log.warning(
                     "TLS certificate not reloaded, the previous one still serves",
                     extra={"cert_file": str(self.cert_file), "reason": type(exc).__name__},
                 )
                 return False
-            self._loaded = stamp
+            self.context, self._loaded = context, stamp
         log.info("TLS certificate reloaded", extra={"cert_file": str(self.cert_file)})
         return True
 

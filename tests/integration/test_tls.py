@@ -32,6 +32,7 @@ from pydicom import dcmread
 from pynetdicom import AE, evt
 
 from micropacs.dimse.sockets import close_sockets_always
+from micropacs.tls import RELOAD_INTERVAL
 from tests import dicomdata
 from tests.integration.peers import (
     StudyRootQueryRetrieveInformationModelFind,
@@ -374,15 +375,21 @@ def test_a_replaced_certificate_serves_new_connections_without_restart(
     new = x509.load_pem_x509_certificate(pki.other_server_cert.read_bytes()).serial_number
     assert _serial_of(dicom, context) == old
     assert _serial_of(http, context) == old
-    # Written as a deployment tool does: new files beside, renamed over the old ones.
+    # Written as a deployment tool may: new files beside, renamed over the old ones, the
+    # certificate first. Until its key arrives, the old pair must go on serving.
     staged_key, staged_cert = (
         tls_server.key.with_suffix(".new1"),
         tls_server.cert.with_suffix(".new2"),
     )
     staged_key.write_bytes(pki.other_server_key.read_bytes())
     staged_cert.write_bytes(pki.other_server_cert.read_bytes())
-    staged_key.replace(tls_server.key)
     staged_cert.replace(tls_server.cert)
+    deadline = time.monotonic() + 2.5 * RELOAD_INTERVAL  # past two checks of the files
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        assert (_serial_of(dicom, context), _serial_of(http, context)) == (old, old)
+    assert "TLS certificate not reloaded" in tls_server.server.log()
+    staged_key.replace(tls_server.key)
     deadline = time.monotonic() + 15
     seen = (old, old)
     while time.monotonic() < deadline and seen != (new, new):
