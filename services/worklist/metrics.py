@@ -11,19 +11,19 @@ class WorklistMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.queries = Counter(
-            "micropacs_mwl_queries",
+            "micropacs_worklist_mwl_queries_total",
             "Modality Worklist C-FIND queries answered, by final status (0x0000, 0xA900 …).",
             ["status"],
             registry=registry,
         )
         self.query_seconds = Histogram(
-            "micropacs_mwl_query_seconds",
+            "micropacs_worklist_mwl_query_seconds",
             "Time to find the answers of one Modality Worklist query.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=registry,
         )
         self.mpps = Counter(
-            "micropacs_mpps",
+            "micropacs_worklist_mpps_total",
             "MPPS N-CREATE and N-SET requests, by outcome: created, in_progress (an N-SET"
             " that did not end the step), completed, discontinued, or the refusal's status.",
             ["outcome"],
@@ -47,7 +47,7 @@ class Hl7Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.messages = Counter(
-            "micropacs_hl7_messages",
+            "micropacs_worklist_hl7_messages_total",
             "HL7 messages answered, by type (ORM^O01 …, other for one not taken, unreadable"
             " without MSH) and MSA-1 acknowledgement code (AA, AE, AR).",
             ["type", "ack_code"],

@@ -26,7 +26,7 @@ from pydicom.valuerep import validate_value
 
 from micropacs.dicom import tags
 from micropacs.dicom import worklist as model
-from micropacs.dicom.json_model import DicomJson, element, first_text
+from micropacs.dicom.json_model import BINARY_VRS, DicomJson, element, first_text
 from micropacs.dicom.levels import Level
 from micropacs.dicom.tags import tag_of
 from micropacs.dicomweb import qido
@@ -65,7 +65,6 @@ NEW_STATUSES = frozenset({model.SCHEDULED, "ARRIVED", "READY"})
 MAX_ATTRIBUTES = 1000
 """Attributes in one item, sequences' included: a bound on the work of checking it."""
 _NUMBER_VRS = {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"}
-_BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _SPS = model.SCHEDULED_PROCEDURE_STEP_SEQUENCE
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
@@ -109,7 +108,7 @@ class _Checker:
             raise InvalidInput(f"{name} is not in the DICOM dictionary") from None
         if vr not in allowed:
             raise InvalidInput(f"{name} has vr {vr!r}, the dictionary says {' or '.join(allowed)}")
-        if "BulkDataURI" in attribute or "InlineBinary" in attribute or vr in _BINARY_VRS:
+        if "BulkDataURI" in attribute or "InlineBinary" in attribute or vr in BINARY_VRS:
             raise InvalidInput(f"{name}: binary values are not kept in worklist items")
         unknown = set(attribute) - {"vr", "Value"}
         if unknown:

@@ -6,6 +6,7 @@ the worklist without object store credentials)."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import io
 import json
@@ -180,10 +181,10 @@ def test_the_dashboard_queries_only_series_micropacs_exports() -> None:
     assert used <= exported_series(), used - exported_series()
     # The worklist's panels (issue: MWL, MPPS, HL7, procedures without images).
     for name in (
-        "micropacs_mwl_queries_total",
-        "micropacs_mwl_query_seconds",
-        "micropacs_mpps_total",
-        "micropacs_hl7_messages_total",
+        "micropacs_worklist_mwl_queries_total",
+        "micropacs_worklist_mwl_query_seconds",
+        "micropacs_worklist_mpps_total",
+        "micropacs_worklist_hl7_messages_total",
         "micropacs_worklist_procedures_without_images",
     ):
         assert name in used, name
@@ -204,6 +205,35 @@ def test_the_alert_rules_read_only_series_micropacs_exports() -> None:
     for alert in alerts:
         assert f"alertname: {alert}" in tested, f"{alert} has no promtool test"
         assert f"\n| {alert} |" in runbook, f"{alert} has no line in docs/operations.md"
+
+
+def declared_metrics(path: Path) -> list[tuple[str, str]]:
+    """(kind, name) of every Counter, Gauge, Histogram and Summary a module declares."""
+    kinds = {"Counter", "Gauge", "Histogram", "Summary"}
+    return [
+        (node.func.id, node.args[0].value)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in kinds
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ]
+
+
+@pytest.mark.parametrize(
+    "module", sorted((ROOT / "services").glob("*/metrics.py")), ids=lambda p: p.parent.name
+)
+def test_service_metrics_are_named_after_their_service(module: Path) -> None:
+    """micropacs_<service>_<noun>_<unit>, a counter declared with its _total, as the
+    dashboards and alert rules read them."""
+    declared = declared_metrics(module)
+    assert declared, f"{module} declares no metric"
+    prefix = f"micropacs_{module.parent.name}_"
+    for kind, name in declared:
+        assert name.startswith(prefix), f"{name} is not named {prefix}<noun>_<unit>"
+        assert kind != "Counter" or name.endswith("_total"), f"counter {name} without _total"
 
 
 def test_the_lock_file_pins_every_dependency_with_hashes() -> None:

@@ -190,6 +190,7 @@ def _step_with(tag: str, value: Any) -> dict[str, Any]:
         ({**item_json("BAD1"), "00100020": {"vr": "LO", "Value": ["a\\b"]}}, "backslash"),
         ({**item_json("BAD1"), "0020000D": {"vr": "UI", "Value": ["1.02"]}}, "UI"),
         ({**item_json("BAD1"), "00091010": {"vr": "LO", "Value": ["x"]}}, "private"),
+        ({**item_json("BAD1"), "00420011": {"vr": "OB"}}, "binary values"),
         ({**item_json("BAD1"), "00100020": {"vr": "LO", "Values": ["x"]}}, "unknown members"),
         ({**item_json("BAD1"), "patient": {"vr": "LO"}}, "not a tag"),
     ],

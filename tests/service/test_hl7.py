@@ -75,7 +75,9 @@ class Listening:
 
     def count(self, kind: str, ack_code: str) -> float:
         labels = {"type": kind, "ack_code": ack_code}
-        return self.registry.get_sample_value("micropacs_hl7_messages_total", labels) or 0.0
+        return (
+            self.registry.get_sample_value("micropacs_worklist_hl7_messages_total", labels) or 0.0
+        )
 
     async def alive(self) -> None:
         """The listener still acknowledges a good message."""

@@ -70,10 +70,10 @@ def test_the_whole_state_machine_publishes_each_step(pacs: Running, mpps: Associ
     assert published[0]["calling_ae"] == "CT01"
     statuses = [(e["item_id"], e["status"]) for e in events(pacs, WORKLIST)]
     assert statuses == [("1", "STARTED"), ("1", "COMPLETED")]
-    assert pacs.metric("micropacs_mpps_total", outcome="created") == 1
-    assert pacs.metric("micropacs_mpps_total", outcome="in_progress") == 1
-    assert pacs.metric("micropacs_mpps_total", outcome="completed") == 1
-    assert pacs.metric("micropacs_mpps_total", outcome="0x0110") == 1
+    assert pacs.metric("micropacs_worklist_mpps_total", outcome="created") == 1
+    assert pacs.metric("micropacs_worklist_mpps_total", outcome="in_progress") == 1
+    assert pacs.metric("micropacs_worklist_mpps_total", outcome="completed") == 1
+    assert pacs.metric("micropacs_worklist_mpps_total", outcome="0x0110") == 1
 
 
 def test_discontinued_needs_no_series(pacs: Running, mpps: Association) -> None:

@@ -150,7 +150,7 @@ def test_a_second_step_item_or_a_sequence_that_is_not_one_answers_a900(pacs: Run
     identifier.ScheduledProcedureStepSequence.append(Dataset())
     matches, status = mwl(pacs, identifier)
     assert (matches, status) == ([], IDENTIFIER_DOES_NOT_MATCH)
-    assert pacs.metric("micropacs_mwl_queries_total", status="0xA900") == 1
+    assert pacs.metric("micropacs_worklist_mwl_queries_total", status="0xA900") == 1
 
 
 def test_a_private_matching_key_is_answered_ff01(department: Running) -> None:
