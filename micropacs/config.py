@@ -370,6 +370,12 @@ class WorklistSettings(BaseModel):
         description="A worklist query with no Scheduled Station AE Title sees only the items"
         " scheduled for the calling AE title (else every station's).",
     )
+    stations: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Scheduled Station AE Titles of an HL7 order step that names none, by"
+        " requested procedure code (OBR-4.1) or else modality (OBR-24, IPC-5), as JSON:"
+        ' {"CT": ["CT1", "CT2"], "MR": ["MR1"]}.',
+    )
     missing_images_after: float = Field(
         3600.0,
         gt=0,
@@ -387,6 +393,15 @@ class WorklistSettings(BaseModel):
         gt=0,
         description="Seconds between two checks for procedures completed without images.",
     )
+
+    @field_validator("stations")
+    @classmethod
+    def _ae_titles(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for titles in value.values():
+            for title in titles:
+                if not title.strip() or len(title) > 16 or "\\" in title:
+                    raise ValueError(f"{title!r} is not an AE title (1-16 characters, no \\)")
+        return value
 
 
 class Settings(BaseSettings):

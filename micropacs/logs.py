@@ -66,4 +66,5 @@ def configure(level: str = "INFO") -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # its warnings quote values
+    logging.getLogger("hl7").setLevel(logging.CRITICAL)  # logs whole fields it cannot unescape
     warnings.showwarning = log_warning

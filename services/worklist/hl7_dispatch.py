@@ -2,8 +2,8 @@
 
 MSH is checked first, as HL7 v2.5.1 2.9.2 orders it: the version (MSH-12,
 203), the processing ID (MSH-11, 202), the message type (MSH-9, 200) and its
-trigger event (201); then the message is mapped and refused (AR) for a
-missing segment or field. Every event names the topic it is published on.
+trigger event (201), each refused AR; then the message is mapped and refused
+(AE) for a missing segment or field. Every event names the topic it is published on.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from micropacs.events import (
     WorklistItemPut,
     WorklistItemStatus,
 )
-from services.worklist.hl7_message import ErrorCode, Hl7Message, Hl7Reject, Location
+from services.worklist.hl7_message import ErrorCode, Hl7Context, Hl7Message, Hl7Reject, Location
 from services.worklist.hl7_orders import order_events
 from services.worklist.hl7_patients import patient_updated, patients_merged
 
 Hl7Event = WorklistItemPut | WorklistItemStatus | PatientUpdated | PatientMerged
-Mapping = Callable[[Hl7Message, str], Sequence[Hl7Event]]
+Mapping = Callable[[Hl7Message, Hl7Context], Sequence[Hl7Event]]
 
 VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8"})
 """MSH-12 versions read: IHE Scheduled Workflow uses 2.3.1 (ORM) and 2.5.1 (OMI); later
@@ -56,8 +56,8 @@ def topic_of(event: Hl7Event) -> str:
     return events.WORKLIST
 
 
-def events_of(msg: Hl7Message, default_issuer: str = "") -> Sequence[Hl7Event]:
-    """The events of one message, or Hl7Reject (AR) naming what is refused."""
+def events_of(msg: Hl7Message, context: Hl7Context | None = None) -> Sequence[Hl7Event]:
+    """The events of one message, or Hl7Reject naming what is refused."""
     version = msg.version
     if version not in VERSIONS:
         where = Location("MSH", 12)
@@ -81,4 +81,4 @@ def events_of(msg: Hl7Message, default_issuer: str = "") -> Sequence[Hl7Event]:
             f"trigger event not supported for {code_of.upper()}",
             Location("MSH", 9, 2),
         )
-    return mapping(msg, default_issuer)
+    return mapping(msg, context or Hl7Context())

@@ -9,11 +9,18 @@ ORC-1 says what happens: NW (new) and XO (changed) put the whole item,
 CA (cancelled) and DC (discontinued) change its status only. The mapping
 table is in docs/worklist.md ("HL7 v2 mapping").
 
-An item's ``item_id`` is its order number (filler, else placer) and its
-Scheduled Procedure Step ID, so an XO, CA or DC reaches the item its NW made.
-A Study Instance UID the order does not carry (ZDS-1, IPC-3) is derived from
-the order number and Requested Procedure ID, so the same order sent twice,
-or changed, keeps its study.
+An item's ``item_id`` is its order number and its Scheduled Procedure Step
+ID, so an XO, CA or DC reaches the item its NW made. The order number is the
+placer's when there is one: the Order Placer assigns it and it stays (IHE RAD
+TF-2 4.4.4.1), while the filler number may be added by a later message;
+without one, the filler's. A Study Instance UID the order does not carry
+(ZDS-1, IPC-3) is derived from the same order number and the Requested
+Procedure ID, so the same order sent twice, or changed, keeps its study.
+
+A step that names no station (ORM, or an IPC-9 left empty) gets the
+Scheduled Station AE Titles the site configured for its procedure code or
+modality (:attr:`Hl7Context.stations`). At most :data:`MAX_ORDER_GROUPS` ORC
+groups are read from one message.
 """
 
 from __future__ import annotations
@@ -29,10 +36,19 @@ from micropacs.dicom.json_model import DicomJson, element, first_text
 from micropacs.dicom.tags import tag_of
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.events import WorklistItemPut, WorklistItemStatus
-from services.worklist.hl7_message import ErrorCode, Hl7Message, Hl7Reject, Location, with_charset
+from services.worklist.hl7_message import (
+    ErrorCode,
+    Hl7Context,
+    Hl7Message,
+    Hl7Reject,
+    Location,
+    name_of,
+    with_charset,
+)
 from services.worklist.hl7_patients import (
     LO_MAX,
     date_of,
+    first_pid,
     name_element,
     patient_module,
     provider_name,
@@ -64,6 +80,9 @@ STATUS_CONTROLS = {"CA": wl.CANCELED, "DC": wl.DISCONTINUED}
 PRIORITIES = {"S": "STAT", "A": "HIGH", "P": "HIGH", "C": "HIGH", "R": "ROUTINE", "T": "MEDIUM"}
 """TQ1-9 / TQ-6 priority (HL7 table 0485) -> Requested Procedure Priority (PS3.3 C.4.11)."""
 
+MAX_ORDER_GROUPS = 100
+"""Most ORC groups (requested procedures) taken from one message; more are refused (AE)."""
+
 OrderEvent = WorklistItemPut | WorklistItemStatus
 
 _ORDER_NAMESPACE = uuid.UUID("6d1b3c52-5a8e-4c43-9a59-2f0f3c1e8b21")
@@ -82,11 +101,18 @@ class OrderGroup:
 
 
 def groups_of(msg: Hl7Message) -> list[OrderGroup]:
-    """The ORC groups, in order; Hl7Reject 100 for an order segment before any ORC."""
+    """The ORC groups, in order; Hl7Reject 100 for an order segment before any ORC or for
+    more than :data:`MAX_ORDER_GROUPS` groups."""
     groups: list[OrderGroup] = []
     for seg in msg.message:
-        name = str(seg[0][0])
+        name = name_of(seg)
         if name == "ORC":
+            if len(groups) == MAX_ORDER_GROUPS:
+                raise Hl7Reject(
+                    ErrorCode.SEGMENT_SEQUENCE_ERROR,
+                    f"more than {MAX_ORDER_GROUPS} ORC groups in one message",
+                    msg.location(seg),
+                )
             groups.append(OrderGroup(seg))
         elif name in ("OBR", "TQ1", "ZDS", "IPC"):
             if not groups:
@@ -103,9 +129,10 @@ def groups_of(msg: Hl7Message) -> list[OrderGroup]:
     return groups
 
 
-def order_events(msg: Hl7Message, default_issuer: str) -> list[OrderEvent]:
+def order_events(msg: Hl7Message, context: Hl7Context) -> list[OrderEvent]:
     """The worklist events of an ORM^O01 or OMI^O23, one per scheduled step."""
     patient: DicomJson | None = None
+    visit = _visit(msg)
     events: list[OrderEvent] = []
     for group in groups_of(msg):
         control = msg.value(group.orc, 1).upper()
@@ -121,9 +148,9 @@ def order_events(msg: Hl7Message, default_issuer: str) -> list[OrderEvent]:
                 ErrorCode.SEGMENT_SEQUENCE_ERROR, "OBR segment missing", Location("OBR")
             )
         if patient is None:
-            _, _, patient = patient_module(msg, _pid(msg), default_issuer)
-        request = _request(msg, group, patient)
-        for step in _steps(msg, group, request, control in PUT_CONTROLS):
+            _, _, patient = patient_module(msg, first_pid(msg), context.default_issuer)
+        request = _request(msg, group, {**patient, **visit})
+        for step in _steps(msg, group, request, control in PUT_CONTROLS, context):
             item_id = _item_id(request, first_text(step, wl.SCHEDULED_STEP_ID))
             if control in PUT_CONTROLS:
                 dataset = dict(request)
@@ -142,11 +169,17 @@ def order_events(msg: Hl7Message, default_issuer: str) -> list[OrderEvent]:
     return events
 
 
-def _pid(msg: Hl7Message) -> Any:
-    found = msg.segments("PID")
-    if not found:
-        raise Hl7Reject(ErrorCode.SEGMENT_SEQUENCE_ERROR, "PID segment missing", Location("PID"))
-    return found[0]
+def _visit(msg: Hl7Message) -> DicomJson:
+    """The visit attributes of the message's PV1 (none without one)."""
+    pv1 = msg.first("PV1")
+    if pv1 is None:
+        return {}
+    location = "^".join(msg.value(pv1, 3, 1, c) for c in range(1, 4)).rstrip("^")
+    return {
+        ADMISSION_ID: _text(msg.value(pv1, 19)),
+        CURRENT_PATIENT_LOCATION: _text(location),
+        tags.REFERRING_PHYSICIAN_NAME: name_element(provider_name(msg, pv1, 8)),
+    }
 
 
 def _text(value: str) -> DicomJson:
@@ -169,16 +202,11 @@ def _code_item(msg: Hl7Message, seg: Any, field_no: int, first: int) -> list[Dic
 
 
 def _request(msg: Hl7Message, group: OrderGroup, patient: DicomJson) -> DicomJson:
-    """Patient, visit, imaging service request and requested procedure of one ORC group."""
+    """``patient`` (and visit) with the imaging service request and requested procedure of
+    one ORC group."""
     orc, obr = group.orc, group.obr
-    pv1 = (msg.segments("PV1") or [None])[0]
     ipc = group.ipcs[0] if group.ipcs else None
     data: DicomJson = dict(patient)
-    if pv1 is not None:
-        data[ADMISSION_ID] = _text(msg.value(pv1, 19))
-        location = "^".join(msg.value(pv1, 3, 1, c) for c in range(1, 4)).rstrip("^")
-        data[CURRENT_PATIENT_LOCATION] = _text(location)
-        data[tags.REFERRING_PHYSICIAN_NAME] = name_element(provider_name(msg, pv1, 8))
     placer = msg.value(orc, 2) or msg.value(obr, 2)
     filler = msg.value(orc, 3) or msg.value(obr, 3)
     if not placer and not filler:
@@ -229,17 +257,17 @@ def _study_uid(msg: Hl7Message, group: OrderGroup, placer: str, filler: str) -> 
             continue
         uid = msg.value(seg, field_no).strip()
         if uid:
-            where = Location(str(seg[0][0]), field_no)
+            where = Location(name_of(seg), field_no)
             if not is_valid_uid(uid):
                 raise Hl7Reject(ErrorCode.DATA_TYPE_ERROR, f"{where} is not a UID", where)
             return uid
-    order = filler or placer
+    order = placer or filler
     procedure = msg.value(group.ipcs[0], 2) if group.ipcs else msg.value(group.obr, 19)
     return f"2.25.{uuid.uuid5(_ORDER_NAMESPACE, f'{order}|{procedure}').int}"
 
 
 def _steps(
-    msg: Hl7Message, group: OrderGroup, request: DicomJson, complete: bool
+    msg: Hl7Message, group: OrderGroup, request: DicomJson, complete: bool, context: Hl7Context
 ) -> list[DicomJson]:
     """The Scheduled Procedure Step items: one per IPC (OMI), else one from OBR (ORM).
 
@@ -276,6 +304,7 @@ def _steps(
             modality, modality_at = msg.value(obr, 24), Location("OBR", 24)
             step_id, step_at = msg.value(obr, 20), Location("OBR", 20)
             protocol_seg, protocol_field, first = obr, 4, 4
+            stations = []
         else:
             modality, modality_at = msg.value(ipc, 5), Location("IPC", 5, sequence=index)
             step_id, step_at = msg.value(ipc, 4), Location("IPC", 4, sequence=index)
@@ -284,9 +313,7 @@ def _steps(
                 "SH", *_repeated(msg, ipc, 7, Location("IPC", 7, sequence=index))
             )
             step[SCHEDULED_STEP_LOCATION] = element("SH", msg.value(ipc, 8)[:16])
-            step[wl.SCHEDULED_STATION_AE_TITLE] = element(
-                "AE", *_repeated(msg, ipc, 9, Location("IPC", 9, sequence=index))
-            )
+            stations = _repeated(msg, ipc, 9, Location("IPC", 9, sequence=index))
         if complete and not modality:
             raise Hl7Reject(
                 ErrorCode.REQUIRED_FIELD_MISSING,
@@ -294,6 +321,12 @@ def _steps(
                 modality_at,
             )
         step[tags.MODALITY] = element("CS", short_string(modality.upper(), modality_at))
+        if not stations:
+            code = msg.value(obr, 4, 1, 1)
+            stations = list(
+                context.stations.get(code) or context.stations.get(modality.upper(), [])
+            )
+        step[wl.SCHEDULED_STATION_AE_TITLE] = element("AE", *stations)
         step[wl.SCHEDULED_STEP_ID] = element("SH", short_string(step_id or fallback_id, step_at))
         protocol = _code_item(msg, protocol_seg, protocol_field, first)
         step[SCHEDULED_PROTOCOL_CODE_SEQUENCE] = element("SQ", *protocol)
@@ -312,6 +345,6 @@ def _repeated(msg: Hl7Message, seg: Any, field_no: int, where: Location) -> list
 
 
 def _item_id(request: DicomJson, step_id: str) -> str:
-    """The order number (filler, else placer) and Scheduled Procedure Step ID, each %-quoted."""
-    order = first_text(request, FILLER_ORDER_NUMBER) or first_text(request, PLACER_ORDER_NUMBER)
+    """The order number (placer, else filler) and Scheduled Procedure Step ID, each %-quoted."""
+    order = first_text(request, PLACER_ORDER_NUMBER) or first_text(request, FILLER_ORDER_NUMBER)
     return f"{quote(order, safe='')}:{quote(step_id, safe='')}"

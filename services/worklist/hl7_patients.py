@@ -11,12 +11,21 @@ Patient's Sex) are here so the order mapping uses the same ones.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from micropacs.dicom import tags
 from micropacs.dicom.json_model import DicomJson, element
 from micropacs.events import PatientMerged, PatientUpdated
-from services.worklist.hl7_message import ErrorCode, Hl7Message, Hl7Reject, Location, with_charset
+from services.worklist.hl7_message import (
+    ErrorCode,
+    Hl7Context,
+    Hl7Message,
+    Hl7Reject,
+    Location,
+    name_of,
+    with_charset,
+)
 
 LO_MAX = 64
 """Long String: at most 64 characters (PS3.5 6.2)."""
@@ -88,7 +97,7 @@ def patient_identity(msg: Hl7Message, seg: Any, field: int, default_issuer: str)
     authority's namespace ID (CX-4.1), else its universal ID (CX-4.2), else
     ``default_issuer``.
     """
-    name = str(seg[0][0])
+    name = name_of(seg)
     where = Location(name, field)
     for rep in range(1, max(msg.repetitions(seg, field), 1) + 1):
         patient_id = msg.value(seg, field, rep, 1)
@@ -101,38 +110,67 @@ def patient_identity(msg: Hl7Message, seg: Any, field: int, default_issuer: str)
     raise Hl7Reject(ErrorCode.REQUIRED_FIELD_MISSING, f"{where} (patient ID) is missing", where)
 
 
-def patient_module(msg: Hl7Message, pid: Any, default_issuer: str) -> tuple[str, str, DicomJson]:
-    """Patient ID, issuer and the Patient module attributes (PS3.3 C.7.1.1) of one PID."""
+HL7_NULL = '""'
+"""A field of two double quotes: the value is deleted (HL7 v2.5.1 2.5.3); an absent one
+(empty) leaves it unchanged."""
+
+
+def patient_module(
+    msg: Hl7Message, pid: Any, default_issuer: str, *, changes_only: bool = False
+) -> tuple[str, str, DicomJson]:
+    """Patient ID, issuer and the Patient module attributes (PS3.3 C.7.1.1) of one PID.
+
+    Name, birth date and sex sent as ``""`` (HL7 v2.5.1 2.5.3) are empty. Left
+    out, they are empty too, unless ``changes_only`` (an update: HL7's "no
+    change"), when they are not in the attributes at all.
+    """
     patient_id, issuer = patient_identity(msg, pid, 3, default_issuer)
     attributes: DicomJson = {
-        tags.PATIENT_NAME: name_element(person_name(msg, pid, 5)),
         tags.PATIENT_ID: element("LO", patient_id),
         tags.ISSUER_OF_PATIENT_ID: element("LO", issuer) if issuer else element("LO"),
     }
+    fields: dict[str, tuple[int, Callable[[], DicomJson], str]] = {
+        tags.PATIENT_NAME: (5, lambda: name_element(person_name(msg, pid, 5)), "PN"),
+        tags.PATIENT_BIRTH_DATE: (7, lambda: _birth_date(msg, pid), "DA"),
+        tags.PATIENT_SEX: (8, lambda: _sex(msg, pid), "CS"),
+    }
+    for tag, (field_no, mapped, vr) in fields.items():
+        raw = msg.raw(pid, field_no)
+        if raw == HL7_NULL:
+            attributes[tag] = element(vr)
+        elif raw or not changes_only:
+            attributes[tag] = mapped()
+    return patient_id, issuer, attributes
+
+
+def _birth_date(msg: Hl7Message, pid: Any) -> DicomJson:
     birth = msg.value(pid, 7)
-    attributes[tags.PATIENT_BIRTH_DATE] = (
-        element("DA", date_of(birth, Location("PID", 7))) if birth else element("DA")
-    )
+    return element("DA", date_of(birth, Location("PID", 7))) if birth else element("DA")
+
+
+def _sex(msg: Hl7Message, pid: Any) -> DicomJson:
     code = msg.value(pid, 8).upper()
     if code not in _SEXES and code:
         where = Location("PID", 8)
         raise Hl7Reject(ErrorCode.TABLE_VALUE_NOT_FOUND, f"{where} is not in table 0001", where)
     sex = _SEXES.get(code, "")
-    attributes[tags.PATIENT_SEX] = element("CS", sex) if sex else element("CS")
-    return patient_id, issuer, attributes
+    return element("CS", sex) if sex else element("CS")
 
 
 def first_pid(msg: Hl7Message) -> Any:
     """The message's PID segment; Hl7Reject 100 when it has none."""
-    found = msg.segments("PID")
-    if not found:
+    found = msg.first("PID")
+    if found is None:
         raise Hl7Reject(ErrorCode.SEGMENT_SEQUENCE_ERROR, "PID segment missing", Location("PID"))
-    return found[0]
+    return found
 
 
-def patient_updated(msg: Hl7Message, default_issuer: str) -> list[PatientUpdated]:
-    """ADT^A01, A04, A08: the patient's demographics as the RIS now knows them."""
-    patient_id, issuer, attributes = patient_module(msg, first_pid(msg), default_issuer)
+def patient_updated(msg: Hl7Message, context: Hl7Context) -> list[PatientUpdated]:
+    """ADT^A01, A04, A08: the demographics the RIS sent; a field it left out is unchanged."""
+    pid = first_pid(msg)
+    patient_id, issuer, attributes = patient_module(
+        msg, pid, context.default_issuer, changes_only=True
+    )
     return [
         PatientUpdated(
             patient_id=patient_id,
@@ -142,20 +180,20 @@ def patient_updated(msg: Hl7Message, default_issuer: str) -> list[PatientUpdated
     ]
 
 
-def patients_merged(msg: Hl7Message, default_issuer: str) -> list[PatientMerged]:
+def patients_merged(msg: Hl7Message, context: Hl7Context) -> list[PatientMerged]:
     """ADT^A40: each PID (the surviving patient) with the MRG after it (MRG-1, the prior ID)."""
     merges: list[PatientMerged] = []
     survivor: tuple[str, str] | None = None
     for seg in msg.message:
-        name = str(seg[0][0])
+        name = name_of(seg)
         if name == "PID":
-            survivor = patient_identity(msg, seg, 3, default_issuer)
+            survivor = patient_identity(msg, seg, 3, context.default_issuer)
         elif name == "MRG":
             if survivor is None:
                 raise Hl7Reject(
                     ErrorCode.SEGMENT_SEQUENCE_ERROR, "MRG before its PID", Location("MRG")
                 )
-            prior = patient_identity(msg, seg, 1, default_issuer)
+            prior = patient_identity(msg, seg, 1, context.default_issuer)
             merges.append(
                 PatientMerged(
                     patient_id=survivor[0],

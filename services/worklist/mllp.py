@@ -4,13 +4,15 @@ at a time per connection, each durable on the EventBus before its ACK.
 A block is <VT> message <FS><CR>. Per message: decode and parse it
 (:mod:`~services.worklist.hl7_message`), map it to events
 (:mod:`~services.worklist.hl7_dispatch`), publish them in order, and only
-then answer MSA-1 AA. A message refused as sent answers AR, one we could not
-make durable AE (nothing acknowledged: the sender sends it again; the
-consumers are idempotent, so events published before a failure do no harm
-twice). Framing we cannot trust (no start block, a message over
-``hl7_max_message_bytes``, a sender silent for ``hl7_idle_timeout`` seconds,
-even in the middle of a block) closes that connection only: the listener
-keeps serving. Log lines name message types, codes and fields, never values.
+then answer MSA-1 AA. A message whose content is wrong answers AE, one whose
+type, processing ID or version we do not take AR, and one we could not make
+durable (or failed on) AR 207 (nothing acknowledged: the sender may send it
+again; the consumers are idempotent, so events published before a failure do
+no harm twice). Every block is answered, however malformed. Framing we
+cannot trust (no start block, a message over ``hl7_max_message_bytes``, a
+sender silent for ``hl7_idle_timeout`` seconds, even in the middle of a
+block) closes that connection only: the listener keeps serving. Log lines
+name message types, codes and fields, never values.
 """
 
 from __future__ import annotations
@@ -25,18 +27,23 @@ from prometheus_client import CollectorRegistry
 from micropacs.config import WorklistSettings
 from micropacs.errors import MicropacsError
 from micropacs.ports import EventBus
-from services.worklist.hl7_ack import (
-    ACCEPT,
-    ERROR,
-    REJECT,
-    acknowledgement,
-    unreadable_acknowledgement,
-)
+from services.worklist.hl7_ack import ACCEPT, acknowledgement, unreadable_acknowledgement
 from services.worklist.hl7_dispatch import TYPES, events_of, topic_of
-from services.worklist.hl7_message import ErrorCode, Hl7Message, Hl7Reject, decode, parse_text
+from services.worklist.hl7_message import (
+    ErrorCode,
+    Hl7Context,
+    Hl7Message,
+    Hl7Reject,
+    decode,
+    msh_field,
+    parse_text,
+)
 from services.worklist.metrics import Hl7Metrics
 
 log = logging.getLogger(__name__)
+
+OFF_LOOP_BYTES = 64 * 1024
+"""A message longer than this is parsed and mapped in a worker thread."""
 
 
 class MllpListener:
@@ -58,7 +65,7 @@ class MllpListener:
         self._settings = settings
         self._bus = bus
         self._metrics = Hl7Metrics(registry)
-        self._default_issuer = default_issuer
+        self._context = Hl7Context(default_issuer, settings.stations)
         self._connections: set[asyncio.Task[None]] = set()
         self.port = 0
         self.listening = asyncio.Event()
@@ -90,6 +97,10 @@ class MllpListener:
             await self._converse(reader, writer)
         except (ConnectionError, OSError):
             log.info("HL7 connection lost")
+        except Exception as exc:
+            # This connection only: the listener serves on. No text: it may quote values.
+            log.error("HL7 connection failed: %s", type(exc).__name__)
+            log.debug("HL7 connection failure", exc_info=True)
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
@@ -123,44 +134,58 @@ class MllpListener:
             await writer.drain()
 
     async def answer(self, block: bytes) -> bytes:
-        """The ACK of one message block (without framing), after its events are durable."""
+        """The ACK of one message block (without framing), after its events are durable.
+
+        Every block is answered (HL7 v2.5.1 2.9.2), whatever fails: a failure
+        of ours is AR 207, so the connection and the listener live on.
+        """
         try:
-            msg = decode(block)
+            return await self._answer(block)
+        except Exception as exc:
+            # No traceback at INFO: an exception's text may quote the message's values.
+            log.error("HL7 message failed: %s", type(exc).__name__)
+            log.debug("HL7 failure", exc_info=True)
+            failure = Hl7Reject(ErrorCode.APPLICATION_INTERNAL_ERROR, "application internal error")
+            self._metrics.messages.labels("unreadable", failure.ack_code).inc()
+            control_id = msh_field(block, 10).decode("latin-1")
+            return unreadable_acknowledgement(failure, control_id).encode("ascii", "replace")
+
+    async def _answer(self, block: bytes) -> bytes:
+        # A large message is parsed and mapped off the event loop, so other connections
+        # are answered meanwhile.
+        large = len(block) > OFF_LOOP_BYTES
+        try:
+            msg = await asyncio.to_thread(decode, block) if large else decode(block)
         except Hl7Reject as reject:
             return self._refused(block, reject)
         kind = msg.type.upper() if msg.type.upper() in TYPES else "other"
         try:
-            published = events_of(msg, self._default_issuer)
+            if large:
+                published = await asyncio.to_thread(events_of, msg, self._context)
+            else:
+                published = events_of(msg, self._context)
             for event in published:
                 await self._bus.publish(topic_of(event), event.key, event.to_bytes())
         except Hl7Reject as reject:
-            return self._reply(msg.message, kind, reject.ack_code, reject, msg.codec)
+            return self._reply(msg, kind, reject)
         except MicropacsError as exc:
             log.warning("HL7 %s not acknowledged: %s", kind, type(exc).__name__)
             failure = Hl7Reject(
                 ErrorCode.APPLICATION_INTERNAL_ERROR,
                 "the message could not be made durable, send it again",
-                ack_code=ERROR,
             )
-            return self._reply(msg.message, kind, ERROR, failure, msg.codec)
+            return self._reply(msg, kind, failure)
         except Exception as exc:
-            # No traceback at INFO: an exception's text may quote the message's values.
             log.error("HL7 %s failed: %s", kind, type(exc).__name__)
             log.debug("HL7 failure", exc_info=True)
-            failure = Hl7Reject(
-                ErrorCode.APPLICATION_INTERNAL_ERROR, "application internal error", ack_code=ERROR
-            )
-            return self._reply(msg.message, kind, ERROR, failure, msg.codec)
-        return self._reply(msg.message, kind, ACCEPT, None, msg.codec)
+            failure = Hl7Reject(ErrorCode.APPLICATION_INTERNAL_ERROR, "application internal error")
+            return self._reply(msg, kind, failure)
+        return self._reply(msg, kind, None)
 
     def _reply(
-        self,
-        message: object,
-        kind: str,
-        ack_code: str,
-        reject: Hl7Reject | None,
-        codec: str = "ascii",
+        self, msg: Hl7Message, kind: str, reject: Hl7Reject | None, codec: str = ""
     ) -> bytes:
+        ack_code = reject.ack_code if reject is not None else ACCEPT
         self._metrics.messages.labels(kind, ack_code).inc()
         if reject is not None:
             log.info(
@@ -170,15 +195,20 @@ class MllpListener:
                 int(reject.code),
                 reject.location or "-",
             )
-        return acknowledgement(message, ack_code, reject).encode(codec, "replace")
+        return acknowledgement(msg, ack_code, reject).encode(codec or msg.codec, "replace")
 
     def _refused(self, block: bytes, reject: Hl7Reject) -> bytes:
-        """Refuse a block that could not be decoded: ACK it from its MSH read as Latin-1."""
+        """Refuse a block that could not be decoded: ACK it from its MSH read as Latin-1.
+
+        The ACK is ASCII, which every character set of table 0211 we might copy
+        into its MSH-18 reads alike.
+        """
         try:
-            message = parse_text(block.decode("latin-1"))
+            msg = Hl7Message(parse_text(block.decode("latin-1")), "", "")
+            kind = msg.type.upper()
         except Hl7Reject:
-            self._metrics.messages.labels("unreadable", REJECT).inc()
-            log.info("HL7 block without MSH answered AR: error %d", int(reject.code))
-            return unreadable_acknowledgement(reject).encode("ascii", "replace")
-        kind = Hl7Message(message, "", "").type.upper()
-        return self._reply(message, kind if kind in TYPES else "other", REJECT, reject, "latin-1")
+            self._metrics.messages.labels("unreadable", reject.ack_code).inc()
+            log.info("HL7 block without MSH answered %s: error %d", reject.ack_code, reject.code)
+            control_id = msh_field(block, 10).decode("latin-1")
+            return unreadable_acknowledgement(reject, control_id).encode("ascii", "replace")
+        return self._reply(msg, kind if kind in TYPES else "other", reject, "ascii")

@@ -273,7 +273,7 @@ def test_writing_needs_the_operator_role(tmp_path: Path, server_env: dict[str, s
 def _order(number: int) -> str:
     """An ORM^O01 NW of its own order (ORC-3/OBR-3), message control ID and study."""
     text = orm("NW", charset=UTF8, msg_id=f"K{number}", zds=f"ZDS|1.2.3.9.{number}^MICROPACS")
-    return text.replace("FL-1", f"FL-K{number}")
+    return text.replace("FL-1", f"FL-K{number}").replace("|PL-1|", "||")  # keyed by filler
 
 
 def test_every_acknowledged_message_is_applied_after_a_sigkill(

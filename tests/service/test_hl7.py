@@ -36,6 +36,7 @@ from micropacs.events import (
     decode_workflow_event,
 )
 from micropacs.ports import EventBus
+from services.worklist.hl7_orders import MAX_ORDER_GROUPS
 from services.worklist.mllp import MllpListener
 from tests.unit.hl7_samples import PID, adt, omi, orm
 
@@ -146,7 +147,7 @@ def test_every_message_type_is_acknowledged_once_its_events_are_on_the_bus(
         assert isinstance(first, WorklistItemPut)
         assert wl.keys_of(first.dataset).patient_name == "Novák^Jiří^^Ing."
         statuses = [(e.item_id, e.status) for e in worklist if isinstance(e, WorklistItemStatus)]
-        assert statuses == [("FL-1:SPS-1", wl.CANCELED), ("FL-1:SPS-1", wl.DISCONTINUED)]
+        assert statuses == [("PL-1:SPS-1", wl.CANCELED), ("PL-1:SPS-1", wl.DISCONTINUED)]
         patients = await pacs.events(PATIENT)
         assert [type(e) for e in patients] == [PatientUpdated] * 3 + [PatientMerged]
         merged = patients[-1]
@@ -188,21 +189,25 @@ def test_character_sets_of_msh18(
 
 
 @pytest.mark.parametrize(
-    ("text", "code", "location"),
+    ("text", "ack_code", "code", "location"),
     [
-        (orm(pid="PID|1||^^^HOSP||Doe", charset=UTF8), "101", "PID^1^3"),
-        (adt("A03", charset=UTF8), "201", "MSH^1^9^^2"),
-        (adt("A08", charset=UTF8).replace("ADT^A08", "ORU^R01"), "200", "MSH^1^9^^1"),
-        (adt("A08", charset=UTF8).replace("|2.5.1|", "|2.2|"), "203", "MSH^1^12"),
-        (adt("A08"), "102", "MSH^1^18"),
+        (orm(pid="PID|1||^^^HOSP||Doe", charset=UTF8), "AE", "101", "PID^1^3"),
+        (adt("A03", charset=UTF8), "AR", "201", "MSH^1^9^^2"),
+        (adt("A08", charset=UTF8).replace("ADT^A08", "ORU^R01"), "AR", "200", "MSH^1^9^^1"),
+        (adt("A08", charset=UTF8).replace("|2.5.1|", "|2.2|"), "AR", "203", "MSH^1^12"),
+        (adt("A08"), "AE", "102", "MSH^1^18"),
+        (adt("A08", "PID|1||P1||Doe\\.spX\\", charset=UTF8), "AE", "102", "PID^1^5"),
     ],
 )
-def test_refused_messages_answer_ar_naming_the_field(
-    tmp_path: Path, text: str, code: str, location: str
+def test_refused_messages_answer_ae_for_content_and_ar_for_the_unsupported(
+    tmp_path: Path, text: str, ack_code: str, code: str, location: str
 ) -> None:
+    """HL7 table 0008 and v2.5.1 2.9.2: AE for an error in the content (100-103), AR for a
+    message type, event, processing ID or version not taken (200-203)."""
+
     async def scenario(pacs: Listening) -> None:
         ack = await pacs.send(text)
-        assert ack["MSA.F1"] == "AR"
+        assert ack["MSA.F1"] == ack_code
         [err] = ack.segments("ERR")
         assert str(err[2]) == location
         assert (str(err[3][0][0]), str(err[3][0][2])) == (code, "HL70357")
@@ -212,13 +217,15 @@ def test_refused_messages_answer_ar_naming_the_field(
     run(tmp_path, scenario)
 
 
-def test_a_message_not_made_durable_is_answered_ae(tmp_path: Path) -> None:
+def test_a_message_not_made_durable_is_answered_ar_207(tmp_path: Path) -> None:
+    """A failure unrelated to the content is AR (HL7 v2.5.1 2.9.2): the sender resends."""
+
     async def scenario(pacs: Listening) -> None:
         await pacs.bus.close()
         ack = await pacs.send(orm(charset=UTF8))
-        assert ack["MSA.F1"] == "AE"
+        assert ack["MSA.F1"] == "AR"
         assert str(ack.segment("ERR")[3][0][0]) == "207"
-        assert pacs.count("ORM^O01", "AE") == 1
+        assert pacs.count("ORM^O01", "AR") == 1
 
     run(tmp_path, scenario)
 
@@ -263,11 +270,75 @@ def test_framing_attacks_close_the_connection_and_the_listener_serves_on(
         assert await raw(pacs.port, frame(good)[:40]) == b""
         assert asyncio.get_running_loop().time() - started >= IDLE * 0.9
         await pacs.alive()
-        # a well-framed block without MSH is answered AR (MSA-2 empty), then closed when idle
+        # a well-framed block without MSH is answered AE 100 (MSA-2 empty), closed when idle
         answered = await raw(pacs.port, frame("hello"))
-        assert b"MSA|AR|" in answered and b"ERR|" in answered
+        assert b"MSA|AE|" in answered and b"ERR|" in answered
         updates = await pacs.events(PATIENT)
         assert len(updates) == 5  # four alive() and the frame before the noise
-        assert pacs.count("unreadable", "AR") == 1
+        assert pacs.count("unreadable", "AE") == 1
 
     run(tmp_path, scenario, hl7_max_message_bytes=4096)
+
+
+HEAD = "MSH|^~\\&|RIS|HOSP|MICROPACS|RAD|20260102||"
+MALFORMED = {
+    # no MSH-12: required field missing
+    f"{HEAD}ADT^A08|BAD1|P\rPID|1||P1\r": "AE",
+    # MSH-9 without trigger event: not one we take
+    f"{HEAD}ADT|BAD2|P|2.5.1\rPID|1||P1\r": "AR",
+    # a character set switch in PID-5: a data type error
+    f"{HEAD}ADT^A08|BAD3|P|2.5.1\rPID|1||P1||D\\C2842\\\r": "AE",
+    # an ORC without OBR
+    f"{HEAD}ORM^O01|BAD4|P|2.5.1\rPID|1||P1\rORC|NW\r": "AE",
+}
+
+
+def test_malformed_messages_are_acknowledged_on_one_connection_that_stays_open(
+    tmp_path: Path,
+) -> None:
+    """HL7 v2.5.1 2.9.2: every message gets an acknowledgement, echoing its MSH-10."""
+
+    async def scenario(pacs: Listening) -> None:
+        reader, writer = await open_hl7_connection(HOST, pacs.port, encoding="utf-8")
+        try:
+            for text, ack_code in [*MALFORMED.items(), (adt("A08", charset=UTF8), "AA")]:
+                writer.writeblock(text.encode())
+                await writer.drain()
+                ack = await asyncio.wait_for(reader.readmessage(), 10)
+                assert (ack["MSA.F1"], ack["MSA.F2"]) == (ack_code, text.split("|")[9])
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert await pacs.events(WORKLIST) == []
+        assert len(await pacs.events(PATIENT)) == 1
+
+    run(tmp_path, scenario)
+
+
+def test_the_ack_is_encoded_in_the_message_character_set_and_says_so(tmp_path: Path) -> None:
+    pid = "PID|1||P1^^^HOSP||Dvořák^Božena||1970"  # PID-7 not a date
+
+    async def scenario(pacs: Listening) -> None:
+        ack = await pacs.send(adt("A08", pid, "8859/2"), "iso8859-2")
+        assert (ack["MSA.F1"], ack["MSH.F18"]) == ("AE", "8859/2")
+
+    run(tmp_path, scenario)
+
+
+def test_a_large_order_message_is_mapped_off_the_event_loop(tmp_path: Path) -> None:
+    """An ORM of many order groups (over 64 KiB) is answered; other connections meanwhile."""
+    base = orm(charset=UTF8, zds="").rstrip("\r").split("\r")
+    groups = [
+        line.replace("PL-1", f"PL-{n}").replace("SPS-1", f"SPS-{n}")
+        for n in range(MAX_ORDER_GROUPS)
+        for line in base[3:5]
+    ]
+    pad = "NTE|1||" + "x" * 60_000
+    text = "\r".join([*base[:3], *groups, pad]) + "\r"
+
+    async def scenario(pacs: Listening) -> None:
+        ack, _ = await asyncio.gather(pacs.send(text), pacs.alive())
+        assert ack["MSA.F1"] == "AA"
+        assert len(await pacs.events(WORKLIST)) == MAX_ORDER_GROUPS
+
+    run(tmp_path, scenario)
