@@ -8,7 +8,7 @@ family when the backend fails, so callers can retry or answer 0xA700.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -431,13 +431,26 @@ class Worklist(Protocol):
         ...
 
     def find_items(
-        self, identifier: DicomJson, *, limit: int = 0, case_insensitive_pn: bool = False
-    ) -> AsyncIterator[WorklistItem]:
+        self,
+        identifier: DicomJson,
+        *,
+        limit: int = 0,
+        case_insensitive_pn: bool = False,
+        unfinished_only: bool = False,
+        max_examined: int = 0,
+    ) -> AsyncGenerator[WorklistItem, None]:
         """Every item matching the identifier's matching keys (PS3.4 K.6.1.2, C.2.2.2).
 
         Keys inside ScheduledProcedureStepSequence match its item (sequence
-        matching, C.2.2.2.6). Whatever the status: which statuses a query sees
-        is the caller's rule. Ordered by scheduled start date and time.
+        matching, C.2.2.2.6). Whatever the status, unless ``unfinished_only``
+        leaves out the steps that are over (COMPLETED, DISCONTINUED, CANCELED:
+        :data:`~micropacs.dicom.worklist.FINISHED_STATUSES`) before they are
+        read, as a worklist query without a status key wants (K.6.1.2.2).
+        Ordered by scheduled start date and time.
+
+        Raises :class:`~micropacs.errors.QueryTooBroad` once more than
+        ``max_examined`` candidates were read and did not match (0: no bound).
+        A generator: close it (``contextlib.aclosing``) to release its cursor early.
         """
         ...
 

@@ -23,7 +23,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,10 +103,16 @@ def _column(key_name: str, kind: str) -> Column:
     return Column("items", key_name, "", kind, alias="w")
 
 
-def select_sql(identifier: DicomJson, case_insensitive_pn: bool) -> tuple[str, list[Any]]:
+def select_sql(
+    identifier: DicomJson, case_insensitive_pn: bool, unfinished_only: bool = False
+) -> tuple[str, list[Any]]:
     """The SQL (and parameters) of an identifier's candidate items, in scheduled order."""
     where: list[str] = []
     params: list[Any] = []
+    if unfinished_only:
+        finished = sorted(wl.FINISHED_STATUSES)
+        where.append(f"(w.status IS NULL OR w.status NOT IN ({', '.join('?' for _ in finished)}))")
+        params += finished
     for key, condition in conditions_of(identifier):
         column = _column(key.name, key.kind)
         clause = condition_sql(column, condition, case_insensitive_pn, params)
@@ -127,15 +133,22 @@ def select_sql(identifier: DicomJson, case_insensitive_pn: bool) -> tuple[str, l
     )
 
 
-def _next_matches(cursor: sqlite3.Cursor, matcher: matching.Matcher) -> list[WorklistItem] | None:
+def _next_matches(
+    cursor: sqlite3.Cursor,
+    matcher: matching.Matcher,
+    budget: matching.Budget,
+    unfinished_only: bool,
+) -> list[WorklistItem] | None:
     rows = cursor.fetchmany(FETCH)
     if not rows:
         return None
     found = []
     for item_id, attrs, updated_at in rows:
         dataset = json.loads(attrs)
-        if matcher(dataset):
+        if matcher(dataset) and not (unfinished_only and wl.is_finished(dataset)):
             found.append(WorklistItem(item_id, dataset, updated_at))
+        else:
+            budget.spend()
     return found
 
 
@@ -232,19 +245,29 @@ class SqliteWorklist:
         return await self._write(update)
 
     async def find_items(
-        self, identifier: DicomJson, *, limit: int = 0, case_insensitive_pn: bool = False
-    ) -> AsyncIterator[WorklistItem]:
-        """Every item matching the identifier (PS3.4 K.6.1.2, C.2.2.2), by scheduled start."""
-        if limit < 0:
-            raise InvalidInput("a query's limit cannot be negative")
+        self,
+        identifier: DicomJson,
+        *,
+        limit: int = 0,
+        case_insensitive_pn: bool = False,
+        unfinished_only: bool = False,
+        max_examined: int = 0,
+    ) -> AsyncGenerator[WorklistItem, None]:
+        """Every item matching the identifier (PS3.4 K.6.1.2, C.2.2.2), by scheduled start;
+        the finished ones left out in SQL with ``unfinished_only``."""
+        if limit < 0 or max_examined < 0:
+            raise InvalidInput("a query's limit and max_examined cannot be negative")
         matcher = matching.Matcher(identifier, case_insensitive_pn=case_insensitive_pn)
-        sql, params = select_sql(identifier, case_insensitive_pn)
+        budget = matching.Budget(max_examined)
+        sql, params = select_sql(identifier, case_insensitive_pn, unfinished_only)
         conn = await self._run(self._acquire)
         cursor: sqlite3.Cursor | None = None
         try:
             cursor = await self._run(conn.execute, sql, params)
             produced = 0
-            while (found := await self._run(_next_matches, cursor, matcher)) is not None:
+            while (
+                found := await self._run(_next_matches, cursor, matcher, budget, unfinished_only)
+            ) is not None:
                 for item in found:
                     yield item
                     produced += 1

@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from micropacs.dicom import tags
-from micropacs.dicom.json_model import DicomJson, first_text, text_of
+from micropacs.dicom.json_model import DicomJson, element, first_text, text_of
 from micropacs.dicom.tags import tag_of
+from micropacs.dicom.uids import is_valid_uid
 
 SCHEDULED_PROCEDURE_STEP_SEQUENCE = tag_of("ScheduledProcedureStepSequence")
 SCHEDULED_STATION_AE_TITLE = tag_of("ScheduledStationAETitle")
@@ -51,6 +52,11 @@ _PROGRESS = {STARTED: 1, COMPLETED: 2, DISCONTINUED: 2, CANCELED: 2}
 def progress(status: str) -> int:
     """How far a step has gone: 0 scheduled (or arrived, ready), 1 started, 2 finished."""
     return _PROGRESS.get(status, 0)
+
+
+def is_finished(dataset: DicomJson) -> bool:
+    """Whether an item's step is over (:data:`FINISHED_STATUSES`, PS3.4 K.6.1.2.2)."""
+    return first_text(scheduled_step(dataset), SCHEDULED_STEP_STATUS).strip() in FINISHED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -106,3 +112,50 @@ def with_status(dataset: DicomJson, status: str) -> DicomJson:
     copy = dict(dataset)
     copy[SCHEDULED_PROCEDURE_STEP_SEQUENCE] = {"vr": "SQ", "Value": [step]}
     return copy
+
+
+_REFERENCE_KEYS = (
+    (tags.STUDY_INSTANCE_UID, "UI"),
+    (tags.ACCESSION_NUMBER, "SH"),
+    (REQUESTED_PROCEDURE_ID, "SH"),
+)
+"""The keys of a Scheduled Step Attributes item naming its worklist item's Requested
+Procedure (PS3.3 C.4.13), beside the Scheduled Procedure Step ID."""
+
+
+def scheduled_references(performed: DicomJson) -> list[DicomJson]:
+    """Identifiers of the worklist items a performed step's ScheduledStepAttributesSequence
+    names (PS3.3 C.4.13, IHE RAD TF-2 4.6.4.1.2): one per sequence item that names one.
+
+    An item names a worklist item by its Scheduled Procedure Step ID together
+    with at least one of Study Instance UID, Accession Number and Requested
+    Procedure ID. An item without a step ID is an unscheduled procedure or
+    one the modality built itself (IHE RAD TF-2 4.6.4.1.2.4): it names no
+    worklist item, so no item of its study changes. A value holding a
+    wildcard, a backslash or (for the Study Instance UID) no valid UID is left
+    out, so that no reference matches more than it says.
+    """
+    found: list[DicomJson] = []
+    sequence = performed.get(SCHEDULED_STEP_ATTRIBUTES_SEQUENCE, {})
+    for attributes in sequence.get("Value") or []:
+        if not isinstance(attributes, dict):
+            continue
+        step_id = _literal(attributes, SCHEDULED_STEP_ID)
+        if not step_id:
+            continue
+        identifier: DicomJson = {}
+        for tag, vr in _REFERENCE_KEYS:
+            value = _literal(attributes, tag)
+            if value and (vr != "UI" or is_valid_uid(value)):
+                identifier[tag] = element(vr, value)
+        if identifier:
+            step = {SCHEDULED_STEP_ID: element("SH", step_id)}
+            identifier[SCHEDULED_PROCEDURE_STEP_SEQUENCE] = element("SQ", step)
+            found.append(identifier)
+    return found
+
+
+def _literal(data: DicomJson, tag: str) -> str:
+    """The value of ``tag`` when it is one value that matches only itself ("" otherwise)."""
+    value = first_text(data, tag).strip()
+    return "" if any(c in value for c in "*?\\") else value

@@ -10,15 +10,19 @@ as once:
 * ``mpps.created`` (PS3.4 F.7.2.1): the performed step, IN PROGRESS, unless it
   is already stored (the SCP refuses a second N-CREATE, 0x0111, so a stored
   one is a replay); each scheduled step its ScheduledStepAttributesSequence
-  names becomes STARTED while the performed step is in progress.
+  names (:func:`~micropacs.dicom.worklist.scheduled_references`: by its step
+  ID, so an unscheduled step moves none) becomes STARTED while the performed
+  step is in progress. The index is the only writer of that status.
 * ``mpps.updated`` (F.7.2.2): the changes replace the stored attributes (a
   sequence replaced whole); once the step is COMPLETED or DISCONTINUED an
   update is ignored, except that the final status is passed on again to the
   scheduled steps (a crash may have come in between).
-* ``patient.updated``: the RIS's demographics (a merge, once recorded, stays),
-  in the worklist store and in the catalog, whose answers and retrievals then
-  carry them (:meth:`~micropacs.ports.Catalog.update_patient`).
-* ``patient.merged``: the prior patient records whom it was merged into; in the
+* ``patient.updated``: the RIS's demographics (the attributes it sent replace,
+  the others stay; a merge, once recorded, stays), in the patients table, in
+  the patient's worklist items (IHE RAD TF-2 RAD-12) and in the catalog, whose
+  answers and retrievals then carry them (:meth:`~micropacs.ports.Catalog.update_patient`).
+* ``patient.merged``: the prior patient records whom it was merged into; its
+  worklist items take the survivor's identity and known demographics; in the
   catalog its studies move to the survivor (:meth:`~micropacs.ports.Catalog.merge_patient`).
 
 The patient topic and ``instance.stored`` are consumed side by side, so an
@@ -40,7 +44,6 @@ from micropacs.config import IndexSettings
 from micropacs.dicom import tags
 from micropacs.dicom import worklist as wl
 from micropacs.dicom.json_model import DicomJson, element, first_text
-from micropacs.dicom.uids import is_valid_uid
 from micropacs.errors import InvalidInput, MicropacsError
 from micropacs.events import (
     MPPS,
@@ -76,42 +79,6 @@ log = logging.getLogger(__name__)
 
 TOPICS = (WORKLIST, MPPS, PATIENT)
 """The topics this module consumes, one consumer each."""
-
-_REFERENCE_KEYS = (tags.STUDY_INSTANCE_UID, tags.ACCESSION_NUMBER, wl.REQUESTED_PROCEDURE_ID)
-"""The keys of a Scheduled Step Attributes item that name its worklist item (PS3.3
-C.4.13), beside the Scheduled Procedure Step ID inside its scheduled step."""
-
-
-def scheduled_references(performed: DicomJson) -> list[DicomJson]:
-    """Identifiers of the worklist items a performed step's ScheduledStepAttributesSequence
-    names (PS3.3 C.4.13, IHE RAD TF-2 4.6): one per sequence item that names one.
-
-    A value holding a wildcard, a backslash or (for the Study Instance UID) no
-    valid UID is left out, so that no reference matches more than it says; an
-    item naming nothing (an unscheduled procedure) names no worklist item.
-    """
-    found: list[DicomJson] = []
-    sequence = performed.get(wl.SCHEDULED_STEP_ATTRIBUTES_SEQUENCE, {})
-    for attributes in sequence.get("Value") or []:
-        if not isinstance(attributes, dict):
-            continue
-        identifier: DicomJson = {}
-        for tag in (*_REFERENCE_KEYS, wl.SCHEDULED_STEP_ID):
-            value = first_text(attributes, tag).strip()
-            if not value or any(c in value for c in "*?\\"):
-                continue
-            if tag == tags.STUDY_INSTANCE_UID and not is_valid_uid(value):
-                continue
-            vr = "UI" if tag == tags.STUDY_INSTANCE_UID else "SH"
-            if tag == wl.SCHEDULED_STEP_ID:
-                identifier[wl.SCHEDULED_PROCEDURE_STEP_SEQUENCE] = element(
-                    "SQ", {tag: element(vr, value)}
-                )
-            else:
-                identifier[tag] = element(vr, value)
-        if identifier:
-            found.append(identifier)
-    return found
 
 
 def merged(dataset: DicomJson, changes: DicomJson) -> DicomJson:
@@ -240,44 +207,71 @@ class WorkflowApplier:
     async def _set_scheduled(self, performed: DicomJson, status: str, write: _Retried) -> None:
         """Set ``status`` on every worklist item the performed step references."""
         store = self._worklist
-        for identifier in scheduled_references(performed):
+        for identifier in wl.scheduled_references(performed):
             items = await write(partial(_ids, store, identifier))
             for item_id in items:
                 await write(partial(store.set_item_status, item_id, status))
 
     async def _patient_updated(self, event: PatientUpdated, write: _Retried) -> None:
         store = self._worklist
-        previous = await write(lambda: store.patient(event.patient_id, event.issuer_of_patient_id))
+        patient_id, issuer = event.patient_id, event.issuer_of_patient_id
+        previous = await write(lambda: store.patient(patient_id, issuer))
         patient = PatientDemographics(
-            event.patient_id,
-            event.issuer_of_patient_id,
-            event.attributes,
+            patient_id,
+            issuer,
+            {**(previous.dataset if previous is not None else {}), **event.attributes},
             merged_into=previous.merged_into if previous is not None else "",
         )
         await write(lambda: store.put_patient(patient))
+        await self._update_items(
+            patient_id, issuer, {**event.attributes, **_identity(patient_id, issuer)}, write
+        )
         catalog = self._catalog
         if catalog is not None:
-            await write(
-                lambda: catalog.update_patient(
-                    event.patient_id, event.issuer_of_patient_id, event.attributes
-                )
-            )
+            await write(lambda: catalog.update_patient(patient_id, issuer, event.attributes))
 
     async def _patient_merged(self, event: PatientMerged, write: _Retried) -> None:
         store = self._worklist
         prior_id, prior_issuer = event.prior_patient_id, event.prior_issuer_of_patient_id
+        into_id, into_issuer = event.patient_id, event.issuer_of_patient_id
         found = await write(lambda: store.patient(prior_id, prior_issuer))
         dataset = found.dataset if found is not None else _identity(prior_id, prior_issuer)
-        into = patient_key(event.patient_id, event.issuer_of_patient_id)
-        prior = PatientDemographics(prior_id, prior_issuer, dataset, merged_into=into)
+        prior = PatientDemographics(
+            prior_id, prior_issuer, dataset, merged_into=patient_key(into_id, into_issuer)
+        )
         await write(lambda: store.put_patient(prior))
+        survivor = await write(lambda: store.patient(into_id, into_issuer))
+        attributes = survivor.dataset if survivor is not None else {}
+        identity = _identity(into_id, into_issuer)
+        await self._update_items(prior_id, prior_issuer, {**attributes, **identity}, write)
         catalog = self._catalog
         if catalog is not None:
-            await write(
-                lambda: catalog.merge_patient(
-                    prior_id, prior_issuer, event.patient_id, event.issuer_of_patient_id
-                )
-            )
+            await write(lambda: catalog.merge_patient(prior_id, prior_issuer, into_id, into_issuer))
+
+    async def _update_items(
+        self, patient_id: str, issuer: str, attributes: DicomJson, write: _Retried
+    ) -> None:
+        """Put the patient's worklist items back with ``attributes`` (IHE RAD TF-2 RAD-12:
+        the worklist a modality reads carries the RIS's current patient).
+
+        A present attribute replaces the item's (an empty one empties it), an
+        absent one is kept; without an issuer in the new identity the item has none.
+        Applied again it writes the same items, so a replay changes nothing.
+        """
+        store = self._worklist
+        identifier = _identity(patient_id, issuer)
+        new_issuer = first_text(attributes, tags.ISSUER_OF_PATIENT_ID).strip()
+        items = await write(partial(_items, store, identifier))
+        for item in items:
+            if wl.keys_of(item.dataset).issuer_of_patient_id.strip() != issuer:
+                continue  # the same Patient ID issued by another authority
+            dataset = {**item.dataset, **attributes}
+            if not new_issuer and first_text(dataset, tags.ISSUER_OF_PATIENT_ID).strip():
+                dataset.pop(tags.ISSUER_OF_PATIENT_ID, None)  # merged into an issuer-less ID
+            if dataset == item.dataset:
+                continue
+            updated = WorklistItem(item.item_id, dataset, item.updated_at)
+            await write(partial(store.put_item, updated))
 
 
 class _Retried:
@@ -292,7 +286,11 @@ class _Retried:
 
 
 async def _ids(store: Worklist, identifier: DicomJson) -> list[str]:
-    return [item.item_id async for item in store.find_items(identifier)]
+    return [item.item_id for item in await _items(store, identifier)]
+
+
+async def _items(store: Worklist, identifier: DicomJson) -> list[WorklistItem]:
+    return [item async for item in store.find_items(identifier)]
 
 
 def _identity(patient_id: str, issuer_of_patient_id: str) -> DicomJson:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import aclosing
 from typing import Any
 
 from pydicom import Dataset
@@ -43,8 +44,15 @@ from micropacs.dicom.tags import tag_of
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
 from micropacs.dimse.flow import wait_for_peer
-from micropacs.errors import InvalidIdentifier, InvalidInput, MicropacsError, Status
+from micropacs.errors import (
+    InvalidIdentifier,
+    InvalidInput,
+    MicropacsError,
+    QueryTooBroad,
+    Status,
+)
 from micropacs.ports import Worklist
+from services.worklist.failures import failure
 from services.worklist.metrics import WorklistMetrics
 
 log = logging.getLogger(__name__)
@@ -198,25 +206,22 @@ class ModalityWorklist:
             step_matching[model.SCHEDULED_STATION_AE_TITLE] = element("AE", calling_ae)
         if any(_has_value(k) for k in step_matching.values()):
             matching[_SPS] = {"vr": "SQ", "Value": [step_matching]}
-        show_finished = _has_value(step_keys.get(model.SCHEDULED_STEP_STATUS))
         cap = self._query.max_results
         answers: list[DicomJson] = []
         found = self._worklist.find_items(
-            matching, case_insensitive_pn=self._query.case_insensitive_pn
+            matching,
+            case_insensitive_pn=self._query.case_insensitive_pn,
+            # Finished steps are left out by the store, not read: history does not slow a query.
+            unfinished_only=not _has_value(step_keys.get(model.SCHEDULED_STEP_STATUS)),
+            # Raises QueryTooBroad (0xA700) past MICROPACS_QUERY__MAX_EXAMINED candidates.
+            max_examined=self._query.max_examined,
         )
-        try:
+        async with aclosing(found):  # the store's cursor, now rather than when collected
             async for item in found:
-                status = model.keys_of(item.dataset).status
-                if status in model.FINISHED_STATUSES and not show_finished:
-                    continue
                 answers.append(_answer(keys, step_keys, item.dataset))
                 if cap and len(answers) >= cap:
                     log.warning("worklist query cut at max_results", extra={"max_results": cap})
                     break
-        finally:
-            close = getattr(found, "aclose", None)
-            if close is not None:
-                await close()  # the store's cursor, now rather than when collected
         self._metrics.query_seconds.observe(time.perf_counter() - started)
         return answers, not unsupported
 
@@ -265,14 +270,8 @@ def _identifier(event: evt.Event) -> DicomJson:
     try:
         return to_json(event.identifier)
     except Exception as exc:
-        raise InvalidInput(f"identifier cannot be decoded: {exc}") from exc
-
-
-def _failure(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds
+        # The exception's text may quote the identifier's values: only its type is told.
+        raise InvalidInput(f"identifier cannot be decoded ({type(exc).__name__})") from exc
 
 
 def handle_find(
@@ -291,13 +290,20 @@ def handle_find(
         request = event.identifier
         requested_charset = request.get("SpecificCharacterSet")
         answers, supported = bridge.run(service.find(_identifier(event), calling_ae=calling_ae))
+    except QueryTooBroad as exc:
+        log.warning("worklist C-FIND refused: too broad", extra={"max_examined": exc.limit})
+        metrics.queries.labels(status=f"0x{exc.dimse:04X}").inc()
+        yield failure(exc.dimse, f"more than {exc.limit} items examined (max_examined)"), None
+        return
     except MicropacsError as exc:
         log.warning("worklist C-FIND refused", extra={"reason": str(exc)})
         metrics.queries.labels(status=f"0x{exc.dimse:04X}").inc()
-        yield _failure(exc.dimse, str(exc)), None
+        yield failure(exc.dimse, str(exc)), None
         return
-    except Exception:
-        log.exception("worklist C-FIND failed")
+    except Exception as exc:
+        # An unexpected error's text or traceback may hold the identifier's values.
+        log.error("worklist C-FIND failed", extra={"error": type(exc).__name__})
+        log.debug("worklist C-FIND failure", exc_info=True)
         metrics.queries.labels(status=f"0x{Status.UNABLE_TO_PROCESS:04X}").inc()
         yield Status.UNABLE_TO_PROCESS, None
         return

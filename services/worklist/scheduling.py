@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,7 +269,7 @@ class Scheduler:
         found = self._worklist.find_items(filters.identifier, limit=filters.offset + limit)
         items: list[WorklistItem] = []
         skipped = 0
-        try:
+        async with aclosing(found):
             async for item in found:
                 if skipped < filters.offset:
                     skipped += 1
@@ -276,10 +277,6 @@ class Scheduler:
                 items.append(item)
                 if len(items) >= limit:
                     break
-        finally:
-            close = getattr(found, "aclose", None)
-            if close is not None:
-                await close()
         return items
 
 

@@ -21,7 +21,7 @@ from micropacs.adapters._worklist_keys import KEYS, STATIONS
 from micropacs.adapters.factory import open_worklist
 from micropacs.dicom import worklist as wl
 from micropacs.dicom.json_model import DicomJson
-from micropacs.errors import InvalidInput
+from micropacs.errors import InvalidInput, QueryTooBroad
 from micropacs.ports import PatientDemographics, PerformedStep, Worklist, WorklistItem
 from stack import servers
 from tests.contract.conftest import Runner
@@ -253,6 +253,29 @@ def test_limit(filled: Worklist, run: Runner) -> None:
     assert found(run, filled, {}, limit=10) == ORDER
     with pytest.raises(InvalidInput):
         found(run, filled, {}, limit=-1)
+
+
+def test_unfinished_only_leaves_out_the_steps_that_are_over(filled: Worklist, run: Runner) -> None:
+    # PS3.4 K.6.1.2.2: a query without a status key sees the steps still to do.
+    for number, status in ((5, "DISCONTINUED"), (6, "CANCELED"), (7, "")):
+        run(filled.put_item(scheduled(number, patient_id="P5", date="20260313", status=status)))
+    assert found(run, filled, {}, unfinished_only=True) == ["item-1", "item-3", "item-2", "item-7"]
+    assert found(run, filled, {PATIENT_ID: el("LO", "P5")}, unfinished_only=True) == ["item-7"]
+    assert found(run, filled, {}) == [*ORDER, "item-5", "item-6", "item-7"]
+
+
+def test_max_examined_bounds_the_candidates_read_and_thrown_away(
+    filled: Worklist, run: Runner
+) -> None:
+    # A key no index holds: every item is a candidate, matched on its stored JSON.
+    by_description = {REQUESTED_PROCEDURE_DESCRIPTION: el("LO", "MR head")}
+    assert found(run, filled, by_description, max_examined=3) == ["item-2"]
+    with pytest.raises(QueryTooBroad):
+        found(run, filled, by_description, max_examined=2)
+    # The finished step is left out before it is read, so it costs nothing.
+    assert found(run, filled, by_description, max_examined=2, unfinished_only=True) == ["item-2"]
+    with pytest.raises(InvalidInput):
+        found(run, filled, {}, max_examined=-1)
 
 
 TOP_LEVEL_CASES: dict[str, tuple[DicomJson, list[str]]] = {

@@ -60,6 +60,8 @@ STEP_STATUS = "00400020"
 SSA = "00400270"
 PPS_STATUS = "00400252"
 PERFORMED_SERIES = "00400340"
+BIRTH_DATE = "00100030"
+SEX = "00100040"
 GROUP = "index"
 PPS_UID = f"{ROOT}.100"
 SETTLE_TIMEOUT = 15.0
@@ -74,11 +76,13 @@ def pn(name: str) -> DicomJson:
     return {"vr": "PN", "Value": [{"Alphabetic": name}]}
 
 
-def order(number: int) -> WorklistItemPut:
+def order(
+    number: int, patient_id: str = "P1", issuer: str = "H", name: str = "Dvořák^Jan"
+) -> WorklistItemPut:
     dataset = {
-        PATIENT_ID: el("LO", "P1"),
-        ISSUER: el("LO", "H"),
-        PATIENT_NAME: pn("Dvořák^Jan"),
+        PATIENT_ID: el("LO", patient_id),
+        ISSUER: el("LO", issuer),
+        PATIENT_NAME: pn(name),
         ACCESSION: el("SH", f"A{number}"),
         REQUESTED_PROCEDURE_ID: el("SH", f"RP{number}"),
         STUDY_UID: el("UI", f"{ROOT}.{number}"),
@@ -372,3 +376,74 @@ def test_an_order_change_after_its_step_started_keeps_the_step_started(tmp_path:
     started = asyncio.run(_run(tmp_path / "data", phases))
     assert started.items["order-1"][0] == "STARTED"
     assert started.items["order-1"][1][ACCESSION] == el("SH", "A1")
+
+
+def test_an_unscheduled_performed_step_changes_no_worklist_item(tmp_path: Path) -> None:
+    # IHE RAD TF-2 4.6.4.1.2.4: its Scheduled Step Attributes name the study, no step.
+    unscheduled = {**CREATED.dataset[SSA]["Value"][0]}
+    del unscheduled[STEP_ID]
+    created = PerformedStepCreated(
+        sop_instance_uid=PPS_UID,
+        dataset={**CREATED.dataset, SSA: el("SQ", unscheduled)},
+        calling_ae="CT1",
+        received_at=CREATED.received_at,
+    )
+    phases: list[tuple[WorkflowEvent, ...]] = [(order(1), order(2)), (created,), (COMPLETED,)]
+    final = asyncio.run(_run(tmp_path / "data", phases))
+    assert final.step is not None
+    assert final.step[0][PPS_STATUS] == el("CS", "COMPLETED")
+    assert {k: v[0] for k, v in final.items.items()} == {
+        "order-1": "SCHEDULED",
+        "order-2": "SCHEDULED",
+    }
+
+
+PATIENT_PHASES: tuple[tuple[WorkflowEvent, ...], ...] = (
+    (order(1), order(2, "P2", name="Old^Name"), order(3, "P2", "X", name="Other^Issuer")),
+    (
+        PatientUpdated(
+            patient_id="P1",
+            issuer_of_patient_id="H",
+            attributes={PATIENT_NAME: pn("Dvořáková^Jana"), SEX: el("CS", "F")},
+        ),
+        # An A08 naming only what changed (absent: unchanged, empty: removed).
+        PatientUpdated(
+            patient_id="P2",
+            issuer_of_patient_id="H",
+            attributes={PATIENT_NAME: pn("Nový^Jméno"), BIRTH_DATE: el("DA")},
+        ),
+    ),
+)
+MERGE_PHASE: tuple[WorkflowEvent, ...] = (
+    PatientMerged(
+        patient_id="P1",
+        issuer_of_patient_id="H",
+        prior_patient_id="P2",
+        prior_issuer_of_patient_id="H",
+    ),
+)
+
+
+def test_patient_updates_and_merges_reach_the_worklist_items(tmp_path: Path) -> None:
+    # IHE RAD TF-2 RAD-12: the worklist a modality reads carries the RIS's patient.
+    updated = asyncio.run(_run(tmp_path / "updated", PATIENT_PHASES))
+    first, second, other = (updated.items[f"order-{n}"][1] for n in (1, 2, 3))
+    assert (first[PATIENT_NAME], first[SEX]) == (pn("Dvořáková^Jana"), el("CS", "F"))
+    assert first[ACCESSION] == el("SH", "A1")  # the rest of the order as it was
+    assert (second[PATIENT_NAME], second[BIRTH_DATE]) == (pn("Nový^Jméno"), el("DA"))
+    assert second[PATIENT_ID] == el("LO", "P2")
+    assert other == order(3, "P2", "X", name="Other^Issuer").dataset  # another authority's P2
+
+    merged = asyncio.run(_run(tmp_path / "merged", (*PATIENT_PHASES, MERGE_PHASE)))
+    second = merged.items["order-2"][1]
+    assert (second[PATIENT_ID], second[ISSUER]) == (el("LO", "P1"), el("LO", "H"))
+    assert (second[PATIENT_NAME], second[SEX]) == (pn("Dvořáková^Jana"), el("CS", "F"))
+    assert second[REQUESTED_PROCEDURE_ID] == el("SH", "RP2")
+    assert merged.items["order-3"][1][PATIENT_ID] == el("LO", "P2")
+
+
+def test_patient_events_replayed_leave_the_worklist_items_as_once(tmp_path: Path) -> None:
+    phases = (*PATIENT_PHASES, MERGE_PHASE)
+    once = asyncio.run(_run(tmp_path / "once", phases))
+    twice = asyncio.run(_run(tmp_path / "twice", [*phases, phases[1], MERGE_PHASE]))
+    assert twice == once

@@ -20,6 +20,7 @@ from tests.worklistdata import scheduled
 
 SUCCESS = 0x0000
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
+OUT_OF_RESOURCES = 0xA700
 
 
 def put(pacs: Running, *items: WorklistItem) -> None:
@@ -194,6 +195,30 @@ def test_names_are_answered_in_a_character_set_that_holds_them(
     assert status == SUCCESS
     assert match.SpecificCharacterSet == answered
     assert str(match.PatientName) == name
+
+
+def final_status(pacs: Running, identifier: Dataset) -> Dataset:
+    """The final response of one worklist C-FIND (its status and Error Comment)."""
+    with associate(pacs, [MWL_FIND]) as assoc:
+        for status, _ in assoc.send_c_find(identifier, MWL_FIND):
+            assert status is not None and "Status" in status, "C-FIND timed out or aborted"
+            if int(status.Status) not in PENDING:
+                return status
+    raise AssertionError("C-FIND ended without a final response")
+
+
+def test_a_query_reading_too_many_candidates_is_refused_a700(pacs: Running) -> None:
+    pacs.worklist_app.worklist._query = pacs.settings.query.model_copy(update={"max_examined": 2})
+    # Finished steps are history: left out before they are read, they cost nothing.
+    finished = [scheduled(f"{n}", accession=f"F{n}", status="COMPLETED") for n in range(5)]
+    put(pacs, *finished, scheduled("7", accession="A7"), scheduled("8", accession="A8"))
+    matches, status = mwl(pacs, query(ScheduledStationName="NOWHERE"))  # no index holds it
+    assert (matches, status) == ([], SUCCESS)
+    put(pacs, scheduled("9", accession="A9"))
+    refused = final_status(pacs, query(ScheduledStationName="NOWHERE"))
+    assert int(refused.Status) == OUT_OF_RESOURCES
+    assert "more than 2" in refused.ErrorComment
+    assert pacs.metric("micropacs_worklist_mwl_queries_total", status="0xA700") == 1
 
 
 def test_query_retrieve_c_find_still_reaches_the_archive(department: Running) -> None:
