@@ -11,6 +11,7 @@ import click
 from micropacs import logs, metrics_registry
 from micropacs.auth.gate import NoAuthentication
 from micropacs.config import Settings, load_settings
+from micropacs.exposure import dicom_access_note
 from micropacs.runtime import Endpoints, run
 from micropacs.service import ServiceDescriptor
 from micropacs.workers import die_with_parent
@@ -32,7 +33,8 @@ def serve(settings: Settings, services: Sequence[ServiceDescriptor]) -> None:
             + f"(/healthz /readyz /metrics), data in {settings.data_dir.resolve()}"
             + (f"; DICOM TLS on port {tls_port}" if (tls_port := endpoints.dicom_tls_port) else "")
             + "".join(f"; {name} on port {port}" for name, port in endpoints.others.items())
-            + _access_note(settings),
+            + _access_note(settings)
+            + (dicom_access_note(settings.dicom) if endpoints.dicom_port else ""),
             err=True,
         )
 

@@ -83,6 +83,12 @@ class DicomSettings(BaseModel):
         " (calling-AE-title-not-recognized, PS3.8 9.3.4). Registered nodes are held to their"
         " addresses and permissions either way.",
     )
+    open: bool = Field(
+        False,
+        description="Serve DICOM on a non-loopback host to any calling AE title without User"
+        " Identity (strict_nodes off, user_identity not required): only on a closed network."
+        " Without it such a server refuses to start.",
+    )
     max_associations: int = Field(64, ge=1, description="Concurrent associations per process.")
     max_pending: int = Field(
         16,

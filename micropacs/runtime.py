@@ -39,6 +39,7 @@ from micropacs.config import Settings
 from micropacs.dimse import dispatch, observe, user_identity
 from micropacs.dimse.access import NodeDirectory
 from micropacs.dimse.ae import build_ae, start_server
+from micropacs.exposure import require_dicom_access
 from micropacs.http import DataDirUsage, HttpServer, build_http_app
 from micropacs.service import (
     Adapters,
@@ -102,6 +103,8 @@ async def run(
     shares the parent's port and starts no workers of its own.
     """
     require_authentication(settings)  # before anything opens: refuse an open network port
+    if any(service.dicom for service in services):
+        require_dicom_access(settings.dicom)
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     data_dir_lock = _prepare_data_dir(settings.data_dir)

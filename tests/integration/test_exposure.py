@@ -1,6 +1,13 @@
-"""What a server exposes: no dataset values in its log lines (issue 10)."""
+"""What a server exposes: who may call its ports, and no dataset values in its log lines
+(issue 10)."""
 
 from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from pydicom import Dataset
@@ -8,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import association
 
 from tests.integration.peers import StudyRootQueryRetrieveInformationModelFind, associate, echo
-from tests.integration.server import Server
+from tests.integration.server import Server, micropacs_env
 
 MARKER = b"Sekr3t"
 
@@ -37,3 +44,76 @@ def test_an_identifier_that_fails_to_convert_is_logged_without_its_values(
     log = server.log()
     assert "C-FIND failed" in log
     assert MARKER.decode() not in log
+
+
+def serve_on_every_address(
+    data_dir: Path, env: dict[str, str], *, timeout: float = 60
+) -> tuple[subprocess.Popen[str], str]:
+    """``micropacs serve --host 0.0.0.0``: the process and its output once it is ready or gone."""
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "micropacs", "serve", "--data-dir", str(data_dir)),
+            *("--host", "0.0.0.0", "--dicom-port", "0", "--http-port", "0"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=micropacs_env({"MICROPACS_AUTH__BACKEND": "local", **env}),
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    output = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            process.wait(10)
+            process.stdout.close()
+            return process, output
+        output += line
+        if " ready: " in line:
+            return process, output
+    stop(process)
+    raise TimeoutError(f"micropacs serve neither started nor stopped:\n{output}")
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def test_dicom_on_the_network_admitting_any_caller_refuses_to_start(tmp_path: Path) -> None:
+    process, output = serve_on_every_address(tmp_path / "data", {})
+    if process.poll() is None:
+        stop(process)
+        pytest.fail(f"started with DICOM open to the network:\n{output}")
+    assert process.returncode != 0
+    assert "MICROPACS_DICOM__OPEN" in output and "MICROPACS_DICOM__STRICT_NODES" in output
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"MICROPACS_DICOM__OPEN": "true"}, "DICOM OPEN: any calling AE title on the network"),
+        ({"MICROPACS_DICOM__STRICT_NODES": "true"}, "DICOM: registered nodes only"),
+    ],
+)
+def test_dicom_on_the_network_starts_when_opened_or_closed_and_says_which(
+    tmp_path: Path, env: dict[str, str], said: str
+) -> None:
+    process, output = serve_on_every_address(tmp_path / "data", env)
+    try:
+        assert process.poll() is None, output
+        assert said in output
+    finally:
+        stop(process)
+
+
+def test_dicom_on_loopback_says_it_is_open_to_local_callers(server: Server) -> None:
+    assert "DICOM open to local callers of any AE title" in server.log()
