@@ -114,26 +114,18 @@ def with_status(dataset: DicomJson, status: str) -> DicomJson:
     return copy
 
 
-_REFERENCE_KEYS = (
-    (tags.STUDY_INSTANCE_UID, "UI"),
-    (tags.ACCESSION_NUMBER, "SH"),
-    (REQUESTED_PROCEDURE_ID, "SH"),
-)
-"""The keys of a Scheduled Step Attributes item naming its worklist item's Requested
-Procedure (PS3.3 C.4.13), beside the Scheduled Procedure Step ID."""
-
-
 def scheduled_references(performed: DicomJson) -> list[DicomJson]:
     """Identifiers of the worklist items a performed step's ScheduledStepAttributesSequence
     names (PS3.3 C.4.13, IHE RAD TF-2 4.6.4.1.2): one per sequence item that names one.
 
-    An item names a worklist item by its Scheduled Procedure Step ID together
-    with at least one of Study Instance UID, Accession Number and Requested
-    Procedure ID. An item without a step ID is an unscheduled procedure or
-    one the modality built itself (IHE RAD TF-2 4.6.4.1.2.4): it names no
-    worklist item, so no item of its study changes. A value holding a
-    wildcard, a backslash or (for the Study Instance UID) no valid UID is left
-    out, so that no reference matches more than it says.
+    An item names a worklist item by its Scheduled Procedure Step ID and its
+    Study Instance UID, which the modality copies from the worklist (Type 1
+    in the N-CREATE); without a valid Study Instance UID, by the step ID and
+    the Accession Number and Requested Procedure ID it holds. An item without
+    a step ID is an unscheduled procedure or one the modality built itself
+    (IHE RAD TF-2 4.6.4.1.2.4): it names no worklist item, so no item of its
+    study changes. A value holding a wildcard or a backslash is left out, so
+    that no reference matches more than it says.
     """
     found: list[DicomJson] = []
     sequence = performed.get(SCHEDULED_STEP_ATTRIBUTES_SEQUENCE, {})
@@ -144,10 +136,13 @@ def scheduled_references(performed: DicomJson) -> list[DicomJson]:
         if not step_id:
             continue
         identifier: DicomJson = {}
-        for tag, vr in _REFERENCE_KEYS:
-            value = _literal(attributes, tag)
-            if value and (vr != "UI" or is_valid_uid(value)):
-                identifier[tag] = element(vr, value)
+        study = _literal(attributes, tags.STUDY_INSTANCE_UID)
+        if is_valid_uid(study):
+            identifier[tags.STUDY_INSTANCE_UID] = element("UI", study)
+        else:
+            for tag in (tags.ACCESSION_NUMBER, REQUESTED_PROCEDURE_ID):
+                if value := _literal(attributes, tag):
+                    identifier[tag] = element("SH", value)
         if identifier:
             step = {SCHEDULED_STEP_ID: element("SH", step_id)}
             identifier[SCHEDULED_PROCEDURE_STEP_SEQUENCE] = element("SQ", step)

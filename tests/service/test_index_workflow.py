@@ -447,3 +447,31 @@ def test_patient_events_replayed_leave_the_worklist_items_as_once(tmp_path: Path
     once = asyncio.run(_run(tmp_path / "once", phases))
     twice = asyncio.run(_run(tmp_path / "twice", [*phases, phases[1], MERGE_PHASE]))
     assert twice == once
+
+
+def test_a_performed_step_names_its_items_by_step_id_and_study_else_accession(
+    tmp_path: Path,
+) -> None:
+    by_study = {
+        STUDY_UID: el("UI", f"{ROOT}.2"),
+        ACCESSION: el("SH", "typed"),
+        STEP_ID: el("SH", "S2"),
+    }
+    by_accession = {
+        ACCESSION: el("SH", "A3"),
+        REQUESTED_PROCEDURE_ID: el("SH", "RP3"),
+        STEP_ID: el("SH", "S3"),
+    }
+    created = PerformedStepCreated(
+        sop_instance_uid=PPS_UID,
+        dataset={**CREATED.dataset, SSA: el("SQ", by_study, by_accession)},
+        calling_ae="CT1",
+        received_at=CREATED.received_at,
+    )
+    phases: list[tuple[WorkflowEvent, ...]] = [(order(1), order(2), order(3)), (created,)]
+    final = asyncio.run(_run(tmp_path / "data", phases))
+    assert {k: v[0] for k, v in final.items.items()} == {
+        "order-1": "SCHEDULED",
+        "order-2": "STARTED",
+        "order-3": "STARTED",
+    }
