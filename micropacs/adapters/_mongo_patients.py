@@ -82,7 +82,11 @@ async def update(db: AsyncDatabase[Document], key: str, attributes: DicomJson) -
     attrs = with_identity(patient_attributes(attributes), *identity_of(key))
     record = await db.patient_updates.find_one_and_update(
         {"_id": key},
-        {"$set": {"attrs": attrs}, "$setOnInsert": {"merged_into": ""}},
+        # An update names only what changed (HL7 v2: an absent field is no change).
+        {
+            "$set": {f"attrs.{tag}": value for tag, value in attrs.items()},
+            "$setOnInsert": {"merged_into": ""},
+        },
         upsert=True,
         return_document=True,
     )

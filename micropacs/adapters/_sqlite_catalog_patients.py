@@ -49,7 +49,12 @@ def resolve(conn: sqlite3.Connection, keys: set[Key]) -> dict[Key, tuple[Key, Di
 
 def update(conn: sqlite3.Connection, key: Key, attributes: DicomJson) -> int:
     """Record the RIS's demographics of ``key`` and apply them; studies changed."""
-    attrs = with_identity(patient_attributes(attributes), *key)
+    recorded = conn.execute(
+        "SELECT attrs FROM patient_updates WHERE patient_id = ? AND issuer = ?", key
+    ).fetchone()
+    # An update names only what changed (HL7 v2: an absent field is no change).
+    known = json.loads(recorded[0]) if recorded else {}
+    attrs = with_identity({**known, **patient_attributes(attributes)}, *key)
     conn.execute(
         "INSERT INTO patient_updates (patient_id, issuer, attrs) VALUES (?, ?, ?)"
         " ON CONFLICT (patient_id, issuer) DO UPDATE SET attrs = excluded.attrs",

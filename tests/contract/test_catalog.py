@@ -1187,6 +1187,18 @@ def test_an_update_wins_over_objects_stored_after_it(catalog: Catalog, run: Runn
     assert first(study, BIRTH_DATE) == "19800202"
 
 
+def test_a_later_update_changes_only_what_it_names(catalog: Catalog, run: Runner) -> None:
+    # HL7 v2: an ADT^A08 without PID-7 leaves the birth date as it was.
+    run(catalog.update_patient("PAT1", "", A08))
+    run(catalog.update_patient("PAT1", "", {PATIENT_NAME: pn("Doe^Janet")}))
+    run(catalog.upsert_instances([instance(1, 1, 1)]))  # stored after both: filed by the record
+
+    (study,) = find(run, catalog, Level.STUDY, {PATIENT_ID: el("LO", "PAT1")})
+    assert _names([study]) == ["Doe^Janet"]
+    assert first(study, BIRTH_DATE) == "19800202"
+    assert first(study, ETHNIC_GROUP) == "X"
+
+
 def test_locate_carries_no_patient_the_ris_never_changed(catalog: Catalog, run: Runner) -> None:
     run(catalog.upsert_instances([instance(1, 1, 1)]))
     (located,) = run(catalog.locate(study_uids=[uid(1)]))
