@@ -7,6 +7,7 @@ Each service reads only the parts it needs. Nothing is read at import: call
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -366,6 +367,26 @@ class WorklistSettings(BaseModel):
     hl7_idle_timeout: float = Field(
         300.0, gt=0, description="Seconds an MLLP connection may stay silent before it is closed."
     )
+    hl7_allowed_from: list[str] = Field(
+        default_factory=list,
+        description="Networks (CIDRs, JSON list) that may open MLLP connections, besides"
+        ' loopback which always may: ["10.1.2.0/24"]. A connection from elsewhere is closed at'
+        " once. Empty with a non-loopback hl7_host: the listener refuses to start, unless"
+        ' opened to all with ["0.0.0.0/0", "::/0"].',
+    )
+    hl7_max_connections: int = Field(
+        32,
+        ge=1,
+        description="Concurrent MLLP connections; one beyond is closed at once.",
+    )
+
+    @field_validator("hl7_allowed_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # a ValueError names the bad one
+        return value
+
     api_max_item_bytes: int = Field(
         65536,
         ge=1024,

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from micropacs.config import WorklistSettings
 from micropacs.errors import MicropacsError
 from micropacs.ports import EventBus
+from services.worklist.hl7_access import Hl7Access
 from services.worklist.hl7_ack import ACCEPT, acknowledgement, unreadable_acknowledgement
 from services.worklist.hl7_dispatch import TYPES, events_of, topic_of
 from services.worklist.hl7_message import (
@@ -67,6 +68,7 @@ class MllpListener:
         self._metrics = Hl7Metrics(registry)
         self._context = Hl7Context(default_issuer, settings.stations)
         self._connections: set[asyncio.Task[None]] = set()
+        self._access = Hl7Access(settings, registry)
         self.port = 0
         self.listening = asyncio.Event()
 
@@ -89,6 +91,9 @@ class MllpListener:
             await asyncio.gather(*self._connections, return_exceptions=True)
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._access.admit(writer, len(self._connections)):
+            writer.close()  # before a byte is read: an unknown sender gets nothing
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)

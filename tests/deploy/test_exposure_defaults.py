@@ -15,6 +15,7 @@ import yaml
 
 from micropacs.config import Settings
 from micropacs.exposure import require_dicom_access
+from services.worklist.hl7_access import require_hl7_access
 from tests.deploy.test_artifacts import SCENARIOS, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +57,9 @@ def test_compose_services_pass_the_open_port_checks(
     settings = settings_of({**image_environment(), **environment}, monkeypatch)
     assert settings.dicom.host == "0.0.0.0"  # the image's: the check applies
     require_dicom_access(settings.dicom)
+    if service == "worklist":
+        assert settings.worklist.hl7_host == "0.0.0.0"
+        require_hl7_access(settings.worklist)
 
 
 def chart_environments(values: Path) -> Iterator[tuple[str, dict[str, str]]]:
@@ -79,5 +83,8 @@ def test_chart_services_pass_the_open_port_checks(
         settings = settings_of(environment, monkeypatch)
         if service in DICOM_SERVICES:
             require_dicom_access(settings.dicom)
+        if service == "worklist":
+            assert settings.worklist.hl7_host == "0.0.0.0"
+            require_hl7_access(settings.worklist)
         checked.append(service)
     assert set(DICOM_SERVICES) <= set(checked)

@@ -117,3 +117,19 @@ def test_dicom_on_the_network_starts_when_opened_or_closed_and_says_which(
 
 def test_dicom_on_loopback_says_it_is_open_to_local_callers(server: Server) -> None:
     assert "DICOM open to local callers of any AE title" in server.log()
+
+
+def test_hl7_on_the_network_without_an_allow_list_refuses_to_start(tmp_path: Path) -> None:
+    started = subprocess.run(
+        [
+            *(sys.executable, "-m", "micropacs", "serve", "--data-dir", str(tmp_path / "data")),
+            *("--host", "127.0.0.1", "--dicom-port", "0", "--http-port", "0"),
+        ],
+        capture_output=True,
+        text=True,
+        env=micropacs_env({"MICROPACS_WORKLIST__HL7_HOST": "0.0.0.0"}),
+        timeout=120,
+    )
+    assert started.returncode != 0
+    assert "MICROPACS_WORKLIST__HL7_ALLOWED_FROM" in started.stderr
+    assert "Traceback" not in started.stderr

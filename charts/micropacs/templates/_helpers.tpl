@@ -144,6 +144,9 @@ spec:
             {{- /* The listener's default is loopback, which the Service cannot reach. */}}
             - {name: MICROPACS_WORKLIST__HL7_HOST, value: "0.0.0.0"}
             - {name: MICROPACS_WORKLIST__HL7_PORT, value: "2575"}
+            {{- /* The listener refuses to start on 0.0.0.0 without an allow-list. */}}
+            - name: MICROPACS_WORKLIST__HL7_ALLOWED_FROM
+              value: {{ default $values.hl7PodCidrs $root.Values.networkPolicy.hl7From | toJson | quote }}
             - name: MICROPACS_WORKLIST__MISSING_IMAGES_AFTER
               value: {{ $values.missingImagesAfter | quote }}
             {{- end }}
