@@ -129,6 +129,12 @@ class DicomSettings(BaseModel):
         " it proves nothing, so it only satisfies required and a node's user_id and gives no"
         " role limit.",
     )
+    user_identity_plain: bool = Field(
+        False,
+        description="Check passwords and tokens (User Identity types 2 and 5) sent on an"
+        " association without TLS; by default they are rejected as not valid, since anyone on"
+        " the path could read them.",
+    )
     workers: int = Field(
         1,
         ge=1,

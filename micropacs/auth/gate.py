@@ -3,7 +3,9 @@
 Reading (GET, HEAD) needs the viewer role, anything else the operator role
 (STOW-RS now; the admin API declares more). No credentials, or credentials
 that do not check out, answer 401 with a ``WWW-Authenticate`` challenge
-(RFC 9110 11.6.1); a role that may not act answers 403. ``/healthz``,
+(RFC 9110 11.6.1); a role that may not act answers 403. A credential check the
+verifier may not take now (:mod:`micropacs.auth.throttle`) answers 503, or 429
+after repeated failures, with ``Retry-After``. ``/healthz``,
 ``/readyz`` and ``/openapi.json`` are always open, ``/metrics`` unless configured
 otherwise. Only the lifespan scope passes unauthenticated; a WebSocket is refused.
 """
@@ -15,6 +17,7 @@ import binascii
 import ipaddress
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from micropacs.auth.local import LocalCredentials
 from micropacs.auth.oidc import OidcTokens
 from micropacs.auth.principal import LOCAL_CLIENT, Principal, Role
+from micropacs.auth.throttle import ChecksBusy
 from micropacs.config import Settings
 from micropacs.dicomweb.openapi import OPENAPI_PATH
 from micropacs.ports import Catalog
@@ -53,6 +57,11 @@ def _header(scope: Scope, name: bytes) -> str:
         if key == name:
             return bytes(value).decode("latin-1")
     return ""
+
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def require_authentication(settings: Settings) -> None:
@@ -95,7 +104,7 @@ def _bearer(tokens: OidcTokens) -> Authenticate:
         scheme, _, value = _header(scope, b"authorization").partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             return None
-        return await tokens.principal(value.strip())
+        return await tokens.principal(value.strip(), _address(scope))
 
     return authenticate
 
@@ -111,7 +120,7 @@ def _local(credentials: LocalCredentials) -> Authenticate:
                 name, _, password = base64.b64decode(value, validate=True).decode().partition(":")
             except (binascii.Error, ValueError):  # not base64, not ASCII, or not UTF-8
                 return None
-            return await credentials.user_principal(name, password)
+            return await credentials.user_principal(name, password, _address(scope))
         return None
 
     return authenticate
@@ -137,7 +146,11 @@ class Gate:
             # No route speaks WebSocket (or anything else): refuse before the app sees it.
             await _close(scope, send)
             return
-        principal = await self._authenticate(scope)
+        try:
+            principal = await self._authenticate(scope)
+        except ChecksBusy as busy:
+            await _refuse(send, busy.http, str(busy), retry_after=busy.retry_after)
+            return
         if principal is None:
             await _refuse(send, 401, "credentials missing or not valid", self._challenge)
             return
@@ -155,10 +168,14 @@ async def _close(scope: Scope, send: Send) -> None:
         await send({"type": "websocket.close", "code": 1008})
 
 
-async def _refuse(send: Send, status: int, reason: str, challenge: bytes = b"") -> None:
+async def _refuse(
+    send: Send, status: int, reason: str, challenge: bytes = b"", retry_after: float = 0.0
+) -> None:
     body = json.dumps({"error": reason}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if challenge:
         headers.append((b"www-authenticate", challenge))
+    if retry_after > 0:
+        headers.append((b"retry-after", b"%d" % math.ceil(retry_after)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

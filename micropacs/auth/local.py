@@ -7,6 +7,10 @@ enough, and keeps every request cheap). A user's password is stored as an
 argon2id hash (pwdlib); verifying one costs tens of milliseconds and tens of
 MiB, so a successful check is remembered for a minute (forgotten at once when
 the password changes), keyed by a digest, never the password itself.
+Verifications run on the bounded, rate-limited pool of
+:mod:`micropacs.auth.throttle`. A name that is no user (or an expired or
+roleless one) is verified against a hash of a random password all the same,
+so that the answer takes as long as for a user: no oracle of user names.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pwdlib import PasswordHash
 
 from micropacs.auth.principal import Principal, Role
+from micropacs.auth.throttle import Verifier, shared_verifier
 from micropacs.errors import InvalidInput
 from micropacs.ports import Catalog, Credential
 
@@ -53,10 +58,12 @@ def _role(credential: Credential) -> Role | None:
 class LocalCredentials:
     """Creates, lists and checks API tokens and users."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, verifier: Verifier | None = None) -> None:
         self._catalog = catalog
         self._hasher = PasswordHash.recommended()
+        self._verifier = verifier or shared_verifier()
         self._remembered: dict[tuple[str, str], float] = {}
+        self._dummy: str | None = None
 
     async def create_token(
         self, role: Role, description: str = "", expires_in: timedelta | None = None
@@ -108,22 +115,37 @@ class LocalCredentials:
         role = _role(credential)
         return None if role is None else Principal(name=token_id, role=role, via=TOKEN)
 
-    async def user_principal(self, name: str, password: str) -> Principal | None:
-        """The principal of a user name and password, or None if they do not match."""
+    async def user_principal(self, name: str, password: str, address: str = "") -> Principal | None:
+        """The principal of a user name and password, or None if they do not match.
+
+        ``address`` is the client's, for the back-off after failures; raises
+        :class:`~micropacs.auth.throttle.ChecksBusy` (or ``TooManyFailures``) instead of
+        checking when the verifier may not take one more.
+        """
         credential = await self._catalog.credential(USER, name)
-        if credential is None or _expired(credential):
-            return None
-        role = _role(credential)
-        if role is None:
-            return None
-        key = (name, hashlib.sha256((credential.secret_hash + password).encode()).hexdigest())
-        if self._remembered.get(key, 0.0) > time.monotonic():
+        role = None if credential is None or _expired(credential) else _role(credential)
+        stored = credential.secret_hash if credential is not None and role is not None else None
+        digest = hashlib.sha256(((stored or "") + password).encode()).hexdigest()
+        if role is not None and self._remembered.get((name, digest), 0.0) > time.monotonic():
             return Principal(name=name, role=role, via=USER)
-        if not await asyncio.to_thread(self._hasher.verify, password, credential.secret_hash):
+        key = (name, address)
+        matched = await self._verifier.run(key, lambda: self._verify(password, stored))
+        if not matched or role is None:
+            self._verifier.failed(key)
             return None
+        self._verifier.succeeded(key)
         self._forget_old()
-        self._remembered[key] = time.monotonic() + REMEMBER_SECONDS
+        self._remembered[(name, digest)] = time.monotonic() + REMEMBER_SECONDS
         return Principal(name=name, role=role, via=USER)
+
+    def _verify(self, password: str, stored: str | None) -> bool:
+        """argon2 verification, in the verifier's thread; without a hash, against a dummy."""
+        if stored is not None:
+            return bool(self._hasher.verify(password, stored))
+        if self._dummy is None:
+            self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+        self._hasher.verify(password, self._dummy)
+        return False
 
     def _forget_old(self) -> None:
         now = time.monotonic()

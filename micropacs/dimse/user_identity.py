@@ -13,7 +13,12 @@ micropacs checks, with ``MICROPACS_DICOM__USER_IDENTITY`` ``optional`` or
   proves nothing, so it gives no role (it satisfies ``required`` and a
   node's ``user_id``, nothing more).
 
-Kerberos (3) and SAML (4), and types not enabled, are treated as no identity.
+A password or a token (types 2 and 5) is a secret: on an association that
+is not TLS (PS3.15 B.9) it is not checked but rejected as not valid, unless
+``MICROPACS_DICOM__USER_IDENTITY_PLAIN`` allows it (a network that is private
+end to end), since anyone on the path could read it and use it, over HTTP
+too. Kerberos (3) and SAML (4), and types not enabled, are treated as no
+identity.
 An identity presented that does not check out, or no identity when
 ``required`` or when the calling node has a ``user_id`` (which the identity
 must then name), is rejected: A-ASSOCIATE-RJ rejected-permanent,
@@ -25,12 +30,17 @@ answered with one (a zero-length server response: micropacs has no
 Kerberos ticket, SAML response or token of its own to return; its TLS
 certificate is its proof).
 
-Passcodes and tokens are never logged.
+Passcodes and tokens are never logged. The checks run on the bounded
+credential-check pool (:mod:`micropacs.auth.throttle`); when it is full, or
+the user name failed too often from the peer's address, the association is
+rejected transient, service-provider (presentation), local-limit-exceeded
+(PS3.8 9.3.4) at once.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import weakref
 from collections.abc import Callable
@@ -42,9 +52,10 @@ from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from micropacs.auth.local import LocalCredentials
 from micropacs.auth.oidc import OidcTokens
 from micropacs.auth.principal import Principal, Role
+from micropacs.auth.throttle import ChecksBusy
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
-from micropacs.dimse import access
+from micropacs.dimse import access, admission
 from micropacs.dimse.access import Permission
 from micropacs.ports import Catalog
 
@@ -60,8 +71,19 @@ NEEDED[Permission.RETRIEVE] = Role.VIEWER
 CHECK_SECONDS = 15.0
 """Longest wait for one verification (an identity provider's keys fetched, argon2)."""
 
-Passwords = Callable[[str, str], Principal | None]
-Tokens = Callable[[str], Principal | None]
+SECRETS = frozenset({USERNAME_AND_PASSCODE, JWT})
+"""The types whose fields would let an eavesdropper in."""
+
+Passwords = Callable[[str, str, str], Principal | None]
+"""Checks a user name and password from a client address."""
+Tokens = Callable[[str, str], Principal | None]
+"""Checks a token from a client address."""
+
+
+def over_tls(assoc: Any) -> bool:
+    """Whether ``assoc`` runs on a TLS connection."""
+    connection = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    return isinstance(connection, ssl.SSLSocket)
 
 
 class UserIdentity:
@@ -81,8 +103,10 @@ class UserIdentity:
         passwords: Passwords | None,
         tokens: Tokens | None = None,
         name_only: bool = False,
+        plain: bool = False,
     ) -> None:
         self.mode = mode
+        self._plain = plain
         self._passwords = passwords
         self._tokens = tokens
         self._name_only = name_only
@@ -100,8 +124,24 @@ class UserIdentity:
             return
         item = assoc.requestor.user_identity
         kind = int(item.user_identity_type or 0) if item is not None else 0
+        address = str(assoc.requestor.address)
+        clear = kind in SECRETS and not self._plain and not over_tls(assoc)
         try:
-            principal = None if item is None else self._verify(item)
+            principal = None if item is None or clear else self._verify(item, address)
+        except ChecksBusy:
+            log.warning(
+                "association rejected: too many user identity checks",
+                extra={"peer_address": address, "user_identity_type": kind},
+            )
+            access.reject(
+                assoc,
+                (
+                    admission.REJECTED_TRANSIENT,
+                    admission.PROVIDER_PRESENTATION,
+                    admission.LOCAL_LIMIT_EXCEEDED,
+                ),
+            )
+            return
         except Exception:  # a backend failed: let nobody in unchecked
             log.exception("association rejected: the user identity check failed")
             access.reject(
@@ -110,7 +150,9 @@ class UserIdentity:
             return
         nodes = getattr(assoc.ae, "node_access", None)
         node = nodes.node_of(assoc) if isinstance(nodes, access.NodeAccess) else None
-        if principal is None and item is not None and self._supported(kind):
+        if clear and self._supported(kind):
+            reason = "user identity not valid: a password or token without TLS"
+        elif principal is None and item is not None and self._supported(kind):
             reason = "user identity not valid"
         elif principal is None and (self.mode == "required" or (node and node.user_id)):
             reason = "no user identity"
@@ -128,7 +170,7 @@ class UserIdentity:
             reason,
             extra={
                 "calling_ae": str(request.calling_ae_title).strip(),
-                "peer_address": str(assoc.requestor.address),
+                "peer_address": address,
                 "user_identity_type": kind,
             },
         )
@@ -166,7 +208,7 @@ class UserIdentity:
             or (kind == JWT and self._tokens is not None)
         )
 
-    def _verify(self, item: UserIdentityNegotiation) -> Principal | None:
+    def _verify(self, item: UserIdentityNegotiation, address: str) -> Principal | None:
         kind = int(item.user_identity_type or 0)
         if not self._supported(kind):
             return None
@@ -181,9 +223,9 @@ class UserIdentity:
             # A name proves nothing: it gets no role limit of its own, only the node's.
             return Principal(name=primary, role=Role.ADMINISTRATOR, via="name")
         if kind == USERNAME_AND_PASSCODE and self._passwords is not None:
-            return self._passwords(primary, secondary) if secondary else None
+            return self._passwords(primary, secondary, address) if secondary else None
         if kind == JWT and self._tokens is not None:
-            return self._tokens(primary)
+            return self._tokens(primary, address)
         return None
 
 
@@ -198,19 +240,20 @@ def from_settings(
     if catalog is not None:
         credentials = LocalCredentials(catalog)
 
-        def passwords(name: str, password: str) -> Principal | None:
-            return bridge.run(credentials.user_principal(name, password), CHECK_SECONDS)
+        def passwords(name: str, password: str, address: str) -> Principal | None:
+            return bridge.run(credentials.user_principal(name, password, address), CHECK_SECONDS)
 
     tokens: Tokens | None = None
     if settings.auth.backend == "oidc":
         oidc = OidcTokens(settings.auth)
 
-        def tokens(token: str) -> Principal | None:
-            return bridge.run(oidc.principal(token), CHECK_SECONDS)
+        def tokens(token: str, address: str) -> Principal | None:
+            return bridge.run(oidc.principal(token, address), CHECK_SECONDS)
 
     return UserIdentity(
         mode,
         passwords=passwords,
         tokens=tokens,
         name_only=settings.dicom.user_identity_name_only,
+        plain=settings.dicom.user_identity_plain,
     )

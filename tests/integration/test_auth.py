@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from tests import dicomdata
+from tests.integration.peers import echo
 from tests.integration.server import Server, micropacs, micropacs_env, start_server
 from tests.integration.test_dicomweb import multipart_body
 from tests.integration.token_issuer import TokenIssuer, new_key, token_issuer
@@ -207,3 +210,48 @@ def test_oidc_tokens_are_checked_against_the_issuer(
     for why, text in refused.items():
         assert httpx.get(url, headers=bearer(text)).status_code == 401, why
     assert httpx.get(url).status_code == 401
+
+
+def _peak_rss(server: Server) -> int:
+    """The server process's peak resident memory so far, bytes (Linux VmHWM)."""
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) * 1024
+
+
+def test_a_flood_of_wrong_passwords_is_bounded(local_auth: Server) -> None:
+    """60 concurrent wrong passwords for one user: at most a couple of argon2 hashes run at
+    once (64 MiB each), the excess is answered 503 or 429 with Retry-After at once, and
+    /healthz and a C-ECHO go on answering."""
+    micropacs(
+        "users", "add", "flood.target", "--role", "viewer", "--password", "the real password",
+        data_dir=local_auth.data_dir, env=local_auth.env,
+    )  # fmt: skip
+    wrong = base64.b64encode(b"flood.target:not the password").decode()
+    url = f"{local_auth.http}{STUDIES}"
+    before = _peak_rss(local_auth)
+
+    async def flood() -> tuple[list[httpx.Response], list[float]]:
+        limits = httpx.Limits(max_connections=60)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            attempts = [
+                asyncio.create_task(client.get(url, headers={"authorization": f"Basic {wrong}"}))
+                for _ in range(60)
+            ]
+            pauses = []
+            while not all(attempt.done() for attempt in attempts):
+                started = time.monotonic()
+                assert (await client.get(f"{local_auth.http}/healthz")).status_code == 200
+                assert await asyncio.to_thread(echo, local_auth) == 0x0000
+                pauses.append(time.monotonic() - started)
+                await asyncio.sleep(0.1)
+            return await asyncio.gather(*attempts), pauses
+
+    answers, pauses = asyncio.run(flood())
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {401, 429, 503}
+    assert statuses.count(503) >= 1
+    assert all("retry-after" in a.headers for a in answers if a.status_code in (429, 503))
+    assert max(pauses, default=0.0) < 3.0, pauses
+    # Two hashes of 64 MiB at most at once; six (the default pool) would pass 384 MiB.
+    assert _peak_rss(local_auth) - before < 256 * 2**20

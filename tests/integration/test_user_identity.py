@@ -8,6 +8,7 @@ pynetdicom SCUs and DCMTK's storescu ``--user``/``--password``/``--jwt``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ from tests.integration.peers import (
     study_identifier,
 )
 from tests.integration.server import Server, micropacs, start_server
+from tests.integration.test_tls import Pki, client_context, pki
 from tests.integration.token_issuer import TokenIssuer, new_key, token_issuer
+
+__all__ = ["pki"]  # a fixture: the test certificates
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 NOT_AUTHORIZED = 0x0124
@@ -49,12 +53,17 @@ class Site:
     issuer: TokenIssuer
 
 
-def _start(folder: Path, issuer: TokenIssuer, mode: str) -> Server:
+def _start(
+    folder: Path, issuer: TokenIssuer, mode: str, extra: dict[str, str] | None = None
+) -> Server:
     env = {
         "MICROPACS_DICOM__USER_IDENTITY": mode,
         "MICROPACS_AUTH__BACKEND": "oidc",
         "MICROPACS_AUTH__OIDC_ISSUER": issuer.url,
         "MICROPACS_AUTH__OIDC_AUDIENCE": "micropacs",
+        # These sites test the checks themselves on the plain port; `secure` below does not.
+        "MICROPACS_DICOM__USER_IDENTITY_PLAIN": "true",
+        **(extra or {}),
     }
     server = start_server(folder / "data", env=env)
     for name, password in PASSWORDS.items():
@@ -87,6 +96,29 @@ def required(tmp_path_factory: pytest.TempPathFactory, issuer: TokenIssuer) -> I
 def optional(tmp_path_factory: pytest.TempPathFactory, issuer: TokenIssuer) -> Iterator[Site]:
     server = _start(tmp_path_factory.mktemp("optional"), issuer, "optional")
     yield Site(server, issuer)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def secure(
+    tmp_path_factory: pytest.TempPathFactory, issuer: TokenIssuer, pki: Pki
+) -> Iterator[tuple[Site, int]]:
+    """A site with the default USER_IDENTITY_PLAIN=false and a DICOM TLS port."""
+    server = _start(
+        tmp_path_factory.mktemp("secure"),
+        issuer,
+        "optional",
+        {
+            "MICROPACS_DICOM__USER_IDENTITY_PLAIN": "false",
+            "MICROPACS_DICOM__TLS__PORT": "0",
+            "MICROPACS_DICOM__TLS__CERT_FILE": str(pki.server_cert),
+            "MICROPACS_DICOM__TLS__KEY_FILE": str(pki.server_key),
+            "MICROPACS_DICOM__TLS__CA_FILE": str(pki.ca),
+        },
+    )
+    found = re.search(r"DICOM TLS on port (\d+)", server.log())
+    assert found, server.log()
+    yield Site(server, issuer), int(found.group(1))
     server.stop()
 
 
@@ -281,3 +313,40 @@ def test_optional_lets_anonymous_callers_in_but_not_bad_identities(optional: Sit
     # A node bound to a user still needs it, optional or not.
     assert rejection(server, None, calling="BOUND_CT") == REJECTED
     assert rejection(server, password_of("op.smith"), calling="BOUND_CT") is None
+
+
+def tls_identity_echo(site: Site, port: int, item: UserIdentityNegotiation, pki: Pki) -> Any:
+    """The A-ASSOCIATE-RJ of a TLS association presenting ``item``, or None if accepted."""
+    ae = AE(ae_title="PYTLS")
+    ae.add_requested_context(Verification)
+    assoc: Any = ae.associate(
+        "127.0.0.1",
+        port,
+        ae_title=site.server.ae_title,
+        ext_neg=[item],
+        tls_args=(client_context(pki), "127.0.0.1"),
+    )
+    if assoc.is_established:
+        assert int(assoc.send_c_echo().Status) == 0x0000
+        assoc.release()
+        return None
+    assert assoc.is_rejected, "neither accepted nor rejected"
+    answer = assoc.acceptor.primitive
+    return (int(answer.result), int(answer.result_source), int(answer.diagnostic))
+
+
+def test_passwords_and_tokens_are_refused_without_tls_and_checked_with_it(
+    secure: tuple[Site, int], pki: Pki
+) -> None:
+    site, tls_port = secure
+    token = site.issuer.token(roles=["operator"]).encode()
+    # The right password and a valid token, in clear text: refused, unchecked.
+    assert rejection(site.server, password_of("op.smith")) == REJECTED
+    assert rejection(site.server, identity(JWT, token)) == REJECTED
+    assert "a password or token without TLS" in site.server.log()
+    assert rejection(site.server, None) is None  # optional: anonymous callers still come in
+    # Over TLS the same identities check out, and a wrong password still does not.
+    assert tls_identity_echo(site, tls_port, password_of("op.smith"), pki) is None
+    assert tls_identity_echo(site, tls_port, identity(JWT, token), pki) is None
+    wrong = identity(PASSCODE, b"op.smith", b"not-the-password")
+    assert tls_identity_echo(site, tls_port, wrong, pki) == REJECTED
