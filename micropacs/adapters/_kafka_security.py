@@ -107,9 +107,13 @@ def _host_port(bootstrap: str) -> tuple[str, int]:
     return host.strip("[]") or first, int(port) if port.isdigit() else 9092
 
 
-async def diagnose(bootstrap: str, security: KafkaSecurity, timeout: float = 5.0) -> str:  # noqa: ASYNC109
+async def diagnose(bootstrap: str, security: KafkaSecurity, timeout: float = 10.0) -> str:  # noqa: ASYNC109
     """Why a client with ``security`` cannot talk to the first broker of ``bootstrap``,
-    as advice naming the setting to fix; empty when one connection succeeds."""
+    as advice naming the setting to fix; empty when one connection succeeds.
+
+    ``timeout`` is the request timeout of the client whose failure this explains: a
+    busy broker that refused that client's login in time refuses this one in time too.
+    """
     host, port = _host_port(bootstrap)
     options = security.client_options()
     try:
@@ -135,7 +139,12 @@ async def diagnose(bootstrap: str, security: KafkaSecurity, timeout: float = 5.0
         )
     except UnsupportedSaslMechanismError as exc:
         return f"{exc}: check {SETTING}SASL_MECHANISM"
-    except (KafkaError, TimeoutError, ConnectionError) as exc:
+    except TimeoutError:
+        return (
+            f"no answer within {timeout}s (a broker too busy to answer, or a listener that"
+            f" does not speak {security.protocol}: check {SETTING}SECURITY_PROTOCOL)"
+        )
+    except (KafkaError, ConnectionError) as exc:
         # Under TLS 1.3 a listener that requires a client certificate accepts the
         # handshake and then closes the connection: the client sees only that.
         certificate = (

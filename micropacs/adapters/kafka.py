@@ -5,7 +5,12 @@ producer, keyed by StudyInstanceUID so a study's events stay in order on one
 partition. Consumers join a group, never auto-commit, and commit the offsets
 of a batch only after the caller has written it (ARCHITECTURE.md, rule 2).
 Topics are created at start-up with the configured partition count; a
-consumer group scales up to that many members.
+consumer group scales up to that many members. Creating them waits until the
+leader of every new partition answers for it (:data:`TOPIC_TIMEOUT`): the
+controller acknowledges a CreateTopics as soon as it has recorded it, and the
+broker creates the partitions' logs only when it has replayed that record, one
+at a time, tens of seconds later on a broker with a backlog. Without the wait
+the first publish would spend its own timeout on the broker's backlog.
 
 Every client (producer, consumers, the admin client creating topics) uses the
 same security options (:class:`~micropacs.adapters._kafka_security.KafkaSecurity`:
@@ -16,14 +21,13 @@ with :class:`EventBusUnavailable` naming the setting to fix.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from micropacs.adapters._kafka_security import KafkaSecurity, diagnose
 from micropacs.errors import EventBusUnavailable, InvalidInput
@@ -34,6 +38,10 @@ from micropacs.redact import safe_url
 log = logging.getLogger(__name__)
 
 TOPICS = (INSTANCE_STORED, DEAD_LETTER, WORKLIST, MPPS, PATIENT)
+
+TOPIC_TIMEOUT = 60.0
+"""Seconds new topics may take to be served by their leaders (Kafka's own
+``default.api.timeout.ms`` for an admin operation)."""
 
 
 def parse_url(url: str) -> str:
@@ -167,15 +175,51 @@ class KafkaEventBus:
                 for topic in topics
                 if self._prefix + topic not in existing
             ]
+            created = True
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):  # another service was first
+                try:
                     await admin.create_topics(missing)
+                except TopicAlreadyExistsError:  # another service was first
+                    created = False
                 log.info("Kafka topics created", extra={"topics": [t.name for t in missing]})
         except KafkaError as exc:
             raise await self._unreachable(exc) from exc
         finally:
             await admin.close()
+        if missing:
+            # Partition 0 exists whoever created the topic; the others only if we did.
+            count = self._partitions if created else 1
+            await self._wait_served(
+                [TopicPartition(t.name, n) for t in missing for n in range(count)]
+            )
         self._known_topics.update(topics)
+
+    async def _wait_served(self, partitions: list[TopicPartition]) -> None:
+        """Return once the leader of each of ``partitions`` answers a ListOffsets for it.
+
+        Until the broker has created a partition's log it answers "unknown topic"
+        or NOT_LEADER_OR_FOLLOWER; aiokafka retries those until its request timeout.
+        """
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            request_timeout_ms=int(TOPIC_TIMEOUT * 1000),
+            **self._options,
+        )
+        try:
+            await probe.start()
+            await probe.end_offsets(partitions)
+        except KafkaTimeoutError as exc:
+            raise EventBusUnavailable(
+                f"Kafka at {self._bootstrap} created the topics but their leaders do not"
+                f" serve them after {TOPIC_TIMEOUT}s"
+            ) from exc
+        except KafkaError as exc:
+            raise await self._unreachable(exc) from exc
+        finally:
+            await probe.stop()
 
     async def _ensure_topic(self, topic: str) -> None:
         if topic not in self._known_topics:
@@ -194,7 +238,7 @@ class KafkaEventBus:
         except (KafkaError, TimeoutError) as exc:
             raise EventBusUnavailable(
                 f"Kafka did not acknowledge the event within {self._publish_timeout}s: "
-                f"{exc or type(exc).__name__}"
+                f"{str(exc) or type(exc).__name__}"
             ) from exc
 
     async def consumer(self, topic: str, group: str) -> KafkaConsumer:
