@@ -177,7 +177,10 @@ def test_mpps_through_serve(department: Server) -> None:
             in_progress(study="2.25.11", step_id="S1"), MPPS_SOP_CLASS, uid
         )
         assert status is not None and int(status.Status) == 0x0000
+        # The same N-CREATE again (its answer lost) is accepted; another one is a duplicate.
         status, _ = assoc.send_n_create(in_progress(), MPPS_SOP_CLASS, uid)
+        assert status is not None and int(status.Status) == 0x0000
+        status, _ = assoc.send_n_create(in_progress(step_id="S2"), MPPS_SOP_CLASS, uid)
         assert status is not None and int(status.Status) == 0x0111
         status, _ = assoc.send_n_set(completed(), MPPS_SOP_CLASS, uid)
         assert status is not None and int(status.Status) == 0x0000
