@@ -18,6 +18,7 @@ from tests.integration.peers import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     associate,
+    associate_or_rejection,
     association_request,
     echo,
     pyfind,
@@ -191,8 +192,10 @@ def test_strict_registry_rejects_unknown_callers_until_added(
     try:
         ae = AE(ae_title="STRANGER")
         ae.add_requested_context(CTImageStorage)
-        assoc = ae.associate(strict.host, strict.dicom_port, ae_title=strict.ae_title)
-        assert assoc.is_rejected
+        _, rejected = associate_or_rejection(
+            ae, strict.host, strict.dicom_port, ae_title=strict.ae_title
+        )
+        assert rejected is not None
         micropacs(
             "nodes",
             "add",

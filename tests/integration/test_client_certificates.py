@@ -23,7 +23,7 @@ from pynetdicom import AE
 
 from micropacs.dimse.sockets import close_sockets_always
 from tests import dicomdata
-from tests.integration.peers import Verification, dcmtk, free_port
+from tests.integration.peers import Verification, associate_or_rejection, dcmtk, free_port
 from tests.integration.server import Server, micropacs, start_server
 from tests.integration.test_tls import Pki, pki  # noqa: F401 - the test PKI fixture
 
@@ -86,16 +86,17 @@ def answer(site: Site, calling: str, context: ssl.SSLContext | None) -> Any:
     ae.add_requested_context(Verification)
     port = site.tls_port if context is not None else site.server.dicom_port
     tls_args = (context, "127.0.0.1") if context is not None else None
-    assoc = ae.associate("127.0.0.1", port, ae_title=site.server.ae_title, tls_args=tls_args)
+    assoc, rejected = associate_or_rejection(
+        ae, "127.0.0.1", port, ae_title=site.server.ae_title, tls_args=tls_args
+    )
     if assoc.is_established:
         try:
             assert int(assoc.send_c_echo().Status) == 0x0000
         finally:
             assoc.release()
         return None
-    assert assoc.is_rejected, "neither accepted nor rejected"
-    rj: Any = assoc.acceptor.primitive
-    return (int(rj.result), int(rj.result_source), int(rj.diagnostic))
+    assert rejected is not None, "neither accepted nor rejected"
+    return rejected
 
 
 def test_a_node_bound_to_a_certificate_must_present_it(site: Site, pki: Pki) -> None:  # noqa: F811

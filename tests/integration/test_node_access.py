@@ -19,10 +19,12 @@ from pynetdicom import AE, build_role, evt
 
 from tests import dicomdata
 from tests.integration.peers import (
+    Rejection,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
+    associate_or_rejection,
     dcmtk,
     free_port,
     study_identifier,
@@ -63,13 +65,15 @@ def start(tmp_path: Path, env: dict[str, str], *, strict: bool) -> Server:
     return server
 
 
-def associate(
+def answer(
     server: Server, calling: str, contexts: list[str], source: str = HERE, **kwargs: Any
-) -> Any:
+) -> tuple[Any, Rejection | None]:
+    """The association requested, and the A-ASSOCIATE-RJ it received."""
     ae = AE(ae_title=calling)
     for context in contexts:
         ae.add_requested_context(context)
-    return ae.associate(
+    return associate_or_rejection(
+        ae,
         server.host,
         server.dicom_port,
         ae_title=server.ae_title,
@@ -78,17 +82,22 @@ def associate(
     )
 
 
+def associate(
+    server: Server, calling: str, contexts: list[str], source: str = HERE, **kwargs: Any
+) -> Any:
+    return answer(server, calling, contexts, source, **kwargs)[0]
+
+
 def rejection(server: Server, calling: str, source: str = HERE) -> int | None:
     """The diagnostic of the A-ASSOCIATE-RJ answered to ``calling`` from ``source``
     (rejected-permanent, service-user), or None when the association was accepted."""
-    assoc = associate(server, calling, [Verification], source)
+    assoc, rejected = answer(server, calling, [Verification], source)
     if assoc.is_established:
         assoc.release()
         return None
-    assert assoc.is_rejected, "neither accepted nor rejected"
-    answer = assoc.acceptor.primitive
-    assert (answer.result, answer.result_source) == (0x01, 0x01)
-    return int(answer.diagnostic)
+    assert rejected is not None, "neither accepted nor rejected"
+    assert rejected[:2] == (0x01, 0x01)
+    return rejected[2]
 
 
 def store(server: Server, calling: str, ds: Dataset) -> int:
@@ -186,8 +195,8 @@ def test_strict_rejects_an_unregistered_calling_ae_title(strict: tuple[Server, D
     assert rejection(server, "ANYONE") == CALLING_AE_NOT_RECOGNIZED
     # What the finding did: a C-GET calling itself ANYONE received the instances.
     model = StudyRootQueryRetrieveInformationModelGet
-    assoc = associate(server, "ANYONE", [model, CT], ext_neg=[build_role(CT, scp_role=True)])
-    assert assoc.is_rejected
+    _, rejected = answer(server, "ANYONE", [model, CT], ext_neg=[build_role(CT, scp_role=True)])
+    assert rejected is not None
     echo = dcmtk("echoscu", "-aet", "ANYONE", "-aec", server.ae_title, server.host,
                  str(server.dicom_port), check=False)  # fmt: skip
     assert echo.returncode != 0

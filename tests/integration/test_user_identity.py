@@ -23,8 +23,10 @@ from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from micropacs.dimse.sockets import close_sockets_always
 from tests import dicomdata
 from tests.integration.peers import (
+    Rejection,
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
+    associate_or_rejection,
     dcmtk,
     free_port,
     study_identifier,
@@ -138,16 +140,18 @@ def password_of(name: str, *, response: bool = False) -> UserIdentityNegotiation
     return identity(PASSCODE, name.encode(), PASSWORDS[name].encode(), response=response)
 
 
-def associate(
+def answer(
     server: Server,
     item: UserIdentityNegotiation | None,
     contexts: list[str] | None = None,
     calling: str = "PYSCU",
-) -> Any:
+) -> tuple[Any, Rejection | None]:
+    """The association requested with ``item``, and the A-ASSOCIATE-RJ it received."""
     ae = AE(ae_title=calling)
     for context in contexts or [Verification]:
         ae.add_requested_context(context)
-    return ae.associate(
+    return associate_or_rejection(
+        ae,
         server.host,
         server.dicom_port,
         ae_title=server.ae_title,
@@ -155,15 +159,23 @@ def associate(
     )
 
 
+def associate(
+    server: Server,
+    item: UserIdentityNegotiation | None,
+    contexts: list[str] | None = None,
+    calling: str = "PYSCU",
+) -> Any:
+    return answer(server, item, contexts, calling)[0]
+
+
 def rejection(server: Server, item: UserIdentityNegotiation | None, calling: str = "PYSCU") -> Any:
     """(result, source, diagnostic) of the A-ASSOCIATE-RJ, or None when accepted."""
-    assoc = associate(server, item, calling=calling)
+    assoc, rejected = answer(server, item, calling=calling)
     if assoc.is_established:
         assoc.release()
         return None
-    assert assoc.is_rejected, "neither accepted nor rejected"
-    answer = assoc.acceptor.primitive
-    return (int(answer.result), int(answer.result_source), int(answer.diagnostic))
+    assert rejected is not None, "neither accepted nor rejected"
+    return rejected
 
 
 REJECTED = (0x01, 0x01, 0x01)
@@ -319,7 +331,8 @@ def tls_identity_echo(site: Site, port: int, item: UserIdentityNegotiation, pki:
     """The A-ASSOCIATE-RJ of a TLS association presenting ``item``, or None if accepted."""
     ae = AE(ae_title="PYTLS")
     ae.add_requested_context(Verification)
-    assoc: Any = ae.associate(
+    assoc, rejected = associate_or_rejection(
+        ae,
         "127.0.0.1",
         port,
         ae_title=site.server.ae_title,
@@ -330,9 +343,8 @@ def tls_identity_echo(site: Site, port: int, item: UserIdentityNegotiation, pki:
         assert int(assoc.send_c_echo().Status) == 0x0000
         assoc.release()
         return None
-    assert assoc.is_rejected, "neither accepted nor rejected"
-    answer = assoc.acceptor.primitive
-    return (int(answer.result), int(answer.result_source), int(answer.diagnostic))
+    assert rejected is not None, "neither accepted nor rejected"
+    return rejected
 
 
 def test_passwords_and_tokens_are_refused_without_tls_and_checked_with_it(
