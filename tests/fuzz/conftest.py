@@ -11,8 +11,11 @@ written into the repository):
 
 Hypothesis remembers every input of a run so as not to repeat one, which
 grows without bound; a long target runs in rounds of at most :data:`ROUND`
-inputs, each a fresh run. Every input is timed: one taking more than
-:data:`SLOW_INPUT` seconds fails its target (a hang, or worse than linear),
+inputs, each a fresh run. Every input is timed (not the checks a target runs
+between inputs, which bound their own waits): one taking more than
+:data:`SLOW_INPUT` seconds fails its target (a hang, or worse than linear; the
+message gives the CPU seconds the process spent meanwhile, which tell a
+process starved on a loaded machine from one at work),
 and a target whose run raises the process's peak RSS by more than
 :data:`MEMORY_LIMIT_MB` fails too. The number of inputs each target ran, and
 its slowest, are printed at the end of the session.
@@ -96,24 +99,35 @@ def peak_rss_mb() -> float:
 
 
 def fuzz(
-    target: str, strategy: st.SearchStrategy[T], check: Callable[[T], None], weight: float = 1.0
+    target: str,
+    strategy: st.SearchStrategy[T],
+    check: Callable[[T], None],
+    weight: float = 1.0,
+    after: Callable[[], None] | None = None,
 ) -> Tally:
     """Run ``check`` on ``weight`` × :func:`per_weight` inputs drawn from ``strategy``.
 
     ``check`` asserts what the parser must do with one input; an exception it
-    lets through is a failure, shrunk and reported by hypothesis.
+    lets through is a failure, shrunk and reported by hypothesis. ``after``, if
+    given, runs after each input, outside its time: the target's own checks of
+    the system under test, whose waits are not the input's.
     """
     tally = TALLIES.setdefault(target, Tally())
 
     def timed(value: T) -> None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         check(value)
         elapsed = time.perf_counter() - start
+        spent = time.process_time() - cpu
         tally.inputs += 1
         tally.seconds += elapsed
         if elapsed > tally.slowest:
             tally.slowest, tally.slowest_input = elapsed, repr(value)[:300]
-        assert elapsed < SLOW_INPUT, f"{target}: one input took {elapsed:.1f} s"
+        assert elapsed < SLOW_INPUT, (
+            f"{target}: one input took {elapsed:.1f} s ({spent:.1f} s of CPU in this process)"
+        )
+        if after is not None:
+            after()
 
     profile = settings.get_profile("long" if is_long() else "fuzz")
     total = max(1, round(per_weight() * weight))

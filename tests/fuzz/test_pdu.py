@@ -78,7 +78,8 @@ def test_pdus_decode_or_are_refused() -> None:
 # ------------------------------------------------------------------ over the network
 
 READ_TIMEOUT = 5.0
-"""Seconds to wait for the server's answer to one attack (it answers or closes at once)."""
+"""Seconds to wait for the server to close after one attack (it answers or closes at once;
+one still open is found by :class:`Alive`)."""
 BATCH = 25
 """Attacks between two checks that the server still answers a C-ECHO."""
 
@@ -97,12 +98,21 @@ def drain(sock: socket.socket) -> bytes:
     return received
 
 
-def read_answer(sock: socket.socket) -> bytes:
-    """One PDU from the server (b"" if it closed first)."""
-    sock.settimeout(READ_TIMEOUT)
+def answer_timeout(pacs: Running) -> float:
+    """Seconds the server may take to answer an A-ASSOCIATE-RQ: its ACSE timeout (its
+    ARTIM timer closes the connection then, PS3.8 9.1.5), and a little more, so that a
+    server starved of CPU on a loaded machine is not taken for one that refused."""
+    return pacs.settings.dicom.acse_timeout + READ_TIMEOUT
+
+
+def read_answer(sock: socket.socket, timeout: float) -> bytes:
+    """One PDU from the server (short, b"" at worst, if it closed or reset first);
+    TimeoutError if it sent no whole PDU and did not close within ``timeout`` seconds."""
     data = b""
-    with contextlib.suppress(OSError):
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(ConnectionError):
         while len(data) < 6 or len(data) < 6 + struct.unpack(">L", data[2:6])[0]:
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
             chunk = sock.recv(65536)
             if not chunk:
                 break
@@ -122,8 +132,15 @@ def attack(pacs: Running, before: bytes, pdus: list[bytes]) -> None:
     with connection(pacs) as sock:
         if before:
             sock.sendall(before)
-            answer = read_answer(sock)
-            assert answer[:1] == b"\x02", f"association not accepted: {answer[:16]!r}"
+            start, timeout = time.monotonic(), answer_timeout(pacs)
+            try:
+                answer = read_answer(sock, timeout)
+            except TimeoutError:
+                raise AssertionError(f"association request unanswered for {timeout} s") from None
+            waited = time.monotonic() - start
+            assert answer[:1] == b"\x02", (
+                f"association not accepted (answer after {waited:.1f} s): {answer[:16]!r}"
+            )
         with contextlib.suppress(OSError):  # the server may abort and close half-way
             for pdu in pdus:
                 sock.sendall(pdu)
@@ -182,9 +199,8 @@ def test_a_running_micropacs_survives_random_pdus_before_association(
 ) -> None:
     def check(pdus: list[bytes]) -> None:
         attack(fuzz_pacs, b"", pdus)
-        alive()
 
-    fuzz("pdu network, no association", PDU_ATTACK, check, weight=0.5)
+    fuzz("pdu network, no association", PDU_ATTACK, check, weight=0.5, after=alive)
 
 
 def test_a_running_micropacs_survives_random_pdus_in_an_association(
@@ -194,6 +210,5 @@ def test_a_running_micropacs_survives_random_pdus_in_an_association(
 
     def check(pdus: list[bytes]) -> None:
         attack(fuzz_pacs, request, pdus)
-        alive()
 
-    fuzz("pdu network, in association", PDU_ATTACK, check, weight=0.5)
+    fuzz("pdu network, in association", PDU_ATTACK, check, weight=0.5, after=alive)
