@@ -18,7 +18,9 @@ whatever the action had started. Two ways a peer got there:
   aborts a message it decoded but cannot convert (the data set, received
   whole, reached no handler to delete it), and so does a second command set
   in one message, which made pynetdicom start a new file and forget the
-  first (deleted by nobody, even when the C-STORE succeeded);
+  first (deleted by nobody, even when the C-STORE succeeded), or complete
+  a message without data set whose primitive carried the file to a handler
+  that has none to delete;
 - a connection that closed or aborted in the middle of a C-STORE data set
   left the part received in the data directory: :func:`do_action` deletes
   it when the connection ends;
@@ -87,6 +89,10 @@ def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
             return
         message = self.message
         if message is None:
+            if before is not None and value[:1] and value[0] & 1:
+                # Completed by a command set (so one without a data set, a C-ECHO):
+                # the C-STORE whose data set was being received is abandoned.
+                _unlink(before)
             return  # a whole message: pynetdicom ignores what else the P-DATA holds
         if getattr(message, _FAILED, False):
             return  # pynetdicom queued Evt19: the association ends

@@ -105,7 +105,7 @@ def answer_timeout(pacs: Running) -> float:
     return pacs.settings.dicom.acse_timeout + READ_TIMEOUT
 
 
-def read_answer(sock: socket.socket, timeout: float) -> bytes:
+def read_answer(sock: socket.socket, timeout: float = READ_TIMEOUT) -> bytes:
     """One PDU from the server (short, b"" at worst, if it closed or reset first);
     TimeoutError if it sent no whole PDU and did not close within ``timeout`` seconds."""
     data = b""
@@ -149,8 +149,8 @@ def attack(pacs: Running, before: bytes, pdus: list[bytes]) -> None:
 
 
 class Alive:
-    """Checks after every :data:`BATCH` attacks that ``pacs`` answers a C-ECHO and that
-    no association it accepted is left running."""
+    """Checks after every :data:`BATCH` attacks that ``pacs`` answers a C-ECHO, that
+    no association it accepted is left running and that none left a file behind."""
 
     def __init__(self, pacs: Running) -> None:
         self.pacs = pacs
@@ -167,6 +167,7 @@ class Alive:
         while self.pacs_associations() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not self.pacs_associations(), "associations left running after their peers left"
+        assert self.pacs.leftovers() == [], "files left in the data directory by the last attacks"
 
     def pacs_associations(self) -> list[threading.Thread]:
         """The association and reactor threads of associations micropacs accepted."""

@@ -218,6 +218,30 @@ def test_a_second_command_set_in_one_message_leaves_no_file(tmp_path: Path) -> N
         tempfile.tempdir = previous
 
 
+ECHO_COMMAND = (
+    b"\x04\x00\x00\x00\x00J\x00\x00\x00F\x01\x03\x00\x00\x00\x00\x04\x00\x00\x008\x00\x00\x00"
+    + b"\x00\x00\x02\x00\x12\x00\x00\x001.2.840.10008.1.1\x00\x00\x00\x00\x01\x02\x00\x00\x000\x00"
+    + b"\x00\x00\x10\x01\x02\x00\x00\x00\x01\x00\x00\x00\x00\x08\x02\x00\x00\x00\x01\x01"
+)
+"""A P-DATA-TF with a whole C-ECHO-RQ command set on presentation context 1 (PS3.7 9.3.5)."""
+
+
+def test_a_c_echo_in_place_of_a_c_store_data_set_leaves_no_file(fuzz_pacs: Running) -> None:
+    """A C-STORE command set, then a C-ECHO's instead of the data set: the C-ECHO completed
+    the message, its primitive carried the C-STORE's file, and nobody deleted it."""
+    store_command = seeds.p_data_pdus()[-2]
+    with connection(fuzz_pacs) as sock:
+        sock.sendall(seeds.association_request(fuzz_pacs.ae_title))
+        assert read_answer(sock)[:1] == b"\x02"
+        sock.sendall(store_command + ECHO_COMMAND)
+        assert read_answer(sock)[:1] == b"\x04"  # the C-ECHO-RSP
+    deadline = time.monotonic() + 5
+    while fuzz_pacs.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fuzz_pacs.leftovers() == []
+    assert echo(fuzz_pacs) == 0x0000
+
+
 def test_a_c_store_cut_off_by_its_peer_leaves_no_file(fuzz_pacs: Running) -> None:
     """A C-STORE data set still arriving when the peer closed stayed in the data directory."""
     pdus = seeds.p_data_pdus()
