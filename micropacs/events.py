@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import InvalidInput
@@ -19,6 +19,25 @@ INSTANCE_STORED = "instance.stored"
 
 DEAD_LETTER = "dead-letter"
 """Topic where consumers park events they cannot process after retries."""
+
+
+def _encoded(event: Any, kind: str, version: int) -> bytes:
+    """A dataclass event as its versioned JSON payload."""
+    # Not dataclasses.asdict: it deep-copies the header, the costliest part.
+    body: dict[str, object] = {"type": kind, "version": version}
+    body.update((f.name, getattr(event, f.name)) for f in fields(event))
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    """The JSON object of a payload; InvalidInput for anything else."""
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"event is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("event is not a JSON object")
+    return body
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,20 +63,12 @@ class InstanceStored(InstanceRecord):
 
     def to_bytes(self) -> bytes:
         """Encode as the versioned JSON payload."""
-        # Not dataclasses.asdict: it deep-copies the header, the costliest part.
-        body = {"type": self.type, "version": self.version}
-        body.update((f.name, getattr(self, f.name)) for f in fields(self))
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return _encoded(self, self.type, self.version)
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> InstanceStored:
         """Decode a payload, refusing other types, versions or missing fields."""
-        try:
-            body = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"event is not JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise InvalidInput("event is not a JSON object")
+        body = _json_object(payload)
         if body.pop("type", None) != cls.type or body.pop("version", None) != cls.version:
             raise InvalidInput(f"not a {cls.type} v{cls.version} event")
         try:
@@ -116,9 +127,7 @@ class _Event:
 
     def to_bytes(self) -> bytes:
         """Encode as the versioned JSON payload."""
-        body: dict[str, object] = {"type": self.type, "version": self.version}
-        body.update((f.name, getattr(self, f.name)) for f in fields(self))
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        return _encoded(self, self.type, self.version)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,12 +267,7 @@ def decode_workflow_event(payload: bytes) -> WorkflowEvent:
     Refuses (InvalidInput) a payload that is not JSON, an unknown type or
     version, and missing or unexpected fields.
     """
-    try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"event is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidInput("event is not a JSON object")
+    body = _json_object(payload)
     kind = _WORKFLOW_TYPES.get(str(body.pop("type", "")))
     if kind is None:
         raise InvalidInput("not a worklist, MPPS or patient event")

@@ -8,6 +8,7 @@ ones.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from micropacs.config import KafkaSettings, S3Settings
@@ -43,6 +44,24 @@ def _parent(path: Path, error: type[Unavailable]) -> Path:
     except OSError as exc:
         raise error(f"cannot create the folder {path.parent}: {exc.strerror}") from exc
     return path
+
+
+class _Closable(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
+
+
+async def _opened(remote: _C) -> _C:
+    """``remote`` once opened; closed again (its client's threads and sockets) if that fails."""
+    try:
+        await remote.open()
+    except BaseException:
+        await remote.close()
+        raise
+    return remote
 
 
 async def open_blob_store(url: str, *, fsync: bool, s3: S3Settings | None = None) -> BlobStore:
@@ -115,13 +134,7 @@ async def open_catalog(url: str) -> Catalog:
     if scheme == "mongodb":
         from micropacs.adapters.mongo import MongoCatalog
 
-        remote = MongoCatalog(url)
-        try:
-            await remote.open()
-        except BaseException:
-            await remote.close()
-            raise
-        return remote
+        return await _opened(MongoCatalog(url))
     if scheme == "sqlite":
         from micropacs.adapters.sqlite_catalog import SqliteCatalog
 
@@ -138,13 +151,7 @@ async def open_worklist(url: str) -> Worklist:
     if scheme == "mongodb":
         from micropacs.adapters.mongo_worklist import MongoWorklist
 
-        remote = MongoWorklist(url)
-        try:
-            await remote.open()
-        except BaseException:
-            await remote.close()
-            raise
-        return remote
+        return await _opened(MongoWorklist(url))
     if scheme == "sqlite":
         from micropacs.adapters.sqlite_worklist import SqliteWorklist
 
