@@ -338,6 +338,26 @@ class IndexSettings(BaseModel):
     poll_interval: float = Field(0.2, gt=0, description="Seconds between polls when idle.")
 
 
+class ReadBarrierSettings(BaseModel):
+    """Read-your-writes: how long a query waits for the index to apply what was acknowledged."""
+
+    timeout: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Most seconds a query, retrieval or worklist read waits for the index to"
+        " apply every event acknowledged before it arrived; past it the read is answered"
+        " from what the catalog holds (counted and logged). 0 turns the barrier off.",
+    )
+    fetch_interval: float = Field(
+        0.002,
+        ge=0,
+        le=1,
+        description="Least seconds between two readings of the event bus's offsets; the"
+        " readings are shared by every request waiting meanwhile.",
+    )
+
+
 class QuerySettings(BaseModel):
     """C-FIND and QIDO-RS behaviour."""
 
@@ -462,6 +482,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
+    read_barrier: ReadBarrierSettings = Field(default_factory=ReadBarrierSettings)
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)
 
     @property

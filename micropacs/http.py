@@ -39,6 +39,8 @@ from micropacs.tls import RELOAD_INTERVAL, ServerTls
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[None]]
+Report = Callable[[], Awaitable[Mapping[str, object]]]
+"""A figure ``/readyz`` shows beside its checks without failing on it (the index's lag)."""
 
 
 class Readiness:
@@ -100,6 +102,7 @@ def build_http_app(
     cors_origins: Sequence[str] = (),
     exposition: CollectorRegistry | None = None,
     access: Middleware | None = None,
+    reports: Mapping[str, Report] | None = None,
 ) -> Starlette:
     """A Starlette app with the health, readiness and metrics routes, and the services' own
     (DICOMweb), behind ``access`` (the authentication gate), which browsers of
@@ -112,9 +115,11 @@ def build_http_app(
 
     async def readyz(request: Request) -> Response:
         failures = await readiness.refresh()
+        shown = await _reports(reports or {})
         if failures:
-            return JSONResponse({"status": "unavailable", "failed": failures}, status_code=503)
-        return JSONResponse({"status": "ready", "checked": sorted(checks)})
+            body = {"status": "unavailable", "failed": failures, **shown}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", "checked": sorted(checks), **shown})
 
     async def metrics(request: Request) -> Response:
         await readiness.refresh(max_age=10)
@@ -145,6 +150,17 @@ def build_http_app(
         routes=served,
         middleware=[*([cors] if routes else []), *([access] if access else [])],
     )
+
+
+async def _reports(reports: Mapping[str, Report]) -> dict[str, object]:
+    """Each report's figures, or why they are unknown."""
+    shown: dict[str, object] = {}
+    for name, report in reports.items():
+        try:
+            shown[name] = dict(await asyncio.wait_for(report(), timeout=5))
+        except Exception as exc:  # noqa: BLE001 - a report never fails the readiness
+            shown[name] = {"unknown": str(exc) or type(exc).__name__}
+    return shown
 
 
 class RequestLimits:

@@ -78,6 +78,10 @@ class Record:
     value: bytes
 
 
+Offsets = dict[tuple[str, int], int]
+"""Positions in an event bus's partitions, by (topic, partition number)."""
+
+
 class Consumer(Protocol):
     """A member of a consumer group on one topic (at-least-once delivery)."""
 
@@ -107,6 +111,20 @@ class EventBus(Protocol):
 
     async def consumer(self, topic: str, group: str) -> Consumer:
         """Join ``group`` on ``topic``, resuming after its committed offsets."""
+        ...
+
+    async def end_offsets(self, topics: Sequence[str]) -> Offsets:
+        """Per partition of ``topics``, the offset after its last event: every event whose
+        publish was acknowledged before the call lies below it."""
+        ...
+
+    async def committed_offsets(self, group: str, topics: Sequence[str]) -> Offsets:
+        """Per partition of ``topics``, the offset ``group`` resumes from: it has processed
+        every event below it that the bus still holds (the oldest held if it committed none)."""
+        ...
+
+    def partition_of(self, key: str, partitions: int) -> int:
+        """The partition a ``key``'s events go to, on a topic of ``partitions`` partitions."""
         ...
 
     async def check(self) -> None:

@@ -41,6 +41,7 @@ from micropacs.dimse.access import NodeDirectory
 from micropacs.dimse.ae import build_ae, start_server
 from micropacs.exposure import require_dicom_access
 from micropacs.http import DataDirUsage, HttpServer, build_http_app
+from micropacs.read_barrier import ReadBarrier, ReadBarrierMetrics
 from micropacs.service import (
     Adapters,
     OwnListeners,
@@ -111,7 +112,7 @@ async def run(
     registry = CollectorRegistry() if metrics_registry.multiprocess() else new_registry()
     async with AsyncExitStack() as stack:
         stack.callback(os.close, data_dir_lock)
-        adapters = await _open_adapters(settings, services, stack)
+        adapters = await _open_adapters(settings, services, stack, registry)
         apps = [service.build(settings, adapters, registry) for service in services]
         dicom_port = dicom_tls_port = None
         if any(service.dicom for service in services):
@@ -198,9 +199,12 @@ def _prepare_data_dir(data_dir: Path) -> int:
 
 
 async def _open_adapters(
-    settings: Settings, services: Sequence[ServiceDescriptor], stack: AsyncExitStack
+    settings: Settings,
+    services: Sequence[ServiceDescriptor],
+    stack: AsyncExitStack,
+    registry: CollectorRegistry,
 ) -> Adapters:
-    """The adapters the services need, closed when ``stack`` closes."""
+    """The adapters the services need (and the read barrier), closed when ``stack`` closes."""
     needs = set(needs_of(services))
     if any(service.dicom for service in services):
         needs.add(Port.CATALOG)  # the node registry decides who may call and do what
@@ -222,7 +226,12 @@ async def _open_adapters(
     if Port.WORKLIST in needs:
         worklist = await open_worklist(settings.worklist_url)
         stack.push_async_callback(worklist.close)
-    return Adapters(blobs=blobs, bus=bus, catalog=catalog, worklist=worklist)
+    barrier = None
+    if bus is not None and any(service.reads_index for service in services):
+        metrics = ReadBarrierMetrics(registry)
+        barrier = ReadBarrier(bus, settings.index.group, settings.read_barrier, metrics)
+        stack.push_async_callback(barrier.close)
+    return Adapters(blobs=blobs, bus=bus, catalog=catalog, worklist=worklist, barrier=barrier)
 
 
 def _start_dicom(
@@ -312,6 +321,7 @@ async def _start_http(
             settings.http.cors_origins,
             exposition_registry(registry, settings.data_dir),
             access,
+            {} if adapters.barrier is None else {"index_behind_offsets": adapters.barrier.progress},
         ),
         settings.http.host,
         settings.http.port,

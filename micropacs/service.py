@@ -25,6 +25,7 @@ from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
 from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
+from micropacs.read_barrier import ReadBarrier
 
 HandlerBinding = tuple[Any, ...]
 """A pynetdicom handler binding: ``(event, handler)`` or ``(event, handler, args)``."""
@@ -51,6 +52,8 @@ class Adapters:
     bus: EventBus | None = None
     catalog: Catalog | None = None
     worklist: Worklist | None = None
+    barrier: ReadBarrier | None = None
+    """Made on the event bus for the services that read what the index writes."""
 
     def require_blobs(self) -> BlobStore:
         """The BlobStore; the runtime opens it for every service that declares it."""
@@ -69,6 +72,12 @@ class Adapters:
         if self.catalog is None:
             raise RuntimeError("this service needs Port.CATALOG in its descriptor")
         return self.catalog
+
+    def require_barrier(self) -> ReadBarrier:
+        """The read barrier; the runtime makes it for every service with ``reads_index``."""
+        if self.barrier is None:
+            raise RuntimeError("this service needs reads_index=True in its descriptor")
+        return self.barrier
 
     def require_worklist(self) -> Worklist:
         """The Worklist; the runtime opens it for every service that declares it."""
@@ -129,6 +138,10 @@ class ServiceDescriptor:
     it answers for every SOP class no other service claims (:class:`OperationOwners`)."""
     commands: tuple[click.Command, ...] = ()
     """Commands it adds to ``micropacs`` (e.g. ``import``)."""
+    reads_index: bool = False
+    """Whether it reads what the index writes (the catalog's instances, the worklist store):
+    then its reads go through the read barrier (:mod:`micropacs.read_barrier`), which needs
+    the event bus."""
 
     @property
     def dicom(self) -> bool:
@@ -137,8 +150,11 @@ class ServiceDescriptor:
 
 
 def needs_of(services: Sequence[ServiceDescriptor]) -> frozenset[Port]:
-    """Every port the given services need together."""
-    return frozenset().union(*(service.needs for service in services))
+    """Every port the given services need together (the event bus for a read barrier)."""
+    needs = frozenset().union(*(service.needs for service in services))
+    if any(service.reads_index for service in services):
+        needs |= {Port.EVENT_BUS}
+    return needs
 
 
 @dataclass(frozen=True)

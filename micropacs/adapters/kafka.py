@@ -29,10 +29,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
+from micropacs.adapters._kafka_offsets import GroupProgress, partition_of
 from micropacs.adapters._kafka_security import KafkaSecurity, diagnose
 from micropacs.errors import EventBusUnavailable, InvalidInput
 from micropacs.events import DEAD_LETTER, INSTANCE_STORED, MPPS, PATIENT, WORKLIST
-from micropacs.ports import Record
+from micropacs.ports import Offsets, Record
 from micropacs.redact import safe_url
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class KafkaEventBus:
         self._prefix = topic_prefix
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
+        self._group_progress: GroupProgress | None = None
 
     async def _unreachable(self, exc: BaseException) -> EventBusUnavailable:
         """The error of a client that could not start, with the cause when one is found."""
@@ -261,6 +263,25 @@ class KafkaEventBus:
             raise await self._unreachable(exc) from exc
         return KafkaConsumer(consumer, topic)
 
+    async def end_offsets(self, topics: Sequence[str]) -> Offsets:
+        """The high watermark of every partition of ``topics`` (one ListOffsets per leader)."""
+        return await self._progress().end_offsets(topics)
+
+    async def committed_offsets(self, group: str, topics: Sequence[str]) -> Offsets:
+        """Where ``group`` resumes on every partition of ``topics`` (one OffsetFetch)."""
+        return await self._progress().committed_offsets(group, topics)
+
+    def partition_of(self, key: str, partitions: int) -> int:
+        """The partition the producer sends ``key`` to (murmur2, as every Kafka client)."""
+        return partition_of(key, partitions)
+
+    def _progress(self) -> GroupProgress:
+        if self._producer is None:
+            raise EventBusUnavailable("Kafka producer not started")
+        if self._group_progress is None:
+            self._group_progress = GroupProgress(self._producer.client, self._prefix)
+        return self._group_progress
+
     async def check(self) -> None:
         """Raise EventBusUnavailable unless the cluster answers a metadata request."""
         if self._producer is None:
@@ -275,3 +296,4 @@ class KafkaEventBus:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+            self._group_progress = None

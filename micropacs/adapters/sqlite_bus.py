@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from micropacs.adapters import _sqlite
 from micropacs.errors import EventBusUnavailable, InvalidInput
-from micropacs.ports import Record
+from micropacs.ports import Offsets, Record
 
 T = TypeVar("T")
 
@@ -148,6 +148,39 @@ class SqliteEventBus:
             return int(row[0])
 
         return await self._read(count)
+
+    async def end_offsets(self, topics: Sequence[str]) -> Offsets:
+        """Each topic's one partition: the offset after its last event (0 for none)."""
+        await self.open()
+
+        def ends(conn: sqlite3.Connection) -> Offsets:
+            offsets: Offsets = {}
+            for topic in topics:
+                row = conn.execute(
+                    'SELECT "offset" FROM events WHERE topic = ? ORDER BY "offset" DESC LIMIT 1',
+                    (topic,),
+                ).fetchone()
+                offsets[topic, PARTITION] = int(row[0]) + 1 if row else 0
+            return offsets
+
+        return await self._read(ends)
+
+    async def committed_offsets(self, group: str, topics: Sequence[str]) -> Offsets:
+        """Each topic's one partition: the offset after the group's last commit (0 for none)."""
+        await self.open()
+
+        def committed(conn: sqlite3.Connection) -> Offsets:
+            rows = conn.execute(
+                'SELECT topic, committed FROM consumer_offsets WHERE "group" = ?', (group,)
+            ).fetchall()
+            stored = {topic: int(offset) + 1 for topic, offset in rows}
+            return {(topic, PARTITION): stored.get(topic, 0) for topic in topics}
+
+        return await self._read(committed)
+
+    def partition_of(self, key: str, partitions: int) -> int:
+        """Always the one partition."""
+        return PARTITION
 
     async def check(self) -> None:
         """Take and release the write lock; raise EventBusUnavailable if that fails."""

@@ -13,6 +13,7 @@ from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
 from micropacs.ports import BlobStore, Catalog
+from micropacs.read_barrier import ReadBarrier
 from micropacs.service import (
     BackgroundTask,
     HandlerBinding,
@@ -50,13 +51,19 @@ class QrApp:
 
 
 def build(
-    settings: Settings, catalog: Catalog, blobs: BlobStore, registry: CollectorRegistry
+    settings: Settings,
+    catalog: Catalog,
+    blobs: BlobStore,
+    registry: CollectorRegistry,
+    barrier: ReadBarrier | None,
 ) -> QrApp:
-    """The qr service over the given adapters."""
+    """The qr service over the given adapters; its reads wait at ``barrier`` (None: they
+    answer from the catalog as it is, for a catalog nothing indexes into)."""
     metrics = QrMetrics(registry)
+    ae_title = settings.dicom.ae_title
     return QrApp(
-        query=QueryService(catalog, metrics, settings.query, settings.dicom.ae_title),
-        retrieve=RetrieveService(catalog, blobs, metrics),
+        query=QueryService(catalog, metrics, settings.query, ae_title, barrier),
+        retrieve=RetrieveService(catalog, blobs, metrics, barrier),
         metrics=metrics,
         checks={"catalog": catalog.check, "blob_store": blobs.check},
     )

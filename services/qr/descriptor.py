@@ -10,7 +10,13 @@ from services.qr.app import build
 
 
 def _build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -> ServiceApp:
-    return build(settings, adapters.require_catalog(), adapters.require_blobs(), registry)
+    return build(
+        settings,
+        adapters.require_catalog(),
+        adapters.require_blobs(),
+        registry,
+        adapters.require_barrier(),
+    )
 
 
 SERVICE = ServiceDescriptor(
@@ -19,4 +25,5 @@ SERVICE = ServiceDescriptor(
     needs=frozenset({Port.CATALOG, Port.BLOB_STORE}),
     build=_build,
     operations=("C-FIND", "C-GET", "C-MOVE"),
+    reads_index=True,
 )

@@ -23,7 +23,9 @@ from micropacs.dicom.tags import (
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.errors import InvalidIdentifier, NotFound
 from micropacs.ports import Catalog, Query
+from micropacs.read_barrier import ReadBarrier
 from services.qr.metrics import QrMetrics
+from services.qr.read_scope import READER, scope_of
 
 NOT_MATCHED = {
     SPECIFIC_CHARACTER_SET,
@@ -60,12 +62,18 @@ class QueryService:
     """Answers queries at every level from the catalog."""
 
     def __init__(
-        self, catalog: Catalog, metrics: QrMetrics, settings: QuerySettings, ae_title: str
+        self,
+        catalog: Catalog,
+        metrics: QrMetrics,
+        settings: QuerySettings,
+        ae_title: str,
+        barrier: ReadBarrier | None = None,
     ) -> None:
         self._catalog = catalog
         self._metrics = metrics
         self._settings = settings
         self._ae_title = ae_title
+        self._barrier = barrier
 
     async def find(
         self,
@@ -102,6 +110,8 @@ class QueryService:
             case_insensitive_pn=self._settings.case_insensitive_pn,
             max_examined=self._settings.max_examined,
         )
+        if self._barrier is not None:  # what was stored before this query, it finds
+            await self._barrier.wait(READER, scope_of(identifier))
         responses = [
             self._response(level, identifier, keys, found, include_all)
             async for found in self._catalog.query(query)

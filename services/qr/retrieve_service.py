@@ -37,8 +37,10 @@ from micropacs.dicom.transcode import choose_syntax, to_syntax
 from micropacs.dicom.uids import require_uid
 from micropacs.errors import InvalidIdentifier, NotFound, UnknownDestination, UnsupportedTransfer
 from micropacs.ports import BlobStore, Catalog, InstanceLocation, Node
+from micropacs.read_barrier import ReadBarrier
 from services.qr.metrics import QrMetrics
 from services.qr.query_service import check_uids, level_of
+from services.qr.read_scope import READER, scope_of
 
 
 def entity_identifier(
@@ -63,11 +65,16 @@ class RetrieveService:
     """Locates instances and gives their stored bytes, converted where needed."""
 
     def __init__(
-        self, catalog: Catalog, blobs: BlobStore, metrics: QrMetrics | None = None
+        self,
+        catalog: Catalog,
+        blobs: BlobStore,
+        metrics: QrMetrics | None = None,
+        barrier: ReadBarrier | None = None,
     ) -> None:
         self._catalog = catalog
         self._blobs = blobs
         self._metrics = metrics
+        self._barrier = barrier
 
     async def locate(self, identifier: DicomJson) -> list[InstanceLocation]:
         """The instances a retrieve identifier names, in series and instance order."""
@@ -82,6 +89,8 @@ class RetrieveService:
             raise InvalidIdentifier(
                 f"a {level.value} level retrieve needs ({unique[:4]},{unique[4:]})"
             )
+        if self._barrier is not None:  # what was stored before this retrieval, it sends
+            await self._barrier.wait(READER, scope_of(identifier))
         return await self._catalog.locate(
             patient_ids=values(PATIENT_ID) if level is Level.PATIENT else (),
             study_uids=values(STUDY_INSTANCE_UID),

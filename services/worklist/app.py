@@ -15,6 +15,7 @@ from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
 from micropacs.ports import Catalog, EventBus, Worklist
+from micropacs.read_barrier import ReadBarrier
 from micropacs.service import BackgroundTask, HandlerBinding
 from services.worklist import mpps, mwl
 from services.worklist.api import WorklistApi
@@ -96,19 +97,22 @@ def build(
     registry: CollectorRegistry,
     *,
     catalog: Catalog,
+    barrier: ReadBarrier | None,
 ) -> WorklistApp:
     """The worklist service over the given adapters (the catalog to find the images of
-    completed procedures)."""
+    completed procedures); its reads of the store wait at ``barrier``."""
     metrics = WorklistMetrics(registry)
     return WorklistApp(
-        worklist=mwl.ModalityWorklist(worklist, metrics, settings.worklist, settings.query),
-        performed=mpps.PerformedSteps(bus, worklist, metrics),
+        worklist=mwl.ModalityWorklist(
+            worklist, metrics, settings.worklist, settings.query, barrier
+        ),
+        performed=mpps.PerformedSteps(bus, worklist, metrics, barrier=barrier),
         hl7=MllpListener(
             settings.worklist, bus, registry, default_issuer=settings.issuer_of_patient_id
         ),
         missing_images=MissingImages(worklist, catalog, settings.worklist, settings.query, metrics),
         api=WorklistApi(
-            Scheduler(bus, worklist, settings.query.max_results),
+            Scheduler(bus, worklist, settings.query.max_results, barrier),
             settings.worklist.api_max_item_bytes,
         ),
         metrics=metrics,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from prometheus_client import CollectorRegistry
 
 from micropacs import logs
 from micropacs.adapters.factory import open_event_bus, open_worklist
@@ -27,6 +28,7 @@ from micropacs.dicom.json_model import first_text, text_of
 from micropacs.dicom.tags import ACCESSION_NUMBER, MODALITY
 from micropacs.errors import InvalidInput, MicropacsError, Unavailable
 from micropacs.ports import WorklistItem
+from micropacs.read_barrier import ReadBarrier, ReadBarrierMetrics
 from services.worklist.scheduling import Scheduler, as_json, parse_filters
 
 T = TypeVar("T")
@@ -43,7 +45,13 @@ def _run(settings: Settings, work: Callable[[Scheduler], Awaitable[T]]) -> T:
         try:
             store = await open_worklist(settings.worklist_url)
             try:
-                return await work(Scheduler(bus, store, settings.query.max_results))
+                metrics = ReadBarrierMetrics(CollectorRegistry())
+                barrier = ReadBarrier(bus, settings.index.group, settings.read_barrier, metrics)
+                try:
+                    scheduler = Scheduler(bus, store, settings.query.max_results, barrier)
+                    return await work(scheduler)
+                finally:
+                    await barrier.close()
             finally:
                 await store.close()
         finally:

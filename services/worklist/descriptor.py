@@ -19,6 +19,7 @@ def _build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) 
         adapters.require_worklist(),
         registry,
         catalog=adapters.require_catalog(),
+        barrier=adapters.require_barrier(),
     )
 
 
@@ -34,4 +35,5 @@ SERVICE = ServiceDescriptor(
         "N-SET": frozenset({MPPS_SOP_CLASS}),
     },
     commands=(worklist_command,),
+    reads_index=True,
 )

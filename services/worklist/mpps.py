@@ -5,10 +5,13 @@ against Table F.7.2-1 (:mod:`services.worklist.mpps_checks`), publishes what
 it accepted (``mpps.created``, ``mpps.updated``) and only then answers
 Success: an acknowledged MPPS is on the event bus. The index writes the
 Worklist store from those events, and moves the referenced worklist items'
-status (it alone: :func:`~micropacs.dicom.worklist.scheduled_references`);
-until it has, the steps this process created or changed in the last
-:data:`RECENT_SECONDS` are answered from an in-process record, so a
-modality's N-SET right after its N-CREATE is judged against what it just sent.
+status (it alone: :func:`~micropacs.dicom.worklist.scheduled_references`).
+A request first waits at the read barrier until the index has applied the
+step's acknowledged events, so a modality's N-SET right after its N-CREATE
+is judged against what it just sent, whichever process answered it; if the
+barrier times out (the index down or far behind), the steps this process
+created or changed in the last :data:`RECENT_SECONDS` are answered from an
+in-process record.
 
 An N-CREATE re-sent with the same attributes (a modality retrying after a
 lost answer) is answered Success again; another N-CREATE of an existing
@@ -37,9 +40,11 @@ from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
 from micropacs.errors import MicropacsError
 from micropacs.events import MPPS, PerformedStepCreated, PerformedStepUpdated
 from micropacs.ports import EventBus, Worklist
+from micropacs.read_barrier import ReadBarrier
 from services.worklist.failures import failure
 from services.worklist.metrics import WorklistMetrics
 from services.worklist.mpps_checks import STATUS, NStatus, Refusal, check_create, check_set
+from services.worklist.read_scope import READER, step_scope
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +70,13 @@ class PerformedSteps:
         worklist: Worklist,
         metrics: WorklistMetrics,
         *,
+        barrier: ReadBarrier | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._bus = bus
         self._worklist = worklist
         self._metrics = metrics
+        self._barrier = barrier
         self._clock = clock
         self._recent: OrderedDict[str, _Recent] = OrderedDict()
         # One request at a time: two N-SETs of one step must see each other.
@@ -125,9 +132,11 @@ class PerformedSteps:
 
     async def _current(self, sop_instance_uid: str) -> DicomJson | None:
         self._forget_old()
-        recent = self._recent.get(sop_instance_uid)
-        if recent is not None:
-            return recent.dataset
+        scope = step_scope(sop_instance_uid)
+        if self._barrier is None or not await self._barrier.wait(READER, scope):
+            recent = self._recent.get(sop_instance_uid)
+            if recent is not None:  # newer than the store, the index being behind
+                return recent.dataset
         stored = await self._worklist.step(sop_instance_uid)
         return None if stored is None else stored.dataset
 

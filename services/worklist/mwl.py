@@ -52,8 +52,10 @@ from micropacs.errors import (
     Status,
 )
 from micropacs.ports import Worklist
+from micropacs.read_barrier import ReadBarrier
 from services.worklist.failures import failure
 from services.worklist.metrics import WorklistMetrics
+from services.worklist.read_scope import READER, items_scope
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +182,13 @@ class ModalityWorklist:
         metrics: WorklistMetrics,
         settings: WorklistSettings,
         query: QuerySettings,
+        barrier: ReadBarrier | None = None,
     ) -> None:
         self._worklist = worklist
         self._metrics = metrics
         self._settings = settings
         self._query = query
+        self._barrier = barrier
 
     async def find(
         self, identifier: DicomJson, *, calling_ae: str = ""
@@ -206,6 +210,8 @@ class ModalityWorklist:
             step_matching[model.SCHEDULED_STATION_AE_TITLE] = element("AE", calling_ae)
         if any(_has_value(k) for k in step_matching.values()):
             matching[_SPS] = {"vr": "SQ", "Value": [step_matching]}
+        if self._barrier is not None:  # an order acknowledged before the query, it finds
+            await self._barrier.wait(READER, items_scope())
         cap = self._query.max_results
         answers: list[DicomJson] = []
         found = self._worklist.find_items(

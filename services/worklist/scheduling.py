@@ -34,7 +34,9 @@ from micropacs.dicomweb import qido
 from micropacs.errors import InvalidInput
 from micropacs.events import WORKLIST, WorklistItemPut, WorklistItemRemoved
 from micropacs.ports import EventBus, Worklist, WorklistItem
+from micropacs.read_barrier import ReadBarrier
 from services.worklist.mwl import check_identifier
+from services.worklist.read_scope import READER, items_scope
 
 SOURCE = "api"
 """The ``source`` of the events the API and the CLI publish."""
@@ -237,10 +239,17 @@ def parse_filters(params: Iterable[tuple[str, str]]) -> Filters:
 class Scheduler:
     """Adds, finds and removes worklist items: the events published, the store read."""
 
-    def __init__(self, bus: EventBus, worklist: Worklist, max_results: int) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        worklist: Worklist,
+        max_results: int,
+        barrier: ReadBarrier | None = None,
+    ) -> None:
         self._bus = bus
         self._worklist = worklist
         self._max_results = max_results
+        self._barrier = barrier
 
     async def add(self, data: Any) -> WorklistItem:
         """Check ``data``, give it an id and publish it durably (WorklistItemPut)."""
@@ -252,11 +261,12 @@ class Scheduler:
 
     async def item(self, item_id: str) -> WorklistItem | None:
         """The item of that id as the store has it, or None."""
+        await self._caught_up([item_id])
         return await self._worklist.item(item_id)
 
     async def remove(self, item_id: str) -> bool:
         """Publish the removal of a stored item (WorklistItemRemoved); False if unknown."""
-        if await self._worklist.item(item_id) is None:
+        if await self.item(item_id) is None:
             return False
         event = WorklistItemRemoved(item_id=item_id, source=SOURCE)
         await self._bus.publish(WORKLIST, event.key, event.to_bytes())
@@ -266,6 +276,7 @@ class Scheduler:
         """The stored items matching ``filters``, whatever their status unless one is asked,
         at most ``max_results``; ordered by scheduled start."""
         limit = min(filters.limit or self._max_results, self._max_results)
+        await self._caught_up()
         found = self._worklist.find_items(filters.identifier, limit=filters.offset + limit)
         items: list[WorklistItem] = []
         skipped = 0
@@ -278,6 +289,11 @@ class Scheduler:
                 if len(items) >= limit:
                     break
         return items
+
+    async def _caught_up(self, item_ids: list[str] | None = None) -> None:
+        """Wait until the index has applied what was acknowledged before (bounded)."""
+        if self._barrier is not None:
+            await self._barrier.wait(READER, items_scope(item_ids))
 
 
 def as_json(item: WorklistItem) -> dict[str, Any]:

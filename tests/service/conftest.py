@@ -44,6 +44,7 @@ from micropacs.dimse import dispatch, observe
 from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import build_http_app
 from micropacs.ports import BlobStore, Catalog, EventBus, InstanceLocation, Record, Worklist
+from micropacs.read_barrier import ReadBarrier, ReadBarrierMetrics
 from micropacs.service import ServiceApp, operation_owners
 from micropacs.service_list import SERVICES, names
 from services.index.app import IndexApp
@@ -114,12 +115,26 @@ class Running:
         self._thread.start()
         try:
             self.blobs, self.bus, self.catalog = self.loop_call(self._open(busy_timeout))
+            self.barrier = ReadBarrier(
+                self.bus,
+                settings.index.group,
+                settings.read_barrier,
+                ReadBarrierMetrics(self.registry),
+            )
+            self._closers.append(self.barrier.close)
             self.ingest: IngestApp = build_ingest(settings, self.blobs, self.bus, self.registry)
-            self.qr: QrApp = build_qr(settings, self.catalog, self.blobs, self.registry)
+            self.qr: QrApp = build_qr(
+                settings, self.catalog, self.blobs, self.registry, self.barrier
+            )
             self.index: IndexApp = build_index(settings, self.bus, self.catalog, self.registry)
             self.worklist: Worklist = self.loop_call(self._open_worklist())
             self.worklist_app: WorklistApp = build_worklist(
-                settings, self.bus, self.worklist, self.registry, catalog=self.catalog
+                settings,
+                self.bus,
+                self.worklist,
+                self.registry,
+                catalog=self.catalog,
+                barrier=self.barrier,
             )
             self.apps: list[ServiceApp] = [self.ingest, self.index, self.qr, self.worklist_app]
             self.port = self._start_dicom()
