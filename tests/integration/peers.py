@@ -205,23 +205,39 @@ def study_identifier(**values: Any) -> Dataset:
     return ds
 
 
+def find_matches(server: Server, level: str, **match: Any) -> list[Dataset]:
+    """One C-FIND at ``level`` for ``match``, with the level's unique keys returned."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    ds.StudyInstanceUID = ""
+    for key, value in match.items():
+        setattr(ds, key, value)
+    if level in ("SERIES", "IMAGE"):
+        ds.SeriesInstanceUID = ""
+    if level == "IMAGE":
+        ds.SOPInstanceUID = ""
+    found, status = pyfind(server, ds)
+    assert status == 0x0000, f"C-FIND ended with 0x{status:04X}"
+    return found
+
+
+def find_stored(server: Server, level: str, expected: int, **match: Any) -> list[Dataset]:
+    """The ``expected`` matches of one C-FIND issued at once: what was acknowledged before
+    it, the query finds (the read barrier), with no waiting here."""
+    found = find_matches(server, level, **match)
+    assert len(found) == expected, f"{len(found)} {level} matches, not {expected}"
+    return found
+
+
 def wait_indexed(
     server: Server, level: str, expected: int, timeout: float = 60, **match: Any
 ) -> list[Dataset]:
-    """Poll C-FIND until ``expected`` matches appear (the index is asynchronous)."""
+    """Poll C-FIND until ``expected`` matches appear: only for an index that restarts
+    behind (after a crash), where catching up may take longer than the read barrier's bound."""
     deadline = time.monotonic() + timeout
     found: list[Dataset] = []
     while time.monotonic() < deadline:
-        ds = Dataset()
-        ds.QueryRetrieveLevel = level
-        ds.StudyInstanceUID = ""
-        for key, value in match.items():
-            setattr(ds, key, value)
-        if level in ("SERIES", "IMAGE"):
-            ds.SeriesInstanceUID = ""
-        if level == "IMAGE":
-            ds.SOPInstanceUID = ""
-        found, _ = pyfind(server, ds)
+        found = find_matches(server, level, **match)
         if len(found) >= expected:
             return found
         time.sleep(0.2)

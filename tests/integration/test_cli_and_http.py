@@ -8,7 +8,7 @@ import httpx
 from pydicom import dcmread
 
 from tests import dicomdata
-from tests.integration.peers import storescu, wait_indexed
+from tests.integration.peers import find_stored, storescu
 from tests.integration.server import Server, micropacs, wait_ready
 
 
@@ -21,7 +21,7 @@ def test_import_stores_dicom_and_skips_the_rest(fresh_server: Server, tmp_path: 
     assert "stored 5, skipped 2 non-DICOM, failed 0" in result.stdout
     assert all(p.exists() for p in files)  # copied, never moved
     study = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
-    wait_indexed(fresh_server, "IMAGE", 5, StudyInstanceUID=study)
+    find_stored(fresh_server, "IMAGE", 5, StudyInstanceUID=study)
 
 
 def test_nodes_add_list_remove(tmp_path: Path) -> None:

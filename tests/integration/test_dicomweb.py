@@ -25,7 +25,7 @@ from pydicom.uid import (
 )
 
 from tests import dicomdata
-from tests.integration.peers import findscu, storescu, wait_indexed
+from tests.integration.peers import find_stored, findscu, storescu
 from tests.integration.server import Server
 
 STUDY_UID = "0020000D"
@@ -72,7 +72,7 @@ def mixed(server: Server, tmp_path_factory: pytest.TempPathFactory) -> list[Path
     """The mixed set stored through C-STORE (storescu) and indexed."""
     files = dicomdata.make_mixed_set(tmp_path_factory.mktemp("mixed"))
     storescu(server, files)
-    wait_indexed(server, "IMAGE", len(files))
+    find_stored(server, "IMAGE", len(files))
     return files
 
 
@@ -88,7 +88,7 @@ def test_stow_rs_then_c_find(server: Server, tmp_path: Path) -> None:
     )
     assert "FailedSOPSequence" not in answer or not answer.FailedSOPSequence
     study = datasets[0].StudyInstanceUID
-    wait_indexed(server, "IMAGE", 3, StudyInstanceUID=study)
+    find_stored(server, "IMAGE", 3, StudyInstanceUID=study)
     found = findscu(
         server,
         {
@@ -384,7 +384,7 @@ def test_compression_at_rest_is_lossless_and_recorded(
     )
     try:
         storescu(compressing, files)
-        wait_indexed(compressing, "IMAGE", 2)
+        find_stored(compressing, "IMAGE", 2)
         web = client(compressing)
         for path in files:
             original = dcmread(path)

@@ -29,7 +29,7 @@ from micropacs.ports import Record
 from stack import certs, servers
 from tests import dicomdata
 from tests.integration.conftest import isolated_env
-from tests.integration.peers import free_port, storescu, wait_indexed
+from tests.integration.peers import find_stored, free_port, storescu
 from tests.integration.server import start_server
 
 BOUND = 30.0
@@ -268,7 +268,7 @@ def test_a_server_stores_and_indexes_over_encrypted_links(
     server = start_server(tmp_path / "data", env=env)
     try:
         storescu(server, files)
-        assert len(wait_indexed(server, "IMAGE", len(files), timeout=60)) == len(files)
+        assert len(find_stored(server, "IMAGE", len(files))) == len(files)
     finally:
         server.stop()
     assert servers.KAFKA_PASSWORD not in server.log()

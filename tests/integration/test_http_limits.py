@@ -24,7 +24,7 @@ from pydicom import dcmread
 from stack import servers
 from tests import dicomdata
 from tests.integration.conftest import isolated_env
-from tests.integration.peers import storescu, wait_indexed
+from tests.integration.peers import find_stored, storescu
 from tests.integration.server import Server, start_server
 
 HEADER_TIMEOUT = 3.0
@@ -319,7 +319,7 @@ def test_retrieve_urls_ignore_a_forged_host_header(server: Server, tmp_path: Pat
     (item,) = stored.json()["00081199"]["Value"]
     assert item["00081190"]["Value"][0].startswith(f"{server.http}/dicom-web/studies/")
     study = dcmread(path).StudyInstanceUID
-    wait_indexed(server, "STUDY", 1, StudyInstanceUID=study)
+    find_stored(server, "STUDY", 1, StudyInstanceUID=study)
     found = httpx.get(
         f"{server.http}/dicom-web/studies", params={"StudyInstanceUID": study}, headers=forged
     )
@@ -350,7 +350,7 @@ def test_the_configured_public_url_is_used(tmp_path: Path, server_env: dict[str,
         (item,) = stored.json()["00081199"]["Value"]
         assert item["00081190"]["Value"][0].startswith(f"{public}/dicom-web/studies/")
         study = dcmread(path).StudyInstanceUID
-        wait_indexed(running, "STUDY", 1, StudyInstanceUID=study)
+        find_stored(running, "STUDY", 1, StudyInstanceUID=study)
         (match,) = httpx.get(f"{running.http}/dicom-web/studies").json()
         assert match["00081190"]["Value"][0] == f"{public}/dicom-web/studies/{study}"
         (record,) = httpx.get(f"{running.http}/dicom-web/studies/{study}/metadata").json()
@@ -367,7 +367,7 @@ def test_a_client_that_stops_reading_is_cut_off(
     cine.save_as(path, enforce_file_format=True)
     storescu(server, [path])
     study = cine.StudyInstanceUID
-    wait_indexed(server, "STUDY", 1, StudyInstanceUID=study)
+    find_stored(server, "STUDY", 1, StudyInstanceUID=study)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so the server's buffer fills
     with sock:

@@ -9,7 +9,7 @@ import pytest
 from pydicom import dcmread
 
 from tests import dicomdata
-from tests.integration.peers import dcmtk, storescu, wait_indexed
+from tests.integration.peers import dcmtk, find_stored, storescu
 from tests.integration.server import Server
 
 
@@ -29,7 +29,7 @@ def test_200_mb_multiframe_round_trip(fresh_server: Server, tmp_path: Path) -> N
     big = dicomdata.make_large_multiframe(tmp_path / "big.dcm", 200 * 1024 * 1024)
     storescu(fresh_server, [big])
     ds = dcmread(big, stop_before_pixels=True)
-    wait_indexed(fresh_server, "IMAGE", 1, StudyInstanceUID=ds.StudyInstanceUID)
+    find_stored(fresh_server, "IMAGE", 1, StudyInstanceUID=ds.StudyInstanceUID)
     out = tmp_path / "back"
     out.mkdir()
     dcmtk(

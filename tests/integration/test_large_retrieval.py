@@ -11,7 +11,7 @@ from pydicom import dcmread
 
 from micropacs.dicom.render import MAX_RENDER_PIXELS
 from tests import dicomdata
-from tests.integration.peers import storescu, wait_indexed
+from tests.integration.peers import find_stored, storescu
 from tests.integration.server import Server
 
 OCTETS = 'multipart/related; type="application/octet-stream"'
@@ -56,7 +56,7 @@ def store(server: Server, path: Path) -> str:
     """Store ``path`` and return its WADO-RS instance URL once it is indexed."""
     ds = dcmread(path, stop_before_pixels=True)
     storescu(server, [path])
-    wait_indexed(server, "IMAGE", 1, StudyInstanceUID=ds.StudyInstanceUID)
+    find_stored(server, "IMAGE", 1, StudyInstanceUID=ds.StudyInstanceUID)
     return (
         f"{server.http}/dicom-web/studies/{ds.StudyInstanceUID}"
         f"/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"

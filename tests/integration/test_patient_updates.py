@@ -23,9 +23,9 @@ from micropacs.config import Settings
 from stack import servers
 from tests.dicomdata import StudySpec, make_ct_series
 from tests.integration.conftest import isolated_env
-from tests.integration.peers import pyfind, pyget, storescu, study_identifier, wait_indexed
+from tests.integration.peers import find_stored, pyfind, pyget, storescu, study_identifier
 from tests.integration.server import Server, start_server
-from tests.integration.test_worklist_loop import eventually, send_hl7
+from tests.integration.test_worklist_loop import send_hl7
 from tests.unit.hl7_samples import adt
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -49,7 +49,7 @@ def archive(
         for pid, name in (("OLD-1", "Old^Name"), ("NEW-1", "New^Name"))
     }
     storescu(server, [*files["OLD-1"], *files["NEW-1"]])
-    wait_indexed(server, "STUDY", 2)
+    find_stored(server, "STUDY", 2)
     yield server, files
     server.stop()
 
@@ -99,12 +99,12 @@ def test_a08_then_a40_change_queries_and_retrievals(
     assert len(before) == 4
 
     assert send_hl7(server.hl7_port, adt("A08", pid=NEW_PID)).segment("MSA")[1][0] == "AA"
-    (updated,) = eventually(lambda: studies(server, PatientName="Updated^Name"))
+    (updated,) = studies(server, PatientName="Updated^Name")  # the ACK came first
     assert updated.PatientID == "NEW-1"
 
     a40 = adt("A40", pid=NEW_PID, extra="MRG|OLD-1^^^HOSP")
     assert send_hl7(server.hl7_port, a40).segment("MSA")[1][0] == "AA"
-    eventually(lambda: len(studies(server, PatientID="NEW-1")) == 2)
+    assert len(studies(server, PatientID="NEW-1")) == 2
     assert studies(server, PatientID="OLD-1") == []
     assert {str(s.PatientName) for s in studies(server, PatientID="NEW-1")} == {"Updated^Name"}
 

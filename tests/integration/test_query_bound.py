@@ -16,7 +16,7 @@ from pydicom import Dataset, dcmread
 from stack import servers
 from tests import dicomdata
 from tests.integration.conftest import isolated_env
-from tests.integration.peers import pyfind, wait_indexed
+from tests.integration.peers import find_stored, pyfind
 from tests.integration.server import Server, start_server
 
 BOUND = 3
@@ -42,8 +42,8 @@ def needle_study(bounded: Server, tmp_path_factory: pytest.TempPathFactory) -> s
         ds.ImageComments = "plain"
     needle.ImageComments = "needle"
     DICOMwebClient(url=f"{bounded.http}/dicom-web").store_instances([*plain, needle])
-    wait_indexed(bounded, "IMAGE", 1, StudyInstanceUID=needle.StudyInstanceUID)
-    wait_indexed(bounded, "IMAGE", 6, StudyInstanceUID=plain[0].StudyInstanceUID)
+    find_stored(bounded, "IMAGE", 1, StudyInstanceUID=needle.StudyInstanceUID)
+    find_stored(bounded, "IMAGE", 6, StudyInstanceUID=plain[0].StudyInstanceUID)
     return str(needle.StudyInstanceUID)
 
 

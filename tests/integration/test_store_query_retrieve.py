@@ -18,6 +18,7 @@ from tests import dicomdata
 from tests.integration.peers import (
     DCMTK_ENV,
     dcmtk,
+    find_stored,
     findscu,
     free_port,
     pyfind,
@@ -25,7 +26,6 @@ from tests.integration.peers import (
     storescu,
     study_identifier,
     wait_for_port,
-    wait_indexed,
 )
 from tests.integration.server import Server, micropacs
 
@@ -39,7 +39,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def stored(server: Server, mixed: list[Path]) -> list[Dataset]:
     storescu(server, mixed)
     studies = {dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in mixed}
-    wait_indexed(server, "IMAGE", len(mixed), timeout=60)
+    find_stored(server, "IMAGE", len(mixed))
     assert studies
     return [dcmread(p) for p in mixed]
 

@@ -39,9 +39,9 @@ from tests.integration.peers import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
     dcmtk,
+    find_stored,
     free_port,
     study_identifier,
-    wait_indexed,
 )
 from tests.integration.server import Server, micropacs, start_server
 
@@ -243,7 +243,7 @@ def test_storescu_and_findscu_over_tls_with_client_certificates(
     files = dicomdata.make_ct_series(tmp_path / "ct", 3, rows=64, cols=64)
     study = dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
     tls_storescu(tls_server, pki, files)
-    wait_indexed(tls_server.server, "IMAGE", 3, StudyInstanceUID=study)
+    find_stored(tls_server.server, "IMAGE", 3, StudyInstanceUID=study)
     out = tmp_path / "found"
     out.mkdir()
     dcmtk(
@@ -461,7 +461,7 @@ def stored_study(tls_server: TlsServer, tmp_path_factory: pytest.TempPathFactory
         *map(str, files),
     )
     datasets = [dcmread(p, stop_before_pixels=True) for p in files]
-    wait_indexed(tls_server.server, "IMAGE", 2, StudyInstanceUID=datasets[0].StudyInstanceUID)
+    find_stored(tls_server.server, "IMAGE", 2, StudyInstanceUID=datasets[0].StudyInstanceUID)
     return [datasets[0].StudyInstanceUID, *(str(ds.SOPInstanceUID) for ds in datasets)]
 
 

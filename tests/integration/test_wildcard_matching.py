@@ -19,7 +19,7 @@ from pydicom import Dataset, dcmread
 
 from micropacs.dicom.matching import MAX_PATTERN_LENGTH, MAX_STARS
 from tests import dicomdata
-from tests.integration.peers import pyfind, wait_indexed
+from tests.integration.peers import find_stored, pyfind
 from tests.integration.server import Server
 
 STORED = "a" * 64
@@ -33,7 +33,7 @@ def stored(server: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
     ds = dcmread(dicomdata.make_study(tmp_path_factory.mktemp("wild"), 1, "CT")[0])
     ds.ImageComments = STORED
     DICOMwebClient(url=f"{server.http}/dicom-web").store_instances([ds])
-    wait_indexed(server, "IMAGE", 1, StudyInstanceUID=ds.StudyInstanceUID)
+    find_stored(server, "IMAGE", 1, StudyInstanceUID=ds.StudyInstanceUID)
     return str(ds.StudyInstanceUID)
 
 

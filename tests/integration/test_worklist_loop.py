@@ -94,7 +94,7 @@ def test_an_order_by_hl7_is_found_performed_and_then_gone(clinic: Server, tmp_pa
         f"{STEP}.ScheduledProcedureStepID": "",
         f"{STEP}.Modality": "",
     }
-    (answer,) = eventually(lambda: findscu_w(clinic, query, tmp_path / "scheduled"))
+    (answer,) = findscu_w(clinic, query, tmp_path / "scheduled")  # the ACK came first
     assert str(answer.PatientName).startswith("Novák^Jiří")  # typed by nobody at the modality
     assert answer.PatientID == "PAT-7"
     assert answer.AccessionNumber == "ACC-1"
@@ -112,13 +112,13 @@ def test_an_order_by_hl7_is_found_performed_and_then_gone(clinic: Server, tmp_pa
         )
         assert status is not None and int(status.Status) == 0x0000
         started = {**query, f"{STEP}.ScheduledProcedureStepStatus": "STARTED"}
-        assert eventually(lambda: findscu_w(clinic, started, tmp_path / "started"))
+        assert findscu_w(clinic, started, tmp_path / "started")
         status, _ = assoc.send_n_set(completed(), MPPS_SOP_CLASS, uid)
         assert status is not None and int(status.Status) == 0x0000
     finally:
         assoc.release()
     done = {**query, f"{STEP}.ScheduledProcedureStepStatus": "COMPLETED"}
-    assert eventually(lambda: findscu_w(clinic, done, tmp_path / "done"))
+    assert findscu_w(clinic, done, tmp_path / "done")
     assert findscu_w(clinic, query, tmp_path / "after") == []  # a completed step is not offered
 
 
@@ -134,7 +134,7 @@ def test_an_item_posted_is_found_listed_and_removed(clinic: Server, tmp_path: Pa
     assert study.startswith("2.25.")
 
     query = {"PatientName": "", "StudyInstanceUID": "", f"{STEP}.ScheduledStationAETitle": "API1"}
-    (answer,) = eventually(lambda: findscu_w(clinic, query, tmp_path / "posted"))
+    (answer,) = findscu_w(clinic, query, tmp_path / "posted")
     assert answer.PatientName == "Doe^Jane" and answer.StudyInstanceUID == study
 
     shown = httpx.get(posted.headers["location"])
@@ -156,8 +156,8 @@ def test_an_item_posted_is_found_listed_and_removed(clinic: Server, tmp_path: Pa
 
     removed = httpx.delete(posted.headers["location"])
     assert removed.status_code == 204
-    eventually(lambda: findscu_w(clinic, query, tmp_path / "removed") == [] or None)
-    eventually(lambda: httpx.get(posted.headers["location"]).status_code == 404)
+    assert findscu_w(clinic, query, tmp_path / "removed") == []
+    assert httpx.get(posted.headers["location"]).status_code == 404
     assert httpx.delete(posted.headers["location"]).status_code == 404
     assert httpx.get(f"{clinic.http}{ITEMS}/no-such-item").status_code == 404
 
@@ -232,16 +232,16 @@ def test_micropacs_worklist_add_list_remove(clinic: Server, tmp_path: Path) -> N
     def listed(*flags: str) -> list[str]:
         return [line.split("\t")[0] for line in cli("list", *flags).stdout.splitlines()]
 
-    eventually(lambda: item_id in listed("--station", "CLI1"))
+    assert item_id in listed("--station", "CLI1")
     (row,) = cli("list", "--station", "CLI1").stdout.splitlines()
     assert row.split("\t") == [item_id, "SCHEDULED", "20260401", "080000", "CLI1", "CT", "CLI-A1"]
     assert item_id in listed("--date", "20260401-20260402")
     assert item_id not in listed("--date", "20260402-")
     query = {"AccessionNumber": "CLI-A1"}
-    assert eventually(lambda: findscu_w(clinic, query, tmp_path / "added"))
+    assert findscu_w(clinic, query, tmp_path / "added")
 
     assert cli("remove", item_id).stdout.strip() == f"removed {item_id}"
-    eventually(lambda: item_id not in listed("--station", "CLI1"))
+    assert item_id not in listed("--station", "CLI1")
     unknown = cli("remove", item_id, check=False)
     assert unknown.returncode == 1 and "no worklist item" in unknown.stderr
 
