@@ -77,7 +77,8 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str = ""
 
 
 class Running:
-    """One in-process micropacs: ingest, qr and index over embedded adapters.
+    """One in-process micropacs: ingest, qr, index (with its worklist consumers) and worklist
+    over embedded adapters, the reads of qr and worklist behind one read barrier.
 
     ``loop_call`` runs a coroutine on the service loop (where the adapters
     live) and returns its result.
@@ -126,8 +127,10 @@ class Running:
             self.qr: QrApp = build_qr(
                 settings, self.catalog, self.blobs, self.registry, self.barrier
             )
-            self.index: IndexApp = build_index(settings, self.bus, self.catalog, self.registry)
             self.worklist: Worklist = self.loop_call(self._open_worklist())
+            self.index: IndexApp = build_index(
+                settings, self.bus, self.catalog, self.registry, self.worklist
+            )
             self.worklist_app: WorklistApp = build_worklist(
                 settings,
                 self.bus,
@@ -366,6 +369,7 @@ class StartPacs(Protocol):
         compression: str = "none",
         index: bool = True,
         busy_timeout: float | None = None,
+        barrier_timeout: float | None = None,
     ) -> Running: ...
 
 
@@ -376,19 +380,23 @@ def start_pacs(tmp_path: Path) -> Iterator[StartPacs]:
     ``compression`` is the storage group's compression at rest; ``index=False``
     leaves the index consumer stopped (``Running.start_background`` starts it);
     ``busy_timeout`` makes the SQLite event log and catalog give up on a lock
-    held by another connection after that many seconds (default 30).
+    held by another connection after that many seconds (default 30);
+    ``barrier_timeout`` bounds the read barrier (default 2 s).
     """
     started: list[Running] = []
 
     def start(
-        *, compression: str = "none", index: bool = True, busy_timeout: float | None = None
+        *,
+        compression: str = "none",
+        index: bool = True,
+        busy_timeout: float | None = None,
+        barrier_timeout: float | None = None,
     ) -> Running:
         data_dir = tmp_path / f"data{len(started)}"
-        running = Running(
-            service_settings(data_dir, compression=compression),
-            index=index,
-            busy_timeout=busy_timeout,
-        )
+        settings = service_settings(data_dir, compression=compression)
+        if barrier_timeout is not None:
+            settings.read_barrier.timeout = barrier_timeout
+        running = Running(settings, index=index, busy_timeout=busy_timeout)
         started.append(running)
         return running
 

@@ -72,7 +72,7 @@ def step_status(pacs: Running, uid: str) -> str:
 
 def apply_index(pacs: Running) -> None:
     """What the index does with the published MPPS events (its workflow applier, the same
-    store): the service here runs the index without the worklist consumers."""
+    store), now, whether or not the service's index has already (it is idempotent)."""
     applier = WorkflowApplier(
         pacs.bus, pacs.worklist, IndexMetrics(CollectorRegistry()), pacs.settings.index
     )
