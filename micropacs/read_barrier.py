@@ -13,8 +13,10 @@ Cheap when the index is caught up: the committed offsets seen last are
 kept (a group's offsets only grow), so a request whose end offsets are
 already below them costs one end-offset reading, and readings are shared
 by every request that arrived while the previous one ran, at most one per
-``fetch_interval``. A request that names a study waits only for the
-partition its key goes to.
+``fetch_interval``. :meth:`ReadBarrier.read` even hides that reading: it
+runs the read beside it and keeps the result when the offsets known before
+the read began were enough, running it again only when they were not. A
+request that names a study waits only for the partition its key goes to.
 
 Bounded: past ``timeout`` the read is answered from what the catalog holds,
 counted (``micropacs_read_barrier_total{outcome="timeout"}``) and logged
@@ -35,7 +37,6 @@ from typing import Generic, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from micropacs.config import ReadBarrierSettings
-from micropacs.errors import MicropacsError
 from micropacs.events import INSTANCE_STORED, MPPS, PATIENT, WORKLIST
 from micropacs.ports import EventBus, Offsets
 
@@ -168,6 +169,38 @@ class ReadBarrier:
         self._applied: Offsets = {}
         self._last_ends: Offsets = {}
 
+    async def read(self, reader: str, scope: Scope, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()`` as it is once the index has applied, on the partitions of ``scope``,
+        every event acknowledged before the call.
+
+        The read runs at once, beside the end-offset reading, and is kept when the
+        committed offsets known before it began already reach those end offsets (the
+        index was caught up: nothing added to the read's time); otherwise it runs again
+        once the barrier is passed, or has timed out.
+        """
+        if self._settings.timeout <= 0:
+            return await read()
+        started = time.monotonic()
+        known = dict(self._applied)
+        reading = asyncio.ensure_future(self._ends.get())
+        try:
+            result = await read()
+        except BaseException:
+            reading.cancel()
+            raise
+        try:
+            async with asyncio.timeout(self._settings.timeout):
+                targets = self._targets(await reading, scope)
+        except Exception as exc:  # noqa: BLE001 -- the barrier never fails a read
+            self._gave_up(reader, exc, started)
+            return result
+        if all(known.get(key, 0) >= end for key, end in targets.items()):
+            self._count(reader, "passed", started)
+            return result
+        remaining = self._settings.timeout - (time.monotonic() - started)
+        await self._settle(reader, targets, remaining, started)
+        return await read()
+
     async def wait(self, reader: str, scope: Scope) -> bool:
         """Return once the index has applied, on the partitions of ``scope``, every event
         acknowledged before the call, or after the timeout (False, the read goes on)."""
@@ -175,10 +208,21 @@ class ReadBarrier:
         if timeout <= 0:
             return True
         started = time.monotonic()
-        outcome = "passed"
         try:
             async with asyncio.timeout(timeout):
                 targets = self._targets(await self._ends.get(), scope)
+        except Exception as exc:  # noqa: BLE001 -- the barrier never fails a read
+            self._gave_up(reader, exc, started)
+            return False
+        return await self._settle(reader, targets, timeout - (time.monotonic() - started), started)
+
+    async def _settle(
+        self, reader: str, targets: Offsets, remaining: float, started: float
+    ) -> bool:
+        """Wait up to ``remaining`` seconds for the committed offsets to reach ``targets``."""
+        outcome = "passed"
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
                 delay = FIRST_DELAY
                 while not self._reached(targets):
                     self._applied = _highest(self._applied, await self._committed.get())
@@ -188,21 +232,33 @@ class ReadBarrier:
                     outcome = "waited"
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, LONGEST_DELAY)
-        except TimeoutError:
-            outcome = "timeout"
+        except Exception as exc:  # noqa: BLE001 -- the barrier never fails a read
+            self._gave_up(reader, exc, started)
+            return False
+        self._count(reader, outcome, started)
+        return True
+
+    def _gave_up(self, reader: str, exc: BaseException, started: float) -> None:
+        if isinstance(exc, TimeoutError):
             log.warning(
                 "read barrier timed out: answered from the catalog as it is",
-                extra={"reader": reader, "timeout": timeout, "behind_offsets": self._behind()},
+                extra={
+                    "reader": reader,
+                    "timeout": self._settings.timeout,
+                    "behind_offsets": self._behind(),
+                },
             )
-        except MicropacsError as exc:
-            outcome = "unavailable"
+            self._count(reader, "timeout", started)
+        else:
             log.warning(
                 "read barrier: the event bus cannot say how far the index is",
                 extra={"reader": reader, "reason": str(exc)},
             )
+            self._count(reader, "unavailable", started)
+
+    def _count(self, reader: str, outcome: str, started: float) -> None:
         self._metrics.outcomes.labels(reader=reader, outcome=outcome).inc()
         self._metrics.seconds.labels(reader=reader).observe(time.monotonic() - started)
-        return outcome in ("passed", "waited")
 
     async def progress(self) -> dict[str, int]:
         """A fresh look at how far behind the index is on each topic, in offsets."""

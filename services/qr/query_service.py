@@ -110,12 +110,15 @@ class QueryService:
             case_insensitive_pn=self._settings.case_insensitive_pn,
             max_examined=self._settings.max_examined,
         )
-        if self._barrier is not None:  # what was stored before this query, it finds
-            await self._barrier.wait(READER, scope_of(identifier))
-        responses = [
-            self._response(level, identifier, keys, found, include_all)
-            async for found in self._catalog.query(query)
-        ]
+
+        async def matches() -> list[DicomJson]:
+            return [found async for found in self._catalog.query(query)]
+
+        if self._barrier is None:
+            found = await matches()
+        else:  # what was stored before this query, it finds
+            found = await self._barrier.read(READER, scope_of(identifier), matches)
+        responses = [self._response(level, identifier, keys, each, include_all) for each in found]
         self._metrics.query_seconds.labels(level=level.value).observe(time.perf_counter() - started)
         return responses
 

@@ -89,14 +89,21 @@ class RetrieveService:
             raise InvalidIdentifier(
                 f"a {level.value} level retrieve needs ({unique[:4]},{unique[4:]})"
             )
-        if self._barrier is not None:  # what was stored before this retrieval, it sends
-            await self._barrier.wait(READER, scope_of(identifier))
-        return await self._catalog.locate(
-            patient_ids=values(PATIENT_ID) if level is Level.PATIENT else (),
-            study_uids=values(STUDY_INSTANCE_UID),
-            series_uids=values(SERIES_INSTANCE_UID) if level in (Level.SERIES, Level.IMAGE) else (),
-            sop_instance_uids=values(SOP_INSTANCE_UID) if level is Level.IMAGE else (),
-        )
+
+        async def located() -> list[InstanceLocation]:
+            return await self._catalog.locate(
+                patient_ids=values(PATIENT_ID) if level is Level.PATIENT else (),
+                study_uids=values(STUDY_INSTANCE_UID),
+                series_uids=values(SERIES_INSTANCE_UID)
+                if level in (Level.SERIES, Level.IMAGE)
+                else (),
+                sop_instance_uids=values(SOP_INSTANCE_UID) if level is Level.IMAGE else (),
+            )
+
+        if self._barrier is None:
+            return await located()
+        # What was stored before this retrieval, it sends.
+        return await self._barrier.read(READER, scope_of(identifier), located)
 
     async def entity(
         self, study: str, series: str | None = None, instance: str | None = None

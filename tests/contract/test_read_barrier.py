@@ -251,3 +251,50 @@ def test_the_barrier_gives_up_at_its_bound_and_counts_it(
     assert _outcomes(registry, "test", "timeout") == 1
     behind = registry.get_sample_value("micropacs_read_barrier_behind_offsets")
     assert behind is not None and behind >= 1  # one event; the embedded log's offsets have gaps
+
+
+def test_a_read_beside_the_barrier_runs_once_when_caught_up_and_again_when_not(
+    bus_url: str, run: Runner, topic: str, group: str
+) -> None:
+    registry = CollectorRegistry()
+
+    async def scenario() -> tuple[list[str], list[str], str]:
+        bus = await open_event_bus(bus_url, KafkaSettings(partitions=PARTITIONS))
+        barrier = ReadBarrier(
+            bus, group, ReadBarrierSettings(timeout=20), ReadBarrierMetrics(registry), [topic]
+        )
+        state = {"applied": "before"}
+        calls: list[str] = []
+
+        async def read() -> str:
+            calls.append(state["applied"])
+            return state["applied"]
+
+        try:
+            await bus.publish(topic, KEYS[0], b"{}")
+            await _consume(bus, topic, group, 1)
+            await barrier.wait("test", {topic: None})  # learns the committed offsets
+            caught_up = list(calls)
+            await barrier.read("test", {topic: None}, read)
+            once = list(calls)
+            await bus.publish(topic, KEYS[0], b"{}")
+
+            async def apply_later() -> None:
+                await asyncio.sleep(0.3)
+                state["applied"] = "after"
+                await _consume(bus, topic, group, 1)
+
+            applying = asyncio.create_task(apply_later())
+            result = await barrier.read("test", {topic: None}, read)
+            await applying
+            return caught_up + once, calls[len(once) :], result
+        finally:
+            await barrier.close()
+            await bus.close()
+
+    first, second, result = run(scenario())
+
+    assert first == ["before"]  # one read, kept: the index had applied everything
+    assert second == ["before", "after"]  # read at once, then again once applied
+    assert result == "after"
+    assert _outcomes(registry, "test", "waited") == 1
