@@ -186,6 +186,10 @@ def test_the_dashboard_queries_only_series_micropacs_exports() -> None:
         "micropacs_worklist_mpps_total",
         "micropacs_worklist_hl7_messages_total",
         "micropacs_worklist_procedures_without_images",
+        # The read barrier (read-your-writes), declared in the core, not by a service.
+        "micropacs_read_barrier_total",
+        "micropacs_read_barrier_seconds",
+        "micropacs_read_barrier_behind_offsets",
     ):
         assert name in used, name
 
