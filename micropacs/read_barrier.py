@@ -127,6 +127,9 @@ class Shared(Generic[T]):
             self._last_start = loop.time()
             try:
                 result = await self._call()
+            except asyncio.CancelledError:
+                future.cancel()  # closing: its callers stop waiting too
+                raise
             except Exception as exc:  # noqa: BLE001 -- every waiting caller hears of it
                 future.set_exception(exc)
             else:

@@ -229,6 +229,20 @@ def find_stored(server: Server, level: str, expected: int, **match: Any) -> list
     return found
 
 
+def find_every_stored(server: Server, files: Sequence[Path]) -> None:
+    """One C-FIND per study of ``files``, issued at once, finds every one of them (the
+    archive may hold other instances too)."""
+    by_study: dict[str, set[str]] = {}
+    for path in files:
+        ds = dcmread(path, stop_before_pixels=True)
+        by_study.setdefault(str(ds.StudyInstanceUID), set()).add(str(ds.SOPInstanceUID))
+    for study, sops in by_study.items():
+        found = {
+            str(m.SOPInstanceUID) for m in find_matches(server, "IMAGE", StudyInstanceUID=study)
+        }
+        assert sops <= found, f"{len(sops - found)} of {len(sops)} stored instances not found"
+
+
 def wait_indexed(
     server: Server, level: str, expected: int, timeout: float = 60, **match: Any
 ) -> list[Dataset]:

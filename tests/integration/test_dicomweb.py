@@ -25,7 +25,7 @@ from pydicom.uid import (
 )
 
 from tests import dicomdata
-from tests.integration.peers import find_stored, findscu, storescu
+from tests.integration.peers import find_every_stored, find_stored, findscu, storescu
 from tests.integration.server import Server
 
 STUDY_UID = "0020000D"
@@ -72,7 +72,7 @@ def mixed(server: Server, tmp_path_factory: pytest.TempPathFactory) -> list[Path
     """The mixed set stored through C-STORE (storescu) and indexed."""
     files = dicomdata.make_mixed_set(tmp_path_factory.mktemp("mixed"))
     storescu(server, files)
-    find_stored(server, "IMAGE", len(files))
+    find_every_stored(server, files)
     return files
 
 

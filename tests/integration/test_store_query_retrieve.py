@@ -18,7 +18,7 @@ from tests import dicomdata
 from tests.integration.peers import (
     DCMTK_ENV,
     dcmtk,
-    find_stored,
+    find_every_stored,
     findscu,
     free_port,
     pyfind,
@@ -39,7 +39,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def stored(server: Server, mixed: list[Path]) -> list[Dataset]:
     storescu(server, mixed)
     studies = {dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in mixed}
-    find_stored(server, "IMAGE", len(mixed))
+    find_every_stored(server, mixed)
     assert studies
     return [dcmread(p) for p in mixed]
 
