@@ -22,6 +22,7 @@ from micropacs.adapters.factory import (
 from micropacs.config import Settings
 from micropacs.dicomweb.openapi import OPENAPI_PATH, describe, document, operations
 from micropacs.http import build_http_app
+from micropacs.read_barrier import ReadBarrier, ReadBarrierMetrics
 from micropacs.service import Adapters
 from micropacs.service_list import SERVICES, named
 
@@ -29,13 +30,18 @@ from micropacs.service_list import SERVICES, named
 async def served_app(data_dir: Path, services: tuple[str, ...]) -> tuple[Starlette, Adapters]:
     """The HTTP app of a process running ``services``, over embedded adapters in ``data_dir``."""
     settings = Settings(data_dir=data_dir)
+    bus = await open_event_bus(settings.bus_url)
+    registry = CollectorRegistry()
+    barrier = ReadBarrier(
+        bus, settings.index.group, settings.read_barrier, ReadBarrierMetrics(registry)
+    )
     adapters = Adapters(
         blobs=await open_blob_store(settings.blob_url, fsync=False),
-        bus=await open_event_bus(settings.bus_url),
+        bus=bus,
         catalog=await open_catalog(settings.catalog_url),
         worklist=await open_worklist(settings.worklist_url),
+        barrier=barrier,
     )
-    registry = CollectorRegistry()
     apps = [service.build(settings, adapters, registry) for service in named(services)]
     routes = [route for app in apps for route in app.web_routes()]
     checks = {name: check for app in apps for name, check in app.checks.items()}
@@ -43,6 +49,8 @@ async def served_app(data_dir: Path, services: tuple[str, ...]) -> tuple[Starlet
 
 
 async def close(adapters: Adapters) -> None:
+    if adapters.barrier is not None:
+        await adapters.barrier.close()
     for adapter in (adapters.blobs, adapters.bus, adapters.catalog, adapters.worklist):
         if adapter is not None:
             await adapter.close()
