@@ -207,10 +207,13 @@ def test_with_the_index_stopped_a_query_answers_within_the_bound_then_holds_agai
     split["index"] = start_server(
         tmp_path / "data", env=split["index"].env, command=("run", "index")
     )
-    wait_indexed(qr, "IMAGE", 5, StudyInstanceUID=study)  # a restarted index catches up
+    # A restarted index catches up; until it has joined its group (seconds on Kafka) the
+    # polls below may time out at the barrier, and are counted as such.
+    wait_indexed(qr, "IMAGE", 5, StudyInstanceUID=study)
+    timeouts = barrier_count(qr, "timeout")
     again = dicomdata.make_ct_series(
         tmp_path / "again", 1, rows=16, cols=16, study=dicomdata.StudySpec(study_instance_uid=study)
     )
     storescu(ingest, again)
     find_stored(qr, "IMAGE", 6, StudyInstanceUID=study)  # at once: the barrier holds again
-    assert barrier_count(qr, "timeout") == 1
+    assert barrier_count(qr, "timeout") == timeouts
