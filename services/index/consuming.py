@@ -5,7 +5,9 @@ At-least-once (ARCHITECTURE.md, rule 2): a batch is handed to the consumer's
 the batch, and idempotent writes make the second pass a no-op. A retryable
 failure is retried with bounded backoff for as long as it lasts (nothing is
 skipped while a store is down); an event that cannot be processed goes to
-the dead-letter topic and the consumer moves on.
+the dead-letter topic and the consumer moves on. A retryable failure is never
+dead-lettered: stopped while it lasts, the consumer leaves the batch
+uncommitted (a read barrier must not pass over events the catalog lacks).
 """
 
 from __future__ import annotations
@@ -59,7 +61,18 @@ class Consuming:
                     self._settings.batch_size, self._settings.poll_interval
                 )
                 if records:
-                    await process(records, stop)
+                    try:
+                        await process(records, stop)
+                    except MicropacsError as exc:
+                        if not (stop.is_set() and is_retryable(exc)):
+                            raise
+                        # Stopped while a store is down: uncommitted, the batch is
+                        # delivered again to whoever consumes next (never dead-lettered).
+                        log.info(
+                            "index consumer stopped before its batch was written",
+                            extra={"topic": self._topic, "reason": str(exc)},
+                        )
+                        return
                     await consumer.commit(records)
                 await self._observe_lag(consumer)
         finally:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from micropacs.config import IndexSettings
-from micropacs.errors import MicropacsError
+from micropacs.errors import MicropacsError, is_retryable
 from micropacs.events import INSTANCE_STORED, InstanceStored
 from micropacs.ports import Catalog, EventBus, InstanceRecord, Record
 from services.index.consuming import Consuming
@@ -49,13 +49,17 @@ class Indexer:
         if good:
             try:
                 await self._write([r for _, r in good], stop)
-            except MicropacsError:
+            except MicropacsError as exc:
+                if is_retryable(exc):  # stopped while the catalog is down: not written
+                    raise
                 # One bad record must not block its batch: write them one by one.
                 for record, instance in good:
                     try:
                         await self._write([instance], stop)
-                    except MicropacsError as exc:
-                        await self._consuming.dead_letter(record, str(exc))
+                    except MicropacsError as error:
+                        if is_retryable(error):
+                            raise
+                        await self._consuming.dead_letter(record, str(error))
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _write(self, instances: list[InstanceRecord], stop: asyncio.Event | None) -> None:

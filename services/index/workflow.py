@@ -44,7 +44,7 @@ from micropacs.config import IndexSettings
 from micropacs.dicom import tags
 from micropacs.dicom import worklist as wl
 from micropacs.dicom.json_model import DicomJson, element, first_text
-from micropacs.errors import InvalidInput, MicropacsError
+from micropacs.errors import InvalidInput, MicropacsError, is_retryable
 from micropacs.events import (
     MPPS,
     PATIENT,
@@ -126,6 +126,8 @@ class WorkflowApplier:
                 event = decode_workflow_event(record.value)
                 await self._apply(event, consuming, stop)
             except MicropacsError as exc:
+                if is_retryable(exc):  # stopped while a store is down: not applied
+                    raise
                 await consuming.dead_letter(record, str(exc))
                 continue
             self._metrics.workflow_events.labels(type=event.type).inc()

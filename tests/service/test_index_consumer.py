@@ -97,3 +97,23 @@ def test_locked_catalog_is_retried_and_the_event_indexed_once_it_is_free(
     assert pacs.published(DEAD_LETTER) == []
     pacs.stop_background()
     assert pacs.uncommitted(INSTANCE_STORED, GROUP) == []
+
+
+def test_stopped_while_the_catalog_is_locked_the_batch_is_left_uncommitted_not_dead_lettered(
+    start_pacs: StartPacs, tmp_path: Path
+) -> None:
+    """A rolling restart during a catalog outage: the event is delivered again later, and the
+    group's offsets do not pass it (a read barrier would answer without it for good)."""
+    pacs = start_pacs(busy_timeout=0.2)
+    [path] = ct_files(tmp_path / "in", 1)
+    with sqlite_write_lock(pacs.data_dir / "catalog.db"):
+        assert store(pacs, path) == [0x0000]
+        wait_until(lambda: pacs.metric("micropacs_index_retries_total") >= 1, what="a retry")
+        pacs.stop_background(timeout=20)
+    assert pacs.published(DEAD_LETTER) == []
+    assert len(pacs.uncommitted(INSTANCE_STORED, "index")) == 1
+    assert pacs.located([uid_of(path)]) == []
+
+    pacs.start_background()  # the next consumer gets it
+    wait_until(lambda: pacs.located([uid_of(path)]), what="the event indexed after the restart")
+    assert pacs.published(DEAD_LETTER) == []
