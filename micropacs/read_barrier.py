@@ -50,6 +50,11 @@ INDEXED_TOPICS = (INSTANCE_STORED, PATIENT, WORKLIST, MPPS)
 Scope = Mapping[str, Collection[str] | None]
 """What a read depends on: per topic, the keys whose partitions it reads (None: all)."""
 
+LOG_INTERVAL = 10.0
+"""Seconds between two log lines of one reader's barrier timeouts (or bus failures)."""
+PROGRESS_TIMEOUT = 2.0
+"""Seconds a readiness look at the index's progress may take."""
+
 FIRST_DELAY = 0.001
 LONGEST_DELAY = 0.01
 """Seconds between two readings of the committed offsets while a request waits."""
@@ -80,7 +85,7 @@ class ReadBarrierMetrics:
             " in offsets summed over partitions: events on Kafka, an upper bound on the"
             " embedded log (whose topics share one sequence); 0 when caught up.",
             registry=registry,
-            multiprocess_mode="livemax",
+            multiprocess_mode="livemostrecent",  # the latest look of any live process
         )
         self.readings = Counter(
             "micropacs_read_barrier_readings_total",
@@ -171,6 +176,9 @@ class ReadBarrier:
         self._committed = Shared(self._read_committed, settings.fetch_interval)
         self._applied: Offsets = {}
         self._last_ends: Offsets = {}
+        self._lagging: set[str] = set()
+        """Readers whose last look found the index behind."""
+        self._warned: dict[tuple[str, str], tuple[float, int]] = {}
 
     async def read(self, reader: str, scope: Scope, read: Callable[[], Awaitable[T]]) -> T:
         """``read()`` as it is once the index has applied, on the partitions of ``scope``,
@@ -179,23 +187,30 @@ class ReadBarrier:
         The read runs at once, beside the end-offset reading, and is kept when the
         committed offsets known before it began already reach those end offsets (the
         index was caught up: nothing added to the read's time); otherwise it runs again
-        once the barrier is passed, or has timed out.
+        once the barrier is passed, or has timed out (the bound counts from the end of
+        the first read). While the index was behind at this reader's last look (a store
+        in progress), the read waits first and runs once, so that a costly query is not
+        run twice under load.
         """
         if self._settings.timeout <= 0:
             return await read()
-        started = time.monotonic()
+        if reader in self._lagging:  # a read at once would likely be thrown away
+            await self.wait(reader, scope)
+            return await read()
         known = dict(self._applied)
         reading = asyncio.ensure_future(self._ends.get())
+        reading.add_done_callback(_retrieve)
         try:
             result = await read()
         except BaseException:
             reading.cancel()
             raise
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self._settings.timeout):
                 targets = self._targets(await reading, scope)
         except Exception as exc:  # noqa: BLE001 -- the barrier never fails a read
-            self._gave_up(reader, exc, started)
+            self._unavailable(reader, exc, started)
             return result
         if all(known.get(key, 0) >= end for key, end in targets.items()):
             self._count(reader, "passed", started)
@@ -206,16 +221,17 @@ class ReadBarrier:
 
     async def wait(self, reader: str, scope: Scope) -> bool:
         """Return once the index has applied, on the partitions of ``scope``, every event
-        acknowledged before the call, or after the timeout (False, the read goes on)."""
+        acknowledged before the call (True), or after the timeout, when the bus cannot
+        say, or with the barrier turned off (False: the store may be behind)."""
         timeout = self._settings.timeout
         if timeout <= 0:
-            return True
+            return False
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
                 targets = self._targets(await self._ends.get(), scope)
         except Exception as exc:  # noqa: BLE001 -- the barrier never fails a read
-            self._gave_up(reader, exc, started)
+            self._unavailable(reader, exc, started)
             return False
         return await self._settle(reader, targets, timeout - (time.monotonic() - started), started)
 
@@ -229,43 +245,60 @@ class ReadBarrier:
                 delay = FIRST_DELAY
                 while not self._reached(targets):
                     self._applied = _highest(self._applied, await self._committed.get())
-                    self._metrics.behind.set(self._behind())
                     if self._reached(targets):
                         break
                     outcome = "waited"
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, LONGEST_DELAY)
+        except TimeoutError:
+            self._warn(
+                reader,
+                "timeout",
+                "read barrier timed out: answered from the catalog as it is",
+                {"timeout": self._settings.timeout, "behind_offsets": self._behind()},
+            )
+            self._count(reader, "timeout", started)
+            return False
         except Exception as exc:  # noqa: BLE001 -- the barrier never fails a read
-            self._gave_up(reader, exc, started)
+            self._unavailable(reader, exc, started)
             return False
         self._count(reader, outcome, started)
         return True
 
-    def _gave_up(self, reader: str, exc: BaseException, started: float) -> None:
-        if isinstance(exc, TimeoutError):
-            log.warning(
-                "read barrier timed out: answered from the catalog as it is",
-                extra={
-                    "reader": reader,
-                    "timeout": self._settings.timeout,
-                    "behind_offsets": self._behind(),
-                },
-            )
-            self._count(reader, "timeout", started)
-        else:
-            log.warning(
-                "read barrier: the event bus cannot say how far the index is",
-                extra={"reader": reader, "reason": str(exc)},
-            )
-            self._count(reader, "unavailable", started)
+    def _unavailable(self, reader: str, exc: BaseException, started: float) -> None:
+        """The bus could not say (an error, or no answer within the bound)."""
+        reason = str(exc) or type(exc).__name__
+        self._warn(
+            reader,
+            "unavailable",
+            "read barrier: the event bus cannot say how far the index is",
+            {"reason": reason},
+        )
+        self._count(reader, "unavailable", started)
+
+    def _warn(self, reader: str, kind: str, message: str, extra: dict[str, object]) -> None:
+        """Log at most once per :data:`LOG_INTERVAL` per reader and kind (an index down
+        would otherwise log every read), with how many were left out."""
+        now = time.monotonic()
+        last, left_out = self._warned.get((reader, kind), (-math.inf, 0))
+        if now - last < LOG_INTERVAL:
+            self._warned[reader, kind] = (last, left_out + 1)
+            return
+        self._warned[reader, kind] = (now, 0)
+        log.warning(message, extra={"reader": reader, "left_out": left_out, **extra})
 
     def _count(self, reader: str, outcome: str, started: float) -> None:
+        if outcome == "passed":
+            self._lagging.discard(reader)
+        else:
+            self._lagging.add(reader)
+        self._metrics.behind.set(self._behind())
         self._metrics.outcomes.labels(reader=reader, outcome=outcome).inc()
         self._metrics.seconds.labels(reader=reader).observe(time.monotonic() - started)
 
     async def progress(self) -> dict[str, int]:
         """A fresh look at how far behind the index is on each topic, in offsets."""
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(PROGRESS_TIMEOUT):
             self._targets(await self._ends.get(), {})
             self._applied = _highest(self._applied, await self._committed.get())
         behind: dict[str, int] = dict.fromkeys(self._topics, 0)
@@ -290,6 +323,9 @@ class ReadBarrier:
     def _targets(self, ends: Offsets, scope: Scope) -> Offsets:
         """The end offsets of the partitions ``scope`` reads (every partition when empty)."""
         self._last_ends = ends
+        for key, end in ends.items():
+            if end < self._applied.get(key, 0):  # only a topic made again: forget it
+                self._applied[key] = 0
         if not scope:
             return ends
         counts: dict[str, int] = {}

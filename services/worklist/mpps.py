@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from weakref import WeakValueDictionary
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
@@ -79,8 +80,9 @@ class PerformedSteps:
         self._barrier = barrier
         self._clock = clock
         self._recent: OrderedDict[str, _Recent] = OrderedDict()
-        # One request at a time: two N-SETs of one step must see each other.
-        self._lock = asyncio.Lock()
+        # One request per step at a time: two N-SETs of one step must see each other,
+        # while the steps of other modalities do not queue behind its read barrier.
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
 
     async def create(self, sop_instance_uid: str, attributes: DicomJson, calling_ae: str) -> None:
         """Accept an N-CREATE once its event is durable; :class:`Refusal` otherwise.
@@ -88,7 +90,7 @@ class PerformedSteps:
         The same N-CREATE again (same instance, same attributes) is accepted
         without a second event: its first answer may have been lost.
         """
-        async with self._lock:
+        async with self._lock_of(sop_instance_uid):
             try:
                 if not is_valid_uid(sop_instance_uid):
                     raise Refusal(NStatus.INVALID_ATTRIBUTE_VALUE, "invalid SOP Instance UID")
@@ -112,7 +114,7 @@ class PerformedSteps:
 
     async def update(self, sop_instance_uid: str, changes: DicomJson) -> DicomJson:
         """Accept an N-SET once its event is durable; returns the step as it now is."""
-        async with self._lock:
+        async with self._lock_of(sop_instance_uid):
             try:
                 current = await self._current(sop_instance_uid)
                 if current is None:
@@ -129,6 +131,12 @@ class PerformedSteps:
             status = first_text(updated, STATUS).strip()
             self._metrics.mpps.labels(outcome=status.lower().replace(" ", "_")).inc()
             return updated
+
+    def _lock_of(self, sop_instance_uid: str) -> asyncio.Lock:
+        lock = self._locks.get(sop_instance_uid)
+        if lock is None:
+            lock = self._locks[sop_instance_uid] = asyncio.Lock()
+        return lock
 
     async def _current(self, sop_instance_uid: str) -> DicomJson | None:
         self._forget_old()

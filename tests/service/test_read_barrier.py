@@ -24,7 +24,7 @@ from micropacs.ports import WorklistItem
 from services.worklist.metrics import WorklistMetrics
 from services.worklist.mpps import PerformedSteps
 from services.worklist.scheduling import Scheduler
-from tests.service.conftest import Running, StartPacs
+from tests.service.conftest import Running, StartPacs, wait_until
 from tests.service.peers import ct_files, find_once, store, study_identifier
 from tests.worklistdata import completed, in_progress, scheduled
 
@@ -78,11 +78,13 @@ def test_with_the_index_stopped_a_query_answers_within_the_bound_and_is_counted(
     assert behind is not None and behind >= 2
 
     pacs.start_background()
+    uids = [str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in files]
+    wait_until(lambda: len(pacs.located(uids)) == 2, what="the index caught up")
     matches, status = find_once(
         pacs, study_identifier("STUDY", StudyInstanceUID=study_of(files[0]))
     )
     assert (len(matches), status) == (1, 0x0000)
-    assert outcomes(pacs, "qr", "timeout") == 1
+    assert outcomes(pacs, "qr", "timeout") == 1  # caught up: no wait, no timeout
 
 
 def test_a_retrieval_waits_for_the_index(start_pacs: StartPacs, tmp_path: Path) -> None:
@@ -102,6 +104,19 @@ def test_an_item_scheduled_is_found_by_the_next_worklist_query(start_pacs: Start
     assert len(answers) == 1
     assert pacs.loop_call(scheduler.item(item.item_id)) is not None
     assert outcomes(pacs, "worklist", "waited") == 1
+
+
+def test_with_the_barrier_off_an_n_set_after_its_n_create_is_judged_by_this_process(
+    start_pacs: StartPacs,
+) -> None:
+    pacs = start_pacs(index=False, barrier_timeout=0)
+    steps = PerformedSteps(
+        pacs.bus, pacs.worklist, WorklistMetrics(CollectorRegistry()), barrier=pacs.barrier
+    )
+    uid = generate_uid()
+    pacs.loop_call(steps.create(uid, to_json(in_progress()), "CT01"))
+    updated = pacs.loop_call(steps.update(uid, to_json(completed())))  # the index never ran
+    assert updated["00400252"]["Value"] == ["COMPLETED"]
 
 
 def test_an_n_set_answered_by_another_process_is_judged_against_the_n_create(
