@@ -217,7 +217,9 @@ async def _open_adapters(
         )
         stack.push_async_callback(blobs.close)
     if Port.EVENT_BUS in needs:
-        bus = await open_event_bus(settings.bus_url, settings.kafka)
+        # Services that only read through the barrier (qr) need no producer, nor Kafka up.
+        publishes = any(Port.EVENT_BUS in service.needs for service in services)
+        bus = await open_event_bus(settings.bus_url, settings.kafka, publishes=publishes)
         stack.push_async_callback(bus.close)
     if Port.CATALOG in needs:
         catalog = await open_catalog(settings.catalog_url)

@@ -92,8 +92,14 @@ async def open_blob_store(url: str, *, fsync: bool, s3: S3Settings | None = None
     raise _refuse(url, scheme, "BlobStore (file:///path)")
 
 
-async def open_event_bus(url: str, kafka: KafkaSettings | None = None) -> EventBus:
-    """The EventBus at ``url``: ``sqlite:///file.db`` (created if missing) or ``kafka://…``."""
+async def open_event_bus(
+    url: str, kafka: KafkaSettings | None = None, *, publishes: bool = True
+) -> EventBus:
+    """The EventBus at ``url``: ``sqlite:///file.db`` (created if missing) or ``kafka://…``.
+
+    A Kafka bus that only reads how far a group has come (``publishes=False``: a read
+    barrier's) connects when first asked and needs no write permission, nor Kafka up
+    when its process starts."""
     scheme = _scheme(url)
     if scheme == "kafka":
         from micropacs.adapters._kafka_security import KafkaSecurity
@@ -116,6 +122,7 @@ async def open_event_bus(url: str, kafka: KafkaSettings | None = None) -> EventB
             publish_timeout=kafka.publish_timeout,
             topic_prefix=kafka.topic_prefix,
             security=security,
+            publishes=publishes,
         )
         await remote.open()
         return remote

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from micropacs.adapters._kafka_offsets import GroupProgress, partition_of
@@ -125,6 +126,7 @@ class KafkaEventBus:
         client_id: str = "micropacs",
         topic_prefix: str = "",
         security: KafkaSecurity | None = None,
+        publishes: bool = True,
     ) -> None:
         self._bootstrap = bootstrap
         self._security = security or KafkaSecurity()
@@ -138,6 +140,9 @@ class KafkaEventBus:
         self._producer: AIOKafkaProducer | None = None
         self._known_topics: set[str] = set()
         self._group_progress: GroupProgress | None = None
+        self._publishes = publishes
+        self._reader: AIOKafkaClient | None = None
+        self._reader_lock = asyncio.Lock()
 
     async def _unreachable(self, exc: BaseException) -> EventBusUnavailable:
         """The error of a client that could not start, with the cause when one is found."""
@@ -146,7 +151,10 @@ class KafkaEventBus:
         return EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}{advice}")
 
     async def open(self) -> None:
-        """Create the topics if missing and start the producer."""
+        """Create the topics if missing and start the producer; a bus that does not publish
+        does nothing until its offsets are first asked for."""
+        if not self._publishes:
+            return
         await self._create_topics(TOPICS)
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
@@ -229,6 +237,8 @@ class KafkaEventBus:
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
         """Append an event; returns once every in-sync replica has it."""
+        if not self._publishes:
+            raise EventBusUnavailable("this event bus was opened to read offsets only")
         if self._producer is None:
             raise EventBusUnavailable("Kafka producer not started")
         await self._ensure_topic(topic)
@@ -265,34 +275,58 @@ class KafkaEventBus:
 
     async def end_offsets(self, topics: Sequence[str]) -> Offsets:
         """The high watermark of every partition of ``topics`` (one ListOffsets per leader)."""
-        return await self._progress().end_offsets(topics)
+        return await (await self._progress()).end_offsets(topics)
 
     async def committed_offsets(self, group: str, topics: Sequence[str]) -> Offsets:
         """Where ``group`` resumes on every partition of ``topics`` (one OffsetFetch)."""
-        return await self._progress().committed_offsets(group, topics)
+        return await (await self._progress()).committed_offsets(group, topics)
 
     def partition_of(self, key: str, partitions: int) -> int:
         """The partition the producer sends ``key`` to (murmur2, as every Kafka client)."""
         return partition_of(key, partitions)
 
-    def _progress(self) -> GroupProgress:
-        if self._producer is None:
-            raise EventBusUnavailable("Kafka producer not started")
+    async def _progress(self) -> GroupProgress:
         if self._group_progress is None:
-            self._group_progress = GroupProgress(self._producer.client, self._prefix)
+            self._group_progress = GroupProgress(await self._client(), self._prefix)
         return self._group_progress
+
+    async def _client(self) -> AIOKafkaClient:
+        """The producer's client, or for a bus that does not publish, one of its own,
+        connected at the first call that finds Kafka up."""
+        if self._publishes:
+            if self._producer is None:
+                raise EventBusUnavailable("Kafka producer not started")
+            return self._producer.client
+        async with self._reader_lock:
+            if self._reader is None:
+                reader = AIOKafkaClient(
+                    bootstrap_servers=self._bootstrap,
+                    client_id=self._client_id,
+                    request_timeout_ms=int(self._publish_timeout * 1000),
+                    **self._options,
+                )
+                try:
+                    await reader.bootstrap()
+                except KafkaError as exc:
+                    await reader.close()
+                    raise await self._unreachable(exc) from exc
+                self._reader = reader
+            return self._reader
 
     async def check(self) -> None:
         """Raise EventBusUnavailable unless the cluster answers a metadata request."""
-        if self._producer is None:
-            raise EventBusUnavailable("Kafka producer not started")
+        client = await self._client()
         try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=5)
+            await asyncio.wait_for(client.fetch_all_metadata(), timeout=5)
         except (KafkaError, TimeoutError) as exc:
             raise EventBusUnavailable(f"Kafka at {self._bootstrap} unreachable: {exc}") from exc
 
     async def close(self) -> None:
-        """Flush and stop the producer."""
+        """Flush and stop the producer (and the reading client)."""
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+            self._group_progress = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from micropacs.adapters.factory import open_event_bus
 from micropacs.config import KafkaSettings, ReadBarrierSettings
+from micropacs.errors import EventBusUnavailable
 from micropacs.ports import EventBus, Offsets, Record
 from micropacs.read_barrier import ReadBarrier, ReadBarrierMetrics
 from tests.contract.conftest import Runner
@@ -298,3 +299,61 @@ def test_a_read_beside_the_barrier_runs_once_when_caught_up_and_again_when_not(
     assert second == ["before", "after"]  # read at once, then again once applied
     assert result == "after"
     assert _outcomes(registry, "test", "waited") == 1
+
+
+def test_a_bus_opened_to_read_offsets_sees_what_another_publishes(
+    bus_url: str, run: Runner, topic: str, group: str, backend: str
+) -> None:
+    async def scenario() -> tuple[Offsets, Offsets, Offsets, Offsets, bool]:
+        writer = await open_event_bus(bus_url, KafkaSettings(partitions=PARTITIONS))
+        reader = await open_event_bus(
+            bus_url, KafkaSettings(partitions=PARTITIONS), publishes=False
+        )
+        try:
+            await writer.publish(topic, KEYS[0], b"{}")
+            ends = await reader.end_offsets([topic]), await writer.end_offsets([topic])
+            await _consume(writer, topic, group, 1)
+            committed = await reader.committed_offsets(group, [topic])
+            written = await writer.committed_offsets(group, [topic])
+            try:
+                await reader.publish(topic, KEYS[0], b"{}")
+                refused = False
+            except EventBusUnavailable:
+                refused = True
+            return ends[0], ends[1], committed, written, refused
+        finally:
+            await reader.close()
+            await writer.close()
+
+    read_ends, written_ends, committed, written, refused = run(scenario())
+
+    assert read_ends == written_ends
+    assert committed == written == written_ends
+    assert refused == (backend == "stack")  # the embedded log has no producer to leave out
+
+
+def test_a_bus_opened_to_read_offsets_starts_without_kafka_and_the_barrier_lets_reads_by(
+    run: Runner, backend: str
+) -> None:
+    if backend != "stack":
+        pytest.skip("Kafka's reading client only")
+    registry = CollectorRegistry()
+
+    async def scenario() -> tuple[bool, float]:
+        bus = await open_event_bus("kafka://127.0.0.1:9", publishes=False)  # nothing listens
+        barrier = ReadBarrier(
+            bus, "index", ReadBarrierSettings(timeout=1), ReadBarrierMetrics(registry)
+        )
+        try:
+            started = time.monotonic()
+            reached = await barrier.wait("test", {})
+            return reached, time.monotonic() - started
+        finally:
+            await barrier.close()
+            await bus.close()
+
+    reached, seconds = run(scenario())
+
+    assert not reached
+    assert seconds < 5
+    assert _outcomes(registry, "test", "unavailable") == 1
