@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 TOPICS = (INSTANCE_STORED, DEAD_LETTER, WORKLIST, MPPS, PATIENT)
 
+HEARTBEAT_INTERVAL_MS = 500
+"""How often a consumer tells its group coordinator it is alive (and hears of rebalances)."""
+
 TOPIC_TIMEOUT = 60.0
 """Seconds new topics may take to be served by their leaders (Kafka's own
 ``default.api.timeout.ms`` for an admin operation)."""
@@ -264,6 +267,10 @@ class KafkaEventBus:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_interval_ms=300000,
+            # Members learn of a rebalance at their next heartbeat. At Kafka's default (3 s)
+            # the index's consumers, joining its group one after another at start-up, leave
+            # partitions unassigned for seconds, and reads wait that out at the read barrier.
+            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             **self._options,
         )
         try:
