@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # PS3.4 C.6.2
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
@@ -105,3 +106,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def find_association(port: int) -> Any:
+    """A Study Root C-FIND association with micropacs on ``port``, TCP_NODELAY set."""
+    from pynetdicom import AE, evt
+
+    from micropacs.dimse.sockets import set_nodelay
+
+    ae = AE(ae_title="BENCH")
+    ae.add_requested_context(STUDY_ROOT_FIND)
+    # pynetdicom leaves Nagle on: without this each C-FIND waits for a delayed ACK.
+    assoc = ae.associate(
+        "127.0.0.1", port, ae_title="MICROPACS", evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
+    )
+    if not assoc.is_established:
+        raise RuntimeError(f"no association with micropacs on port {port}")
+    return assoc

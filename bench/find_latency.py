@@ -23,21 +23,26 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydicom import Dataset
-from pynetdicom import AE, evt
 from tqdm import tqdm
 
-from bench.common import DCMTK_ENV, free_port, save, start_serve, stop, summary_ms
+from bench.common import (
+    DCMTK_ENV,
+    STUDY_ROOT_FIND,
+    find_association,
+    free_port,
+    save,
+    start_serve,
+    stop,
+    summary_ms,
+)
 from micropacs.adapters.factory import open_catalog
 from micropacs.config import IndexSettings
 from micropacs.dicom.json_model import to_json
-from micropacs.dimse.sockets import set_nodelay
 from micropacs.events import InstanceStored
 from micropacs.ports import Record
 from services.index.indexer import Indexer
 from services.index.metrics import IndexMetrics
 from tests import dicomdata
-
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # PS3.4 C.6.2
 
 SERIES_SIZE = 250
 
@@ -145,13 +150,7 @@ def measure(port: int, sample: dict[str, Any], queries: int) -> dict[str, Any]:
         },
     )
     results: dict[str, Any] = {}
-    ae = AE(ae_title="BENCH")
-    ae.add_requested_context(STUDY_ROOT_FIND)
-    # pynetdicom leaves Nagle on: without this each C-FIND waits for a delayed ACK.
-    assoc = ae.associate(
-        "127.0.0.1", port, ae_title="MICROPACS", evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
-    )
-    assert assoc.is_established
+    assoc = find_association(port)
     try:
         for name, (level, keys) in cases.items():
             dcmtk_samples: list[float] = []

@@ -48,19 +48,25 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydicom import Dataset, dcmread
-from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from tqdm import tqdm
 
-from bench.common import DCMTK_ENV, free_port, save, start_serve, stop, summary_ms
+from bench.common import (
+    DCMTK_ENV,
+    STUDY_ROOT_FIND,
+    find_association,
+    free_port,
+    save,
+    start_serve,
+    stop,
+    summary_ms,
+)
 from bench.stack_pipeline import service, stack_env
 from bench.store_throughput import send
-from micropacs.dimse.sockets import set_nodelay
 from services.qr.read_scope import READER
 from stack import servers
 from tests import dicomdata
 
-FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Q/R Information Model - FIND, PS3.4 C.6.2
 PENDING = 0xFF00  # PS3.4 C.4.1.1.4: a match follows
 SUCCESS = re.compile(r"Received Store Response \(Success\)")
 FAILURE = re.compile(r"Received Store Response \((?!Success)")
@@ -145,18 +151,6 @@ def embedded(work: Path) -> Iterator[Deployment]:
             stop(process)
 
 
-def associate(port: int) -> Association:
-    ae = AE(ae_title="BENCH")
-    ae.add_requested_context(FIND)
-    # pynetdicom leaves Nagle on: without this each C-FIND waits for a delayed ACK.
-    assoc = ae.associate(
-        "127.0.0.1", port, ae_title="MICROPACS", evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
-    )
-    if not assoc.is_established:
-        raise RuntimeError(f"no association with the qr on port {port}")
-    return assoc
-
-
 def identifier(level: str, keys: dict[str, str]) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = level
@@ -169,7 +163,7 @@ def find(assoc: Association, query: Dataset) -> int:
     """The instances one C-FIND finds (its matches, or the NumberOfStudyRelatedInstances
     of a study-level match); a failure status raises."""
     matches = 0
-    for status, found in assoc.send_c_find(query, FIND):
+    for status, found in assoc.send_c_find(query, STUDY_ROOT_FIND):
         if not status:
             raise RuntimeError("C-FIND: no response (association aborted or timed out)")
         if status.Status == PENDING:
@@ -259,7 +253,7 @@ def metrics_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
 
 
 def wait_indexed(port: int, query: Dataset, count: int, timeout: float = 60) -> None:
-    assoc = associate(port)
+    assoc = find_association(port)
     deadline = time.monotonic() + timeout
     try:
         while find(assoc, query) < count:
@@ -276,7 +270,7 @@ def alternate(
     """``queries`` C-FINDs of each case to the qr with and without the barrier, in turn
     (which one goes first alternates, so neither always follows the other)."""
     servers_ = {"with_barrier": deployment.barrier_port, "without_barrier": deployment.plain_port}
-    assocs = {name: associate(port) for name, port in servers_.items()}
+    assocs = {name: find_association(port) for name, port in servers_.items()}
     samples: dict[str, dict[str, list[float]]] = {
         case: {name: [] for name in servers_} for case in cases
     }
@@ -362,7 +356,7 @@ def query_while_storing(
 
     def querier() -> None:
         try:
-            assoc = associate(deployment.barrier_port)
+            assoc = find_association(deployment.barrier_port)
         except Exception as exc:  # the main thread raises it
             errors.append(exc)
             return
