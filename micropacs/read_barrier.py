@@ -197,7 +197,7 @@ class ReadBarrier:
         if reader in self._lagging:  # a read at once would likely be thrown away
             await self.wait(reader, scope)
             return await read()
-        known = dict(self._applied)
+        known = self._applied  # replaced, never changed in place: a snapshot as it is
         reading = asyncio.ensure_future(self._ends.get())
         reading.add_done_callback(_retrieve)
         try:
@@ -301,9 +301,7 @@ class ReadBarrier:
         async with asyncio.timeout(PROGRESS_TIMEOUT):
             self._targets(await self._ends.get(), {})
             self._applied = _highest(self._applied, await self._committed.get())
-        behind: dict[str, int] = dict.fromkeys(self._topics, 0)
-        for (topic, partition), end in self._last_ends.items():
-            behind[topic] += max(end - self._applied.get((topic, partition), 0), 0)
+        behind = self._behind_by_topic()
         self._metrics.behind.set(sum(behind.values()))
         return behind
 
@@ -325,7 +323,7 @@ class ReadBarrier:
         self._last_ends = ends
         for key, end in ends.items():
             if end < self._applied.get(key, 0):  # only a topic made again: forget it
-                self._applied[key] = 0
+                self._applied = {**self._applied, key: 0}
         if not scope:
             return ends
         counts: dict[str, int] = {}
@@ -344,8 +342,15 @@ class ReadBarrier:
     def _reached(self, targets: Offsets) -> bool:
         return all(self._applied.get(key, 0) >= end for key, end in targets.items())
 
+    def _behind_by_topic(self) -> dict[str, int]:
+        """Offsets between the last end offsets seen and what the index had applied."""
+        behind = dict.fromkeys(self._topics, 0)
+        for (topic, partition), end in self._last_ends.items():
+            behind[topic] += max(end - self._applied.get((topic, partition), 0), 0)
+        return behind
+
     def _behind(self) -> int:
-        return sum(max(end - self._applied.get(key, 0), 0) for key, end in self._last_ends.items())
+        return sum(self._behind_by_topic().values())
 
 
 def _highest(known: Offsets, seen: Offsets) -> Offsets:
