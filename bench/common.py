@@ -47,6 +47,23 @@ def peak_rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its living descendants, every thread
+    (/proc/PID/stat fields 14 and 15; a descendant that exited is not counted)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def start_serve(
     data_dir: Path, dicom_port: int, http_port: int, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -65,7 +82,13 @@ def start_serve(
         ],
         stdout=subprocess.DEVNULL,
         stderr=(data_dir.parent / "serve.log").open("wb"),
-        env={**os.environ, "MICROPACS_LOG_LEVEL": "WARNING", **(env or {})},
+        # Its own HL7 port, so that two benchmarks' servers never meet on 2575.
+        env={
+            **os.environ,
+            "MICROPACS_LOG_LEVEL": "WARNING",
+            "MICROPACS_WORKLIST__HL7_PORT": "0",
+            **(env or {}),
+        },
         start_new_session=True,
     )
     wait_port(dicom_port)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sqlite3
 import subprocess
@@ -39,7 +38,16 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from tqdm import tqdm
 
-from bench.common import DCMTK_ENV, free_port, save, start_serve, stop, summary_ms, wait_port
+from bench.common import (
+    DCMTK_ENV,
+    cpu_seconds,
+    free_port,
+    save,
+    start_serve,
+    stop,
+    summary_ms,
+    wait_port,
+)
 from bench.orthanc import ORTHANC, WORKLIST_SCU, Orthanc
 from micropacs.adapters.factory import open_worklist
 from micropacs.dicom.json_model import from_json
@@ -243,12 +251,6 @@ async def send_over_one_connection(port: int, messages: Sequence[str], desc: str
 
 def send(port: int, messages: Sequence[str], desc: str) -> float:
     return asyncio.run(send_over_one_connection(port, messages, desc))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, every thread (/proc/PID/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def items_applied(database: Path) -> int:

@@ -14,9 +14,11 @@ whom (:mod:`~micropacs.dimse.user_identity`).
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +26,16 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from micropacs.config import DicomSettings
-from micropacs.dimse import access, admission, pdu_limits, retrieve_scp, tls, user_identity
+from micropacs.dimse import (
+    access,
+    admission,
+    find_responses,
+    pdu_limits,
+    retrieve_scp,
+    tls,
+    user_identity,
+    wakeups,
+)
 from micropacs.dimse.sockets import NODELAY, close_sockets_always
 from micropacs.tls import ClientTls, ServerTls
 
@@ -48,10 +59,15 @@ def configure_pynetdicom() -> None:
         # Identifiers with odd values must reach our handlers, which answer them properly.
         _config.ENFORCE_UID_CONFORMANCE = False
         retrieve_scp.install()
+        find_responses.install()
         close_sockets_always()
         pdu_limits.install()
+        wakeups.install()
         _done = True
 
+
+GC_INTERVAL = 30.0
+"""Seconds between the full collections pynetdicom's server asks for (dead associations)."""
 
 REJECTED_PERMANENT, SERVICE_USER, NO_REASON_GIVEN = 0x01, 0x01, 0x01
 """An A-ASSOCIATE-RJ's result, source and diagnostic (PS3.8 9.3.4)."""
@@ -144,6 +160,16 @@ class ReusePortServer(ThreadedAssociationServer):
     reuse_port = False
     pending: admission.PendingConnections | None = None
     tls: ServerTls | None = None
+    _collected_at = 0.0
+
+    def service_actions(self) -> None:
+        # pynetdicom runs a full gc.collect() every 60 polls of its accept loop, meant as
+        # every 30 s at its 0.5 s poll; at our 0.05 s poll that was every 3 s, a pause of
+        # the whole process each time (4.5 % of the GIL under a C-STORE load).
+        now = time.monotonic()
+        if now - self._collected_at >= GC_INTERVAL:
+            self._collected_at = now
+            gc.collect()
 
     def get_request(self) -> tuple[socket.socket, Any]:
         if self.tls is None or self.socket is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from micropacs.bridge import LoopBridge
 from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
 from micropacs.errors import MicropacsError, Status, dimse_status
-from services.ingest.store_service import Received, StoreService
+from services.ingest.store_service import Received, StoreService, discard
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,16 @@ def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) ->
         sop_class_uid=str(request.AffectedSOPClassUID or ""),
         sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
     )
+    started = time.perf_counter()
     try:
-        bridge.run(service.store(received))
+        # Checked and described here, in the association's thread: the loop only
+        # waits for durability (one hop to it, not three).
+        prepared = service.prepare(received)
+        try:
+            bridge.run(service.commit(prepared, started))
+        except BaseException:
+            discard(prepared)  # the loop may have stopped before commit began
+            raise
     except MicropacsError as exc:
         return exc.dimse
     except Exception as exc:

@@ -56,8 +56,11 @@ class Prepared:
     """A received object checked and described, not yet stored."""
 
     received: Received
+    """What is stored: the object as received, or its copy compressed at rest."""
     event: InstanceStored
     payload: bytes
+    source: Received
+    """The object as handed to the store."""
 
 
 def object_key(group: str, study: str, series: str, instance: str) -> str:
@@ -96,17 +99,34 @@ class StoreService:
         no temporary file this call was handed (``received.owned``) or made is left.
         """
         started = time.perf_counter()
-        prepared: Prepared | None = None
         try:
-            prepared = await asyncio.to_thread(self._prepare, received, study)
+            prepared = await asyncio.to_thread(self.prepare, received, study=study)
+        except BaseException:
+            _discard(received)  # also when cancelled while the thread ran
+            raise
+        return await self.commit(prepared, started)
+
+    def prepare(self, received: Received, *, study: str | None = None) -> Prepared:
+        """The CPU half of :meth:`store`, for a caller already off the event loop (an
+        association's thread), which then awaits :meth:`commit` on the loop. On
+        error the received file is discarded, as :meth:`store` does."""
+        try:
+            return self._prepare(received, study)
+        except BaseException:
+            _discard(received)
+            raise
+
+    async def commit(self, prepared: Prepared, started: float) -> InstanceStored:
+        """The durable half of :meth:`store`: blob, then event (``started``: a
+        ``perf_counter`` reading when the object was received, for the metrics)."""
+        try:
             return await self._commit(prepared, started)
         finally:
-            _discard(received)
-            if prepared is not None:
-                _discard(prepared.received)
+            discard(prepared)
 
     def _prepare(self, received: Received, study: str | None) -> Prepared:
         """Read and check the received file and build its event (CPU only, no backend)."""
+        source = received
         try:
             ds = read_header(received.path)
             uids = _uids(ds, received)
@@ -145,7 +165,9 @@ class StoreService:
                 header=to_json(ds),
                 original_transfer_syntax_uid=original,
             )
-            return Prepared(received=received, event=event, payload=event.to_bytes())
+            return Prepared(
+                received=received, event=event, payload=event.to_bytes(), source=source
+            )
         except BaseException:
             _discard(received)  # the compressed copy this call made
             raise
@@ -198,6 +220,12 @@ class StoreService:
     def _refused(self, received: Received, exc: MicropacsError) -> None:
         self._metrics.stored.labels(status=f"0x{exc.dimse:04X}").inc()
         log.warning("store refused", extra={"reason": str(exc), "calling_ae": received.calling_ae})
+
+
+def discard(prepared: Prepared) -> None:
+    """Remove what a prepared store still holds in temporary files (idempotent)."""
+    _discard(prepared.source)
+    _discard(prepared.received)
 
 
 def _discard(received: Received) -> None:
