@@ -19,8 +19,10 @@ from pynetdicom import AE, evt
 
 from micropacs.bridge import LoopBridge
 from micropacs.dicom.charset import response_charset
-from micropacs.dicom.json_model import from_json, to_json
+from micropacs.dicom.json_model import to_json
+from micropacs.dimse import find_responses
 from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
+from micropacs.dimse.find_responses import JsonIdentifier
 from micropacs.dimse.flow import wait_for_peer
 from micropacs.dimse.retrieve_scp import Destination, RetrievePlan
 from micropacs.errors import MicropacsError, Status
@@ -64,9 +66,13 @@ def _identifier(event: evt.Event) -> dict[str, Any]:
 
 def handle_find(
     event: evt.Event, service: QueryService, bridge: LoopBridge
-) -> Iterator[tuple[int, Dataset | None]]:
+) -> Iterator[tuple[int, JsonIdentifier | Dataset | None]]:
     """C-FIND (PS3.4 C.4.1.2): one Pending response per match, then Success;
-    0x0124 Refused: Not Authorized for a node that may not query."""
+    0x0124 Refused: Not Authorized for a node that may not query.
+
+    Once :func:`~micropacs.dimse.find_responses.install` ran, each match is yielded
+    as a :class:`~micropacs.dimse.find_responses.JsonIdentifier`, which pynetdicom
+    then encodes without a Dataset; otherwise as a Dataset."""
     if refused(event, Permission.QUERY, "C-FIND"):
         yield NOT_AUTHORIZED, None
         return
@@ -85,16 +91,15 @@ def handle_find(
         log.debug("C-FIND failure", exc_info=True)
         yield Status.UNABLE_TO_PROCESS, None
         return
+    direct = find_responses.installed()
     for match in matches:
         wait_for_peer(event.assoc)  # so that a C-CANCEL is read before the next match
         if event.is_cancelled:
             yield Status.CANCEL, None
             return
-        ds = from_json(match)
-        charset = response_charset(match, requested_charset)
-        if charset:
-            ds.SpecificCharacterSet = charset
-        yield Status.PENDING, ds
+        identifier = JsonIdentifier(match, response_charset(match, requested_charset))
+        # Encoded straight from the catalog's JSON where pynetdicom was told how.
+        yield Status.PENDING, identifier if direct else identifier.dataset()
 
 
 class BridgedSource:
