@@ -91,7 +91,11 @@ def encode(
 
 
 class PendingFindResponse(C_FIND_RSP):
-    """A Pending C-FIND-RSP message with an already encoded command set and identifier."""
+    """A Pending C-FIND-RSP message with an already encoded command set and identifier.
+
+    Its ``command_set`` is shared by the responses of one request: what an
+    ``EVT_DIMSE_SENT`` handler gets is to be read, not changed.
+    """
 
     def __init__(self, command_set: Dataset, encoded_command_set: bytes, identifier: bytes) -> None:
         # Not C_FIND_RSP.__init__: it builds a command set Dataset element by element.
