@@ -249,6 +249,10 @@ def run_assoc_reactor(self: Association) -> None:
             wake.wait(LONGEST_WAIT)
         self._reactor_checkpoint.wait()
         self._is_paused = False
+        if not self._reactor_checkpoint.is_set():
+            # A sender cleared it after the wait and, seeing us still paused, went on:
+            # the next message is its answer, not ours to take.
+            continue
         wake.clear()  # before looking: a put from now on sets it again
         idle = True
 

@@ -105,7 +105,9 @@ def test_wakeup_sockets_close_with_their_associations(pacs: Running) -> None:
         with associate(pacs, [VERIFICATION]) as assoc:
             assert assoc.send_c_echo().Status == 0x0000
     wait_until(lambda: not live_associations(), what="every association to end")
-    wait_until(lambda: open_fds() <= before, what="their descriptors to be closed")
+    # A leak would be 4 descriptors per association (a socket pair at each end); a few
+    # may be opened meanwhile by the server's own connections to its stores.
+    wait_until(lambda: open_fds() - before < 10, what="their descriptors to be closed")
 
 
 def test_an_abort_from_another_thread_ends_an_idle_association(pacs: Running) -> None:
