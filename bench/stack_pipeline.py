@@ -37,7 +37,7 @@ from bench.common import (
     summary_ms,
     wait_port,
 )
-from bench.store_throughput import micropacs_rate, send, storescp_rate
+from bench.store_throughput import micropacs, send, storescp
 from micropacs.adapters.factory import open_event_bus
 from micropacs.dicom.json_model import to_json
 from micropacs.dimse.sockets import set_nodelay
@@ -232,14 +232,11 @@ def main() -> None:
             files = dicomdata.make_ct_series(work / "ct", args.count, rows=512, cols=512)
             result: dict[str, Any] = {"catalog": "mongodb (FerretDB 1.24, SQLite backend)"}
             print("storescp, 4 associations …", flush=True)
-            peer = storescp_rate(files, 4, work)
-            result["storescp_images_per_s"] = round(peer, 1)
+            peer = storescp(files, 4, work)["images_per_s"]
+            result["storescp_images_per_s"] = peer
             print("embedded (micropacs serve), 4 associations …", flush=True)
-            embedded = micropacs_rate(files, 4, work)
-            result["embedded"] = {
-                "images_per_s": round(embedded, 1),
-                "ratio": round(embedded / peer, 3),
-            }
+            embedded = micropacs(files, 4, work)
+            result["embedded"] = {**embedded, "ratio": round(embedded["images_per_s"] / peer, 3)}
             for workers in (1, 2):
                 print(f"stack, {workers} ingest process(es) …", flush=True)
                 measured = pipeline_rate(stack, files, work, workers)
