@@ -41,11 +41,9 @@ from pydicom.filewriter import _AMBIGUOUS_US_SS_TAGS  # pydicom's own list, so b
 from pydicom.tag import _LUT_DESCRIPTOR_TAGS
 from pydicom.uid import UID
 
+from micropacs.dicom import tags
 from micropacs.dicom.json_model import BULK_TAGS, BULK_THRESHOLD, DicomJson, to_json
 from micropacs.dicom.part10 import read_header
-
-ROWS = "00280010"
-"""The DICOM JSON key of Rows (0028,0010): present in an image's header."""
 
 _CHUNK = 32 * 1024
 _UNDEFINED = 0xFFFFFFFF
@@ -101,7 +99,21 @@ class Header:
     @property
     def is_image(self) -> bool:
         """Whether the dataset has Rows (0028,0010), as an image does."""
-        return ROWS in self.json
+        return tags.ROWS in self.json
+
+    def value(self, key: str) -> object:
+        """The value of attribute ``key`` ("GGGGEEEE") as pydicom's ``Dataset.get`` gives
+        it, so code written for that keeps its answers: None when absent, "" when empty,
+        the one value, or several written as pydicom writes a MultiValue."""
+        element = self.json.get(key)
+        if element is None:
+            return None
+        values = element.get("Value")
+        if not values:
+            return ""
+        if len(values) == 1:
+            return values[0]
+        return "[" + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values) + "]"
 
 
 def header_of(path: Path) -> Header:
@@ -129,8 +141,8 @@ def fast_header(path: Path) -> Header | None:
     try:
         with path.open("rb") as fp:
             return _Reader(fp).header()
-    except (_Fallback, OSError):
-        return None
+    except (_Fallback, OSError, RecursionError):
+        return None  # RecursionError: sequences nested deeper than Python's stack
 
 
 def _default_config() -> bool:

@@ -18,10 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydicom import Dataset
-
-from micropacs.dicom.json_model import to_json
-from micropacs.dicom.part10 import read_header
+from micropacs.dicom import tags
+from micropacs.dicom.header_json import Header, header_of
 from micropacs.dicom.transcode import AT_REST, compress_file
 from micropacs.dicom.uids import require_uid
 from micropacs.errors import (
@@ -128,8 +126,8 @@ class StoreService:
         """Read and check the received file and build its event (CPU only, no backend)."""
         source = received
         try:
-            ds = read_header(received.path)
-            uids = _uids(ds, received)
+            header = header_of(received.path)
+            uids = _uids(header, received)
             if study is not None and uids["study"] != study:
                 raise StudyMismatch(
                     "the instance belongs to another study than the request's",
@@ -139,9 +137,9 @@ class StoreService:
         except MicropacsError as exc:
             self._refused(received, exc)
             raise
-        syntax = str(ds.file_meta.TransferSyntaxUID)
+        syntax = header.transfer_syntax_uid
         original = ""
-        if self._compress_to is not None and "Rows" in ds:
+        if self._compress_to is not None and header.is_image:
             received, compressed = self._compressed(received)
             if compressed:
                 original, syntax = syntax, str(self._compress_to)
@@ -151,8 +149,8 @@ class StoreService:
                 sop_instance_uid=uids["instance"],
                 series_instance_uid=uids["series"],
                 study_instance_uid=uids["study"],
-                patient_id=str(ds.get("PatientID", "") or ""),
-                issuer_of_patient_id=str(ds.get("IssuerOfPatientID", "") or "")
+                patient_id=str(header.value(tags.PATIENT_ID) or ""),
+                issuer_of_patient_id=str(header.value(tags.ISSUER_OF_PATIENT_ID) or "")
                 or self._default_issuer,
                 object_key=object_key(self._group, uids["study"], uids["series"], uids["instance"]),
                 size=received.path.stat().st_size,
@@ -162,7 +160,7 @@ class StoreService:
                 site=self._site,
                 storage_group=self._group,
                 received_at=datetime.now(UTC).isoformat(),
-                header=to_json(ds),
+                header=header.json,
                 original_transfer_syntax_uid=original,
             )
             return Prepared(
@@ -234,12 +232,12 @@ def _discard(received: Received) -> None:
         received.path.unlink(missing_ok=True)
 
 
-def _uids(ds: Dataset, received: Received) -> dict[str, str]:
+def _uids(header: Header, received: Received) -> dict[str, str]:
     uids = {
-        "class": require_uid(ds.get("SOPClassUID"), "SOPClassUID"),
-        "instance": require_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID"),
-        "series": require_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID"),
-        "study": require_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID"),
+        "class": require_uid(header.value(tags.SOP_CLASS_UID), "SOPClassUID"),
+        "instance": require_uid(header.value(tags.SOP_INSTANCE_UID), "SOPInstanceUID"),
+        "series": require_uid(header.value(tags.SERIES_INSTANCE_UID), "SeriesInstanceUID"),
+        "study": require_uid(header.value(tags.STUDY_INSTANCE_UID), "StudyInstanceUID"),
     }
     if received.sop_instance_uid and received.sop_instance_uid != uids["instance"]:
         raise InvalidUid("SOPInstanceUID of the dataset differs from the C-STORE request's")

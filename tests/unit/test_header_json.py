@@ -9,6 +9,7 @@ path), and :func:`header_of` must raise :class:`NotDicom` exactly when
 from __future__ import annotations
 
 import json
+import random
 import struct
 import tempfile
 import warnings
@@ -37,6 +38,7 @@ from pydicom.uid import (
 from micropacs.dicom.header_json import Header, fast_header, header_of
 from micropacs.dicom.json_model import DicomJson, to_json
 from micropacs.dicom.part10 import read_header
+from micropacs.dicom.tags import tag_of
 from micropacs.errors import NotDicom
 from tests import dicomdata
 
@@ -58,6 +60,16 @@ def reference(path: Path) -> DicomJson | NotDicom:
             return exc
 
 
+STORE_USES = (
+    "PatientID",
+    "IssuerOfPatientID",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+)
+
+
 def same(a: DicomJson, b: DicomJson) -> bool:
     """Equal, NaN values included."""
     return a == b or json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
@@ -77,7 +89,12 @@ def check(path: Path) -> Header | None:
     if fast is not None:
         assert same(fast.json, expected), path.name
         with quiet():
-            assert fast.transfer_syntax_uid == str(read_header(path).file_meta.TransferSyntaxUID)
+            ds = read_header(path)
+            given = {keyword: str(ds.get(keyword)) for keyword in STORE_USES}
+        assert fast.transfer_syntax_uid == str(ds.file_meta.TransferSyntaxUID)
+        # the store passes these to require_uid or str(), as it passed pydicom's values
+        assert {keyword: str(fast.value(tag_of(keyword))) for keyword in STORE_USES} == given
+        assert fast.is_image == ("Rows" in ds)
     with quiet():
         assert same(header_of(path).json, expected)
     return fast
@@ -206,6 +223,45 @@ def test_truncated_files_are_refused_exactly_when_read_header_refuses(
     assert refused > len(data) // 200
 
 
+def test_mutated_files_give_the_same_json_or_fall_back(tmp_path: Path) -> None:
+    study = dicomdata.StudySpec(patient_name="Müller^Jürgen", charset="ISO_IR 100")
+    ct = dicomdata.ct_image(study, rows=8, cols=8)
+    sources = [
+        dicomdata.write(ct, tmp_path / "e.dcm"),
+        dicomdata.write(ct, tmp_path / "i.dcm", ImplicitVRLittleEndian),
+        dicomdata.write(
+            dicomdata.rt_structure_set(study, images=[ct]),
+            tmp_path / "rt.dcm",
+            ImplicitVRLittleEndian,
+        ),
+    ]
+    rng = random.Random(13)
+    mutant = tmp_path / "m.dcm"
+    taken = 0
+    for number in range(600):
+        data = bytearray(sources[number % len(sources)].read_bytes())
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(132, len(data))] = rng.randrange(256)
+        mutant.write_bytes(bytes(data))
+        taken += check(mutant) is not None
+    assert taken > 100
+
+
+def test_deeply_nested_sequences_take_pydicom_path(tmp_path: Path) -> None:
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = tmp_path / "deep.dcm"
+    dcmwrite(path, ds, enforce_file_format=True)
+    opening = b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    closing = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    depth = 5000  # (0008,1115) items within items: deeper than Python's stack
+    path.write_bytes(path.read_bytes() + opening * depth + closing * depth)
+    assert check(path) is None
+
+
 # --------------------------------------------------------------------- hypothesis datasets
 
 _TEXT = st.text(
@@ -240,6 +296,8 @@ _ELEMENTS: dict[int, tuple[str, st.SearchStrategy[Any]]] = {
     0x00104000: ("LT", _TEXT),
     0x00180050: ("DS", _multi(_DECIMAL)),
     0x00181030: ("LO", _TEXT),
+    0x0020000E: ("UI", st.sampled_from(["1.2.3", "1.2.3\\4.5", "", " 1.2 ", "01.2"])),
+    0x00100021: ("LO", _TEXT),
     0x00200013: ("IS", _multi(_INTEGER)),
     0x00200032: ("DS", _multi(_DECIMAL)),
     0x00209161: ("UI", st.sampled_from(["1.2.3", "1.2.3\\4.5", "", "1.2.840.10008.1.2 "])),
