@@ -471,8 +471,8 @@ class _Reader:
                 else:
                     length >>= 16
                     start = pos + 8
-            if tag <= last:
-                raise _Fallback  # out of order or repeated
+            if tag <= last or (top and group == 0x0000):
+                raise _Fallback  # out of order or repeated; pydicom reads a command set apart
             last = tag
             if top and tag in _STOP:
                 self.rest(pos, implicit=implicit)

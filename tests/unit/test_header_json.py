@@ -338,6 +338,10 @@ def datasets(draw: st.DrawFn, depth: int = 0) -> Dataset:
     if depth < 2 and draw(st.booleans()):
         items = draw(st.lists(datasets(depth + 1), max_size=3))
         ds.add_new(0x00081115, "SQ", Sequence(items))
+        # pydicom writes defined lengths unless told; modalities write either
+        ds[0x00081115].is_undefined_length = draw(st.booleans())
+        for item in items:
+            item.is_undefined_length_sequence_item = draw(st.booleans())
     return ds
 
 
