@@ -51,10 +51,20 @@ class Orthanc:
     """One Orthanc process: ``dicom_port`` (AE ORTHANC) and ``http`` with /dicom-web.
 
     With ``worklists``, its worklist plug-in answers Modality Worklist C-FIND
-    from the .wl files of that folder.
+    from the .wl files of that folder. ``modalities`` are added to its
+    "DicomModalities" (name: AE title, host, port): C-MOVE destinations, and
+    callers that Orthanc 1.10 lets retrieve (C-GET, C-MOVE) only when known.
+    ``env`` is its environment (default: ours), e.g. ``TCP_NODELAY=1``, which the
+    DCMTK it is built on needs to send C-STOREs without waiting for delayed ACKs.
     """
 
-    def __init__(self, folder: Path, worklists: Path | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        worklists: Path | None = None,
+        modalities: dict[str, tuple[str, str, int]] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         install()
         folder.mkdir(parents=True, exist_ok=True)
         self.dicom_port = free_port()
@@ -72,15 +82,19 @@ class Orthanc:
             "Plugins": [str(PLUGINS / "libOrthancDicomWeb.so")],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "Full"},
         }
+        known: dict[str, list[str | int]] = {}
         if worklists is not None:
             config["Plugins"] = [str(PLUGINS / name) for name in NEEDED_PLUGINS]
             config["Worklists"] = {"Enable": True, "Database": str(worklists)}
             # Orthanc 1.10 answers a worklist query only from a known modality.
-            config["DicomModalities"] = {"bench": [WORKLIST_SCU, "127.0.0.1", 104]}
+            known["bench"] = [WORKLIST_SCU, "127.0.0.1", 104]
+        known.update({name: list(entry) for name, entry in (modalities or {}).items()})
+        if known:
+            config["DicomModalities"] = known
         (folder / "orthanc.json").write_text(json.dumps(config))
         log = (folder / "orthanc.log").open("wb")
         self.process = subprocess.Popen(
-            [ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=log
+            [ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=log, env=env
         )
         wait_port(self.http_port)
         wait_port(self.dicom_port)

@@ -70,6 +70,10 @@ class InstanceSource(Protocol):
         """One sub-operation ended with the receiver's ``status``."""
         ...
 
+    def close(self) -> None:
+        """The last sub-operation ended: release whatever :meth:`open` still holds."""
+        ...
+
 
 @dataclass(frozen=True)
 class RetrievePlan:
@@ -119,6 +123,21 @@ def send_instance(
     else:
         status_ds = assoc.send_c_store(to_syntax(path, UID(target)), **kwargs)
     return int(getattr(status_ds, "Status", Status.UNABLE_TO_PROCESS))
+
+
+def _usable(assoc: Any) -> bool:
+    """Whether a C-STORE may be sent on ``assoc``: established, and no A-ABORT waiting.
+
+    An A-ABORT the peer sent in place of a C-STORE response is queued by the time
+    that sub-operation returns, but the association's reactor may not have seen it
+    yet; a C-STORE sent then would wait for an answer that never comes.
+    """
+    return bool(
+        assoc.is_established
+        and not assoc.is_aborted
+        and assoc.dul.is_alive()
+        and not assoc.acse.is_aborted()
+    )
 
 
 class _Progress:
@@ -201,6 +220,7 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
         try:
             self._send_all(req, rsp, cx_id, plan, store_assoc, is_move)
         finally:
+            plan.source.close()
             if is_move and store_assoc.is_established:
                 store_assoc.release()
 
@@ -267,7 +287,7 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
                 return
             if not self.assoc.is_established:
                 return  # the requestor went away: nobody to answer
-            if not store_assoc.is_established:
+            if not _usable(store_assoc):
                 # The destination went away: what was not sent failed (PS3.4 C.4.2.1.5).
                 for lost in plan.instances[index:]:
                     progress.record(lost.sop_instance_uid, Status.OUT_OF_RESOURCES)

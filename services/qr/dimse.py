@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from micropacs.dimse.retrieve_scp import Destination, RetrievePlan
 from micropacs.errors import MicropacsError, Status
 from micropacs.ports import InstanceLocation
 from services.qr.metrics import QrMetrics
+from services.qr.opened_ahead import OpenedAhead
 from services.qr.query_service import QueryService
 from services.qr.retrieve_service import RetrieveService
 
@@ -104,18 +105,27 @@ def handle_find(
 
 class BridgedSource:
     """The qr service's :class:`InstanceSource`: its RetrieveService, called from the
-    association's thread through the loop, counting what each sub-operation did."""
+    association's thread through the loop a batch of ``locations`` ahead
+    (:class:`~services.qr.opened_ahead.OpenedAhead`), counting what each
+    sub-operation did."""
 
     def __init__(
-        self, service: RetrieveService, bridge: LoopBridge, metrics: QrMetrics, operation: str
+        self,
+        service: RetrieveService,
+        bridge: LoopBridge,
+        metrics: QrMetrics,
+        operation: str,
+        locations: Sequence[InstanceLocation] = (),
     ) -> None:
-        self._service = service
-        self._bridge = bridge
+        self._opened = OpenedAhead(bridge, locations, service.current_path)
         self._metrics = metrics
         self._operation = operation
 
     def open(self, location: InstanceLocation) -> AbstractContextManager[Path]:
-        return self._bridge.enter(self._service.current_path(location))
+        return self._opened.open(location)
+
+    def close(self) -> None:
+        self._opened.close()
 
     def sent(self, location: InstanceLocation, status: int) -> None:
         self._metrics.suboperations.labels(
@@ -137,7 +147,7 @@ def handle_get(
     except MicropacsError as exc:
         log.warning("C-GET refused", extra={"reason": str(exc)})
         return exc.dimse
-    return RetrievePlan(locations, BridgedSource(service, bridge, metrics, "get"))
+    return RetrievePlan(locations, BridgedSource(service, bridge, metrics, "get", locations))
 
 
 def handle_move(
@@ -161,7 +171,7 @@ def handle_move(
         return exc.dimse
     return RetrievePlan(
         locations,
-        BridgedSource(service, bridge, metrics, "move"),
+        BridgedSource(service, bridge, metrics, "move", locations),
         Destination(node.host, node.port, node.ae_title, tls=node.tls),
     )
 
