@@ -32,6 +32,7 @@ from micropacs.dimse import (
     find_responses,
     pdu_limits,
     retrieve_scp,
+    store_messages,
     tls,
     user_identity,
     wakeups,
@@ -60,6 +61,7 @@ def configure_pynetdicom() -> None:
         _config.ENFORCE_UID_CONFORMANCE = False
         retrieve_scp.install()
         find_responses.install()
+        store_messages.install()  # after find_responses: both wrap send_msg
         close_sockets_always()
         pdu_limits.install()
         wakeups.install()

@@ -67,7 +67,8 @@ def handlers(
         log.warning("association aborted", extra={"calling_ae": peer(event)[0]})
 
     def sent(event: evt.Event) -> None:
-        name = type(event.message).__name__  # e.g. C_STORE_RSP
+        # e.g. C_STORE_RSP; messages micropacs encodes itself say their name
+        name = getattr(event.message, "message_name", type(event.message).__name__)
         if not name.endswith("_RSP"):
             return  # requests: C-STORE sub-operations of a C-GET or C-MOVE
         status = getattr(event.message.command_set, "Status", None)
