@@ -35,8 +35,11 @@ from pydicom.filewriter import write_file_meta_info as pydicom_write_file_meta_i
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta as pynetdicom_create_file_meta
+from pynetdicom.fsm import ACTIONS
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 C_STORE_RSP: Final = 0x8001
@@ -197,16 +200,74 @@ class StoreResponse:
         yield pdata
 
 
+RUN_BYTES: Final = 1 << 20
+"""Bytes of P-DATA-TF PDUs a C-STORE request hands its reactor at a time."""
+
+
+class PDataRun(P_DATA):
+    """Several P-DATA-TF PDUs already encoded, sent by the DUL in one state machine
+    pass and one send (PS3.8 9.3.5: each PDU within the peer's Maximum Length)."""
+
+    def __init__(self, encoded: bytes) -> None:
+        super().__init__()
+        self.encoded = encoded
+
+
+def p_data_tf(pdvs: list[tuple[int, bytes]]) -> bytes:
+    """A P-DATA-TF PDU of ``pdvs`` (context ID, message control header + fragment)."""
+    items = b"".join(struct.pack(">IB", len(value) + 1, context) + value for context, value in pdvs)
+    return struct.pack(">BBI", 0x04, 0, len(items)) + items
+
+
+def runs(pdatas: Iterator[P_DATA], limit: int = RUN_BYTES) -> Iterator[PDataRun]:
+    """The P-DATA primitives of one message as runs of encoded PDUs of about ``limit``."""
+    pending: list[bytes] = []
+    size = 0
+    for pdata in pdatas:
+        pdu = p_data_tf(pdata.presentation_data_value_list)
+        pending.append(pdu)
+        size += len(pdu)
+        if size >= limit:
+            yield PDataRun(b"".join(pending))
+            pending, size = [], 0
+    if pending:
+        yield PDataRun(b"".join(pending))
+
+
+def send_p_data(dul: Any) -> str:
+    """The state machine's DT-1 (PS3.8 9.2, Sta6 + Evt9): send the P-DATA the local
+    user queued, a :class:`PDataRun` in one send."""
+    primitive = dul.to_provider_queue.get(False)
+    if isinstance(primitive, PDataRun):
+        if dul.socket is not None:
+            dul.socket.send(memoryview(primitive.encoded))
+        return "Sta6"
+    dul._send(P_DATA_TF(primitive))
+    return "Sta6"
+
+
 def _sending(previous: Callable[..., None]) -> Callable[..., None]:
     def send_msg(self: DIMSEServiceProvider, primitive: Any, context_id: int) -> None:
-        """pynetdicom's ``send_msg``, a plain C-STORE-RSP encoded from its values."""
+        """pynetdicom's ``send_msg``: a plain C-STORE-RSP encoded from its values, a
+        C-STORE request's P-DATA handed over in runs."""
+        if type(primitive) is C_STORE and primitive.MessageIDBeingRespondedTo is None:
+            if self.assoc.get_handlers(evt.EVT_PDU_SENT):
+                previous(self, primitive, context_id)  # they want every PDU on its own
+                return
+            message = C_STORE_RQ()
+            message.primitive_to_message(primitive)
+            message.context_id = context_id
+            evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": message})
+            for run in runs(message.encode_msg(context_id, self.maximum_pdu_size)):
+                self.dul.send_pdu(run)
+            return
         command = store_response_command(primitive)
         if command is None or len(command) > 4000:
             previous(self, primitive, context_id)
             return
-        message = StoreResponse(primitive, command, context_id)
-        evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": message})
-        for pdata in message.encode_msg(context_id, self.maximum_pdu_size):
+        response = StoreResponse(primitive, command, context_id)
+        evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": response})
+        for pdata in response.encode_msg(context_id, self.maximum_pdu_size):
             self.dul.send_pdu(pdata)
 
     return send_msg
@@ -222,4 +283,6 @@ def install() -> None:
         messages.create_file_meta = create_file_meta
         messages.write_file_meta_info = write_file_meta_info
         DIMSEServiceProvider.send_msg = _sending(DIMSEServiceProvider.send_msg)  # type: ignore[method-assign]
+        description, _, state = ACTIONS["DT-1"]
+        ACTIONS["DT-1"] = (description, send_p_data, state)
         _done = True

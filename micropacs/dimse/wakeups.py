@@ -85,6 +85,9 @@ class WakePair:
         self.reader: socket.socket | None = None
         self._writer: socket.socket | None = None
         self._lock = threading.Lock()
+        self.waiting = False
+        """Whether the reactor may be in (or about to enter) its ``select``: pokes
+        while it is busy would only cost a send and a drain each."""
 
     def open(self) -> None:
         reader, writer = socket.socketpair()
@@ -95,7 +98,7 @@ class WakePair:
 
     def poke(self) -> None:
         writer = self._writer
-        if writer is None:
+        if writer is None or not self.waiting:
             return
         with contextlib.suppress(OSError):  # full (already poked) or closed meanwhile
             writer.send(b"\0")
@@ -160,10 +163,16 @@ def _dul_wait(dul: DULServiceProvider, pair: WakePair) -> None:
     if not watched:
         time.sleep(timeout)
         return
+    # Waiting first, then looking: a put either lands before the look or sees us waiting.
+    pair.waiting = True
     try:
+        if dul._kill_thread or dul.to_provider_queue.qsize() or dul.event_queue.qsize():
+            return
         select.select(watched, [], [], timeout)
     except (OSError, ValueError):
         return  # the socket closed meanwhile: the next pass sees it
+    finally:
+        pair.waiting = False
     pair.drain()
 
 

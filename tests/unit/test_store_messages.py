@@ -15,6 +15,8 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta as pynetdicom_create_file_meta
 from pynetdicom.dsutils import encode
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 
 from micropacs.dimse import store_messages
 
@@ -124,3 +126,24 @@ def test_the_response_message_says_what_it_is() -> None:
     assert message.command_set.Status == 0x0000
     (pdata,) = message.encode_msg(3, 16384)
     assert pdata.presentation_data_value_list == [(3, b"\x03" + command)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 255), st.binary(min_size=1, max_size=300)), min_size=1))
+def test_a_p_data_tf_is_pynetdicoms(pdvs: list[tuple[int, bytes]]) -> None:
+    pdata = P_DATA()
+    pdata.presentation_data_value_list = [[context, value] for context, value in pdvs]
+    assert store_messages.p_data_tf(pdvs) == P_DATA_TF(pdata).encode()
+
+
+def test_runs_keep_every_pdu_in_order() -> None:
+    pdatas = []
+    for number in range(10):
+        pdata = P_DATA()
+        pdata.presentation_data_value_list = [[1, bytes([number]) * 100]]
+        pdatas.append(pdata)
+    runs = list(store_messages.runs(iter(pdatas), limit=250))
+    assert [len(run.encoded) for run in runs] == [333, 333, 333, 111]
+    assert b"".join(run.encoded for run in runs) == b"".join(
+        P_DATA_TF(pdata).encode() for pdata in pdatas
+    )
