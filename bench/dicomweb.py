@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from pydicom import dcmread
 
-from bench.common import free_port, save, start_serve, stop, summary_ms
+from bench.common import DCMTK_ENV, free_port, save, start_serve, stop, summary_ms
 from bench.find_latency import QUERIES, load
 from bench.orthanc import Orthanc
 from bench.store_throughput import send
@@ -112,7 +112,7 @@ def wado_against_orthanc(work: Path, study_size: int, runs: int) -> dict[str, An
         )
     finally:
         stop(server)
-    orthanc = Orthanc(work / "orthanc")
+    orthanc = Orthanc(work / "orthanc", env=DCMTK_ENV)  # TCP_NODELAY, as our DCMTK peers
     try:
         send(orthanc.dicom_port, "ORTHANC", files, 4)
         theirs = measure_peer(orthanc.dicomweb, study, series, study_size, runs)

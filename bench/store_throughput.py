@@ -84,7 +84,8 @@ def storescp(files: list[Path], associations: int, work: Path) -> dict[str, floa
 
 
 def orthanc(files: list[Path], associations: int, work: Path) -> dict[str, float]:
-    server = Orthanc(work / f"orthanc-{associations}")
+    # Orthanc 1.10 speaks DICOM through DCMTK, which waits for delayed ACKs without it.
+    server = Orthanc(work / f"orthanc-{associations}", env=DCMTK_ENV)
     try:
         return measured(
             server.process.pid,

@@ -389,7 +389,7 @@ def mwl_latency(work: Path, count: int, queries: int) -> dict[str, Any]:
     folder = work / "orthanc-worklists"
     folder.mkdir()
     written = asyncio.run(export_wl(data / "worklist.db", folder))
-    orthanc = Orthanc(work / "orthanc", worklists=folder)
+    orthanc = Orthanc(work / "orthanc", worklists=folder, env=DCMTK_ENV)  # TCP_NODELAY
     try:
         theirs = measure_mwl(orthanc.dicom_port, "ORTHANC", queries)
     finally:
