@@ -92,6 +92,7 @@ def start_serve(
         start_new_session=True,
     )
     wait_port(dicom_port)
+    wait_port(http_port)  # last to open: with workers, once they are ready too
     return process
 
 

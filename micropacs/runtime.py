@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -36,7 +37,7 @@ from micropacs.adapters.factory import (
 from micropacs.auth.gate import Gate, authenticator, require_authentication
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
-from micropacs.dimse import dispatch, observe, user_identity
+from micropacs.dimse import dispatch, handoff, observe, user_identity
 from micropacs.dimse.access import NodeDirectory
 from micropacs.dimse.ae import build_ae, start_server
 from micropacs.exposure import require_dicom_access
@@ -117,13 +118,27 @@ async def run(
         dicom_port = dicom_tls_port = None
         if any(service.dicom for service in services):
             shared = worker or settings.dicom.workers > 1
+            handing, channels = _handing(settings, worker)
+            if isinstance(handing, handoff.Dispatcher):
+                stack.callback(handing.close)
             dicom_port, dicom_tls_port = _start_dicom(
-                settings, services, apps, adapters, shared, registry, stack
+                settings, services, apps, adapters, shared, registry, stack, handing
             )
+            if isinstance(handing, handoff.Receiver):
+                dicom_port = settings.dicom.port  # the parent's, where callers connect
             if not worker:
                 dicom = [service.name for service in services if service.dicom]
-                spawned = workers.spawn(settings, dicom, dicom_port, dicom_tls_port)
+                spawned = workers.spawn(settings, dicom, dicom_port, dicom_tls_port, channels)
                 stack.callback(workers.stop, spawned)
+                for channel in channels:
+                    channel.close()  # the worker's end, inherited by it
+                if isinstance(handing, handoff.Dispatcher) and not await asyncio.to_thread(
+                    handing.wait_ready, WORKERS_READY_SECONDS
+                ):
+                    log.warning(
+                        "DICOM workers not ready: this process serves their connections",
+                        extra={"waited_seconds": WORKERS_READY_SECONDS},
+                    )
         http_port = await _start_http(settings, apps, adapters, registry, stack)
         # A worker only answers DICOM: its parent runs the tasks (consumers, the HL7
         # listener) once, which several processes could not share (one port, one group).
@@ -236,6 +251,24 @@ async def _open_adapters(
     return Adapters(blobs=blobs, bus=bus, catalog=catalog, worklist=worklist, barrier=barrier)
 
 
+WORKERS_READY_SECONDS = 60.0
+"""How long the parent waits for its DICOM workers before it says it is ready."""
+
+
+def _handing(
+    settings: Settings, worker: bool
+) -> tuple[handoff.Dispatcher | handoff.Receiver | None, list[socket.socket]]:
+    """How this process shares the DICOM port with its workers, and (in the parent)
+    the workers' ends of their socket pairs, to be inherited by them."""
+    if worker:
+        channel = handoff.worker_channel()
+        return (None if channel is None else handoff.Receiver(channel)), []
+    if settings.dicom.workers <= 1:
+        return None, []
+    parents, children = handoff.channels(settings.dicom.workers - 1)
+    return handoff.Dispatcher(parents), children
+
+
 def _start_dicom(
     settings: Settings,
     services: Sequence[ServiceDescriptor],
@@ -244,10 +277,17 @@ def _start_dicom(
     reuse_port: bool,
     registry: CollectorRegistry,
     stack: AsyncExitStack,
+    handing: handoff.Dispatcher | handoff.Receiver | None = None,
 ) -> tuple[int, int | None]:
     """One AE for every DICOM service, listening until ``stack`` closes, on the DICOM port
     and, with a certificate, on the DICOM TLS port with the same handlers; returns both
-    ports (None: no TLS)."""
+    ports (None: no TLS).
+
+    A parent with a :class:`~micropacs.dimse.handoff.Dispatcher` alone listens on the
+    DICOM port and hands connections to its workers; a worker with a
+    :class:`~micropacs.dimse.handoff.Receiver` serves what it is handed (its own plain
+    listener is on an unused loopback port). The TLS port stays shared (``reuse_port``).
+    """
     files = settings.dicom.tls
     # Before anything listens: a certificate that does not load stops the start.
     secure = None
@@ -274,9 +314,18 @@ def _start_dicom(
             ],
         )
     )
-    server = start_server(
-        ae, settings.dicom.host, settings.dicom.port, handlers, reuse_port=reuse_port
-    )
+    if isinstance(handing, handoff.Receiver):
+        server = start_server(ae, "127.0.0.1", 0, [*handlers, handing.binding()])
+        handing.start(server.process_request)
+    else:
+        server = start_server(
+            ae,
+            settings.dicom.host,
+            settings.dicom.port,
+            handlers,
+            reuse_port=reuse_port and handing is None,
+            dispatcher=handing,
+        )
 
     async def shutdown() -> None:
         await asyncio.to_thread(ae.shutdown)  # every server of the AE, TLS too

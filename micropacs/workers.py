@@ -1,8 +1,10 @@
-"""Extra DICOM worker processes sharing one port (SO_REUSEPORT).
+"""Extra DICOM worker processes behind one port.
 
 One Python process is bound by its GIL and by pynetdicom's per-association
-threads; the kernel spreads new associations across every process listening
-on the port, as a load balancer spreads modalities across pods. Workers run
+threads. The parent alone listens on the DICOM port and hands each new
+connection to the least busy process (:mod:`~micropacs.dimse.handoff`), as a
+load balancer spreads modalities across pods; the DICOM TLS port is shared
+with SO_REUSEPORT, where the kernel spreads connections by hash. Workers run
 the services that answer on the DICOM port only; background tasks (the index
 consumer) and the HTTP routes stay in the parent. A worker dies with its parent
 (PR_SET_PDEATHSIG), so a killed server leaves no orphan holding the port.
@@ -14,11 +16,13 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 
 from micropacs.config import Settings
+from micropacs.dimse.handoff import HANDOFF_FD_ENV
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +39,16 @@ def die_with_parent() -> None:
 
 
 def spawn(
-    settings: Settings, services: Sequence[str], port: int, tls_port: int | None = None
+    settings: Settings,
+    services: Sequence[str],
+    port: int,
+    tls_port: int | None = None,
+    channels: Sequence[socket.socket] = (),
 ) -> list[subprocess.Popen[bytes]]:
-    """Start ``settings.dicom.workers - 1`` processes serving the DICOM ``services`` on
-    ``port`` (and on the DICOM TLS ``tls_port``, with the same certificate files)."""
+    """Start ``settings.dicom.workers - 1`` processes serving the DICOM ``services``:
+    each one the connections its parent hands it over its end of ``channels``
+    (:mod:`~micropacs.dimse.handoff`), or, without, sharing ``port``; and sharing the
+    DICOM TLS ``tls_port``, with the same certificate files."""
     if settings.dicom.workers <= 1 or not services:
         return []
     tls = settings.dicom.tls
@@ -64,14 +74,18 @@ def spawn(
         "MICROPACS_STORAGE__CATALOG_URL": settings.catalog_url,
         **tls_env,
     }
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "micropacs", "worker", *services],
-            env=env,
-            preexec_fn=die_with_parent,
+    workers = []
+    for number in range(settings.dicom.workers - 1):
+        channel = channels[number] if number < len(channels) else None
+        handed = {} if channel is None else {HANDOFF_FD_ENV: str(channel.fileno())}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "micropacs", "worker", *services],
+                env={**env, **handed},
+                preexec_fn=die_with_parent,
+                pass_fds=() if channel is None else (channel.fileno(),),
+            )
         )
-        for _ in range(settings.dicom.workers - 1)
-    ]
     log.info("DICOM workers started", extra={"workers": len(workers), "port": port})
     return workers
 

@@ -30,6 +30,7 @@ from micropacs.dimse import (
     access,
     admission,
     find_responses,
+    handoff,
     pdu_limits,
     retrieve_scp,
     store_messages,
@@ -162,6 +163,7 @@ class ReusePortServer(ThreadedAssociationServer):
     reuse_port = False
     pending: admission.PendingConnections | None = None
     tls: ServerTls | None = None
+    dispatcher: handoff.Dispatcher | None = None
     _collected_at = 0.0
 
     def service_actions(self) -> None:
@@ -194,6 +196,12 @@ class ReusePortServer(ThreadedAssociationServer):
         super().server_bind()
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if (
+            isinstance(request, socket.socket)
+            and self.dispatcher is not None
+            and self.dispatcher.hand(request, client_address)
+        ):
+            return  # a worker serves it
         if isinstance(request, socket.socket):
             # Until its first read sets a deadline, no send or read may block for ever.
             request.settimeout(self.ae.network_timeout)
@@ -223,13 +231,15 @@ def start_server(
     *,
     reuse_port: bool = False,
     tls_server: ServerTls | None = None,
+    dispatcher: handoff.Dispatcher | None = None,
 ) -> ThreadedAssociationServer:
     """Start accepting associations in a background thread; returns the server.
 
     The limits on pending connections and associations per peer are those of
     the settings an AE from :func:`build_ae` was built with. With ``tls_server``
     every connection speaks TLS (PS3.15 B.9), its handshake done in the
-    connection's thread within the ACSE timeout.
+    connection's thread within the ACSE timeout. With ``dispatcher``, each accepted
+    connection may go to a worker process instead (:mod:`~micropacs.dimse.handoff`).
     """
     settings = ae.settings if isinstance(ae, RegistryAE) else DicomSettings()
     # Pending connections count towards pynetdicom's limit: leave half of it to associations.
@@ -252,7 +262,7 @@ def start_server(
     server_class = type(
         "Server",
         (ReusePortServer,),
-        {"reuse_port": reuse_port, "pending": pending, "tls": tls_server},
+        {"reuse_port": reuse_port, "pending": pending, "tls": tls_server, "dispatcher": dispatcher},
     )
     server = ae.make_server(
         (host, port),
@@ -266,6 +276,7 @@ def start_server(
             (evt.EVT_REQUESTED, peers.check),
             *identity,
             *handlers,
+            *([] if dispatcher is None else [(evt.EVT_CONN_CLOSE, dispatcher.closed)]),
         ],
         server_class=server_class,
         ssl_context=tls_server.context if tls_server is not None else None,

@@ -132,7 +132,8 @@ def test_the_response_message_says_what_it_is() -> None:
 @given(st.lists(st.tuples(st.integers(1, 255), st.binary(min_size=1, max_size=300)), min_size=1))
 def test_a_p_data_tf_is_pynetdicoms(pdvs: list[tuple[int, bytes]]) -> None:
     pdata = P_DATA()
-    pdata.presentation_data_value_list = [[context, value] for context, value in pdvs]
+    # pynetdicom checks for [ID, PDV] lists, though it annotates tuples
+    pdata.presentation_data_value_list = [[c, v] for c, v in pdvs]  # type: ignore[misc]
     assert store_messages.p_data_tf(pdvs) == P_DATA_TF(pdata).encode()
 
 
@@ -140,7 +141,7 @@ def test_runs_keep_every_pdu_in_order() -> None:
     pdatas = []
     for number in range(10):
         pdata = P_DATA()
-        pdata.presentation_data_value_list = [[1, bytes([number]) * 100]]
+        pdata.presentation_data_value_list = [[1, bytes([number]) * 100]]  # type: ignore[list-item]
         pdatas.append(pdata)
     runs = list(store_messages.runs(iter(pdatas), limit=250))
     assert [len(run.encoded) for run in runs] == [333, 333, 333, 111]
