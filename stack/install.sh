@@ -2,7 +2,8 @@
 # Installs the real servers micropacs runs against in a hospital deployment, built or
 # fetched through the ordinary package clients and cached outside the repository:
 #   Apache Kafka (jars from Maven Central), MinIO and FerretDB (built with Go),
-#   Prometheus and promtool (Debian package), helm and helm-unittest (built with Go) for the
+#   Prometheus and promtool (Debian package), PostgreSQL (Debian package, for FerretDB's
+#   PostgreSQL backend), helm and helm-unittest (built with Go) for the
 #   deployment checks. Re-running it skips what is already there.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -69,6 +70,17 @@ install_prometheus() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 }
 
+install_postgresql() {
+  # FerretDB's PostgreSQL backend (MICROPACS_STACK_CATALOG_BACKEND=postgresql); stack/servers.py
+  # runs initdb and pg_ctl of the newest /usr/lib/postgresql/*/bin as the postgres user.
+  compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && \
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && return
+  log "PostgreSQL (apt-get)"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+}
+
 # The Go builds and the Maven fetch are independent: run them side by side.
 install_kafka & k=$!
 install_ferretdb & f=$!
@@ -76,5 +88,6 @@ install_minio & m=$!
 install_helm & h=$!
 install_helm_unittest & u=$!
 install_prometheus
+install_postgresql
 wait $k; wait $f; wait $m; wait $h; wait $u
 log "ready in $STACK"

@@ -8,11 +8,15 @@ session, with its PID in the run directory, and is stopped by that PID:
     python -m stack.servers env [RUN_DIR]     # print the MICROPACS_ variables pointing at them
 
 Tests start a stack of their own in a fresh directory with :func:`up`.
+
+FerretDB keeps the catalog in SQLite files, or in a PostgreSQL server of the
+stack's own (Debian's) when ``MICROPACS_STACK_CATALOG_BACKEND=postgresql``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -37,6 +42,30 @@ MINIO_PASSWORD = "micropacs-secret"
 KAFKA_USER = "micropacs"
 KAFKA_PASSWORD = "micropacs-kafka-secret"
 """The SASL user of Kafka's SASL_SSL listener, for PLAIN and SCRAM-SHA-256/512 alike."""
+CATALOG_BACKENDS = ("sqlite", "postgresql")
+POSTGRESQL_USER = "postgres"
+"""The OS user PostgreSQL runs as (it refuses root) and its superuser, trusted on loopback."""
+
+
+def catalog_backend() -> str:
+    """FerretDB's backend: ``MICROPACS_STACK_CATALOG_BACKEND`` (sqlite, the default, or
+    postgresql)."""
+    backend = os.environ.get("MICROPACS_STACK_CATALOG_BACKEND", "sqlite")
+    if backend not in CATALOG_BACKENDS:
+        raise RuntimeError(
+            f"MICROPACS_STACK_CATALOG_BACKEND={backend!r}: expected one of {CATALOG_BACKENDS}"
+        )
+    return backend
+
+
+def postgresql_bin() -> Path | None:
+    """The bin directory of the newest PostgreSQL Debian installed, or None."""
+    found = [
+        path.parent
+        for path in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")
+        if (path.parent / "initdb").exists() and path.parent.parent.name.isdigit()
+    ]
+    return max(found, key=lambda path: int(path.parent.name), default=None)
 
 
 @dataclass(frozen=True)
@@ -54,6 +83,8 @@ class Ports:
     """Kafka's SSL listener, which requires a client certificate of the stack's CA."""
     ferretdb_tls: int = 27019
     """FerretDB's TLS listener."""
+    postgresql: int = 15432
+    """PostgreSQL under FerretDB, when the catalog backend is postgresql."""
 
     @classmethod
     def picked_by(cls, free_port: Callable[[], int]) -> Ports:
@@ -67,6 +98,8 @@ class Stack:
 
     run_dir: Path
     ports: Ports
+    catalog_backend: str = "sqlite"
+    """FerretDB's backend: sqlite or postgresql."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -101,8 +134,13 @@ class Stack:
         }
 
 
-def available() -> str | None:
-    """Why the stack cannot start here, or None when every binary is installed."""
+def available(backend: str | None = None) -> str | None:
+    """Why the stack cannot start here, or None when every binary is installed.
+
+    ``backend`` is FerretDB's (default: :func:`catalog_backend`).
+    """
+    if (backend or catalog_backend()) == "postgresql" and postgresql_bin() is None:
+        return "PostgreSQL not installed: run stack/install.sh"
     missing = [
         name
         for name, path in {
@@ -128,7 +166,13 @@ START_MARK = b"--- micropacs stack: starting "
 """Written to a server's log before each start, so readiness is read from this start only."""
 
 
-def _start(run_dir: Path, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+def _start(
+    run_dir: Path,
+    name: str,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
     with (run_dir / f"{name}.log").open("ab") as log:
         log.write(START_MARK + name.encode() + b" ---\n")
         log.flush()
@@ -138,7 +182,7 @@ def _start(run_dir: Path, name: str, args: list[str], env: dict[str, str] | None
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             start_new_session=True,
-            cwd=run_dir,
+            cwd=cwd or run_dir,
         )
     _CHILDREN[process.pid] = process
     (run_dir / f"{name}.pid").write_text(str(process.pid))
@@ -321,18 +365,191 @@ def start_minio(run_dir: Path, ports: Ports) -> None:
     )
 
 
-def start_ferretdb(run_dir: Path, ports: Ports) -> None:
-    """FerretDB v1 on its SQLite backend (STACK.md §3.3), plain and TLS on two ports."""
+def postgresql_home(run_dir: Path) -> Path:
+    """Where the PostgreSQL of the stack in ``run_dir`` keeps its cluster.
+
+    Not in ``run_dir`` itself: PostgreSQL runs as its own user, who may not enter
+    the directories above it (root's home, pytest's temporary directories), so the
+    cluster lives in a directory of the system's temporary one named after
+    ``run_dir``, found again by the next ``up`` there.
+    """
+    digest = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "micropacs-postgresql" / digest
+
+
+def _as_postgres() -> list[str]:
+    # setpriv execs the program itself, so the PID we record is the postmaster's.
+    return ["setpriv", f"--reuid={POSTGRESQL_USER}", f"--regid={POSTGRESQL_USER}", "--init-groups"]
+
+
+def _prune_postgresql_homes(keep: Path) -> None:
+    """Remove the clusters of stacks whose run directory is gone and that no longer run."""
+    for home in keep.parent.iterdir():
+        owner = home / "run_dir"
+        if home == keep or not owner.exists() or Path(owner.read_text()).exists():
+            continue
+        pid_file = home / "data/postmaster.pid"
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+            continue  # still running: its stack will stop it
+        except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def start_postgresql(run_dir: Path, ports: Ports) -> None:
+    """Debian's PostgreSQL, as its own user, on loopback only, trusting every local login.
+
+    Commits are asynchronous (``synchronous_commit=off``), as MongoDB's journal is
+    flushed every 100 ms rather than at each write.
+    """
+    bin_dir = postgresql_bin()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL not installed: run stack/install.sh")
+    home = postgresql_home(run_dir)
+    home.parent.mkdir(mode=0o1777, exist_ok=True)
+    _prune_postgresql_homes(home)
+    data = home / "data"
+    if not (data / "PG_VERSION").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(mode=0o700)
+        (home / "run_dir").write_text(str(run_dir))
+        shutil.chown(home, POSTGRESQL_USER, POSTGRESQL_USER)
+        subprocess.run(
+            [
+                *_as_postgres(),
+                str(bin_dir / "initdb"),
+                f"--pgdata={data}",
+                f"--username={POSTGRESQL_USER}",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=home,
+        )
+    _start(
+        run_dir,
+        "postgresql",
+        [
+            *_as_postgres(),
+            str(bin_dir / "postgres"),
+            "-D",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={ports.postgresql}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "max_connections=200",
+        ],
+        cwd=home,
+    )
+
+
+GIN_TWINS = r"""
+CREATE OR REPLACE FUNCTION micropacs_gin_twins() RETURNS void LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+  FOR r IN
+    SELECT n.nspname AS schema, t.relname AS tbl, left(i.relname, 59) || '_gin' AS twin,
+           pg_get_indexdef(x.indexrelid, 1, true) AS expr
+    FROM pg_index x
+    JOIN pg_class i ON i.oid = x.indexrelid
+    JOIN pg_class t ON t.oid = x.indrelid
+    JOIN pg_namespace n ON n.oid = t.relnamespace
+    JOIN pg_am a ON a.oid = i.relam
+    WHERE a.amname = 'btree' AND x.indnatts = 1
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND t.relname NOT LIKE '\_ferretdb\_%'
+      AND pg_get_indexdef(x.indexrelid, 1, true) ~ '^\(_jsonb -> ''[^'']+''::text\)$'
+      AND NOT EXISTS (
+        SELECT 1 FROM pg_class g
+        WHERE g.relnamespace = n.oid AND g.relname = left(i.relname, 59) || '_gin')
+  LOOP
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((%s) jsonb_path_ops)',
+                   r.twin, r.schema, r.tbl, r.expr);
+  END LOOP;
+END $$;
+CREATE OR REPLACE FUNCTION micropacs_gin_twins_after() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('micropacs.making_twins', true) = 'on' THEN RETURN; END IF;
+  PERFORM set_config('micropacs.making_twins', 'on', true);
+  PERFORM micropacs_gin_twins();
+  PERFORM set_config('micropacs.making_twins', 'off', true);
+END $$;
+DROP EVENT TRIGGER IF EXISTS micropacs_gin_twins;
+CREATE EVENT TRIGGER micropacs_gin_twins ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
+  EXECUTE FUNCTION micropacs_gin_twins_after();
+SELECT micropacs_gin_twins();
+"""
+"""A GIN twin of every single-field index FerretDB creates, made as it creates it.
+
+FerretDB 1.24 indexes a field as a btree on ``_jsonb -> 'field'``, but pushes an
+equality down as ``_jsonb -> 'field' @> value``, which only a GIN index serves: without
+the twins every query, even by ``_id``, is a sequential scan, which MongoDB's own
+indexes would never be. (PostgreSQL runs an event trigger in the transaction of the
+command that fired it, so the twin exists when ``createIndexes`` answers.)
+"""
+
+
+def _install_gin_twins(ports: Ports) -> None:
+    bin_dir = postgresql_bin()
+    assert bin_dir is not None
+    subprocess.run(
+        [
+            *_as_postgres(),
+            str(bin_dir / "psql"),
+            "--no-psqlrc",
+            "--quiet",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--host=127.0.0.1",
+            f"--port={ports.postgresql}",
+            f"--username={POSTGRESQL_USER}",
+            "--dbname=postgres",
+        ],
+        input=GIN_TWINS.encode(),
+        check=True,
+        capture_output=True,
+        cwd="/",
+    )
+
+
+def postgresql_url(ports: Ports) -> str:
+    """The URL FerretDB reaches the stack's PostgreSQL at (its default database).
+
+    FerretDB's pool of 50 connections is raised to 100: an update command holds one per
+    statement (see micropacs.adapters._mongo_write.BULK_CHUNK), and several services'
+    commands run at once.
+    """
+    return f"postgres://{POSTGRESQL_USER}@127.0.0.1:{ports.postgresql}/postgres?pool_max_conns=100"
+
+
+def start_ferretdb(run_dir: Path, ports: Ports, backend: str = "sqlite") -> None:
+    """FerretDB v1 on its SQLite or PostgreSQL backend (STACK.md §3.3), plain and TLS on
+    two ports."""
     data = run_dir / "ferretdb-data"
     data.mkdir(exist_ok=True)
     pki = certs.make_pki(run_dir / "tls")
+    store = (
+        [f"--sqlite-url=file:{data}/"]
+        if backend == "sqlite"
+        else ["--handler=postgresql", f"--postgresql-url={postgresql_url(ports)}"]
+    )
     _start(
         run_dir,
         "ferretdb",
         [
             str(STACK_HOME / "bin/ferretdb"),
             f"--listen-addr=127.0.0.1:{ports.ferretdb}",
-            f"--sqlite-url=file:{data}/",
+            *store,
             f"--listen-tls=127.0.0.1:{ports.ferretdb_tls}",
             f"--listen-tls-cert-file={pki.server_cert}",
             f"--listen-tls-key-file={pki.server_key}",
@@ -376,7 +593,7 @@ def start_prometheus(
     )
 
 
-SERVERS = ("minio", "ferretdb", "kafka", "prometheus")
+SERVERS = ("minio", "postgresql", "ferretdb", "kafka", "prometheus")
 """The servers of a stack, by the names of their PID and log files."""
 
 
@@ -400,7 +617,8 @@ def running(run_dir: Path) -> list[str]:
 
     A PID file outlives a reboot or a SIGKILL and its number may be reused, so the
     process counts only if its command line names ``run_dir`` (every server's does:
-    its data or configuration lives there). A stale PID file is removed.
+    its data or configuration lives there; PostgreSQL's names its
+    :func:`postgresql_home`). A stale PID file is removed.
     """
     alive = []
     for name in SERVERS:
@@ -414,7 +632,8 @@ def running(run_dir: Path) -> list[str]:
         except ValueError:
             pid_file.unlink()
             continue
-        if str(run_dir).encode() in command:
+        mark = postgresql_home(run_dir) if name == "postgresql" else run_dir
+        if str(mark).encode() in command:
             alive.append(name)
         else:
             pid_file.unlink()
@@ -427,42 +646,73 @@ def _started_since_last_mark(log_file: Path, needle: bytes) -> bool:
     return needle in text[max(text.rfind(START_MARK), 0) :]
 
 
-def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack:
-    """Start what is missing of Kafka, MinIO, FerretDB (and Prometheus, if installed) in
-    ``run_dir`` and wait until each is ready.
+def up(
+    run_dir: Path, ports: Ports | None = None, timeout: float = 120, backend: str | None = None
+) -> Stack:
+    """Start what is missing of Kafka, MinIO, FerretDB (and PostgreSQL under it, and
+    Prometheus, if installed) in ``run_dir`` and wait until each is ready.
 
-    Servers already running there (see :func:`running`) are left alone, so a second
-    ``up`` on a running stack only checks it: a second broker on the same log
-    directory would unsettle the first one's KRaft controller.
+    ``backend`` is FerretDB's (default: :func:`catalog_backend`). Servers already
+    running there (see :func:`running`) are left alone, so a second ``up`` on a
+    running stack only checks it: a second broker on the same log directory would
+    unsettle the first one's KRaft controller.
     """
-    reason = available()
+    backend = backend or catalog_backend()
+    reason = available(backend)
     if reason:
         raise RuntimeError(reason)
     ports = ports or Ports()
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    wanted = [name for name in SERVERS if name != "prometheus" or shutil.which("prometheus")]
+    wanted = [
+        name
+        for name in SERVERS
+        if (name != "prometheus" or shutil.which("prometheus"))
+        and (name != "postgresql" or backend == "postgresql")
+    ]
     already = running(run_dir)
     recorded = run_dir / "stack.json"
     if already and recorded.exists():
-        before = Ports(**json.loads(recorded.read_text())["ports"])
+        state = json.loads(recorded.read_text())
+        before = Ports(**state["ports"])
         if before != ports:
             raise RuntimeError(
                 f"the stack in {run_dir} runs on {before}, not {ports}: stop it first"
+            )
+        if "ferretdb" in already and state.get("catalog_backend", "sqlite") != backend:
+            raise RuntimeError(
+                f"the stack in {run_dir} runs FerretDB on {state.get('catalog_backend')}, "
+                f"not {backend}: stop it first"
             )
     missing = [name for name in wanted if name not in already]
     for name in missing:
         taken = [port for port in _ports_of(name, ports) if _taken(port)]
         if taken:
             raise RuntimeError(f"{name}: port {taken[0]} is taken by a process not of {run_dir}")
-    starters = {
+    starters: dict[str, Callable[[Path, Ports], None]] = {
         "minio": start_minio,
-        "ferretdb": start_ferretdb,
+        "postgresql": start_postgresql,
         "kafka": start_kafka,
         "prometheus": start_prometheus,
     }
     for name in missing:
-        starters[name](run_dir, ports)
+        if name != "ferretdb":
+            starters[name](run_dir, ports)
+    if "postgresql" in wanted:
+        _wait(
+            "PostgreSQL",
+            lambda: (
+                _started_since_last_mark(run_dir / "postgresql.log", b"ready to accept connections")
+                and _listening(ports.postgresql)
+            ),
+            timeout,
+            run_dir,
+            "postgresql",
+        )
+    if "postgresql" in missing:
+        _install_gin_twins(ports)
+    if "ferretdb" in missing:
+        start_ferretdb(run_dir, ports, backend)
     if "prometheus" in wanted:
         _wait(
             "Prometheus",
@@ -492,20 +742,25 @@ def up(run_dir: Path, ports: Ports | None = None, timeout: float = 120) -> Stack
         )
 
     _wait("Kafka", kafka_started, timeout, run_dir, "kafka")
-    stack = Stack(run_dir=run_dir, ports=ports)
-    recorded.write_text(json.dumps({"ports": asdict(ports)}))
+    stack = Stack(run_dir=run_dir, ports=ports, catalog_backend=backend)
+    recorded.write_text(json.dumps({"ports": asdict(ports), "catalog_backend": backend}))
     return stack
 
 
+_STOP_SIGNAL = {"postgresql": signal.SIGINT}
+"""PostgreSQL's fast shutdown: its SIGTERM would wait for every client to leave."""
+
+
 def stop_one(run_dir: Path, name: str, timeout: float = 30) -> None:
-    """Stop one server by its PID (SIGTERM, then SIGKILL)."""
+    """Stop one server by its PID (SIGTERM, SIGINT for PostgreSQL, then SIGKILL)."""
     pid_file = run_dir / f"{name}.pid"
     if not pid_file.exists():
         return
     pid = int(pid_file.read_text())
+    stop = _STOP_SIGNAL.get(name, signal.SIGTERM)
     child = _CHILDREN.pop(pid, None)
     if child is not None:
-        child.terminate()
+        child.send_signal(stop)
         try:
             child.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -514,7 +769,7 @@ def stop_one(run_dir: Path, name: str, timeout: float = 30) -> None:
         pid_file.unlink(missing_ok=True)
         return
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, stop)
     except ProcessLookupError:
         pid_file.unlink()
         return
@@ -532,7 +787,7 @@ def stop_one(run_dir: Path, name: str, timeout: float = 30) -> None:
 
 def down(run_dir: Path) -> None:
     """Stop every server of the stack in ``run_dir``."""
-    for name in ("kafka", "ferretdb", "minio", "prometheus"):
+    for name in ("kafka", "ferretdb", "postgresql", "minio", "prometheus"):
         stop_one(run_dir, name)
 
 

@@ -22,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from micropacs.adapters._mongo_write import (
     PATIENT_FIELDS,
+    bulk,
     by_id,
     derive_computed,
     indexed_copies,
@@ -107,9 +108,7 @@ async def apply(db: AsyncDatabase[Document], key: str) -> int:
     await db.patients.update_one({"_id": key}, {"$set": {"attrs": attrs, **copies}})
     studies = list(patient.get("study_members", []))
     if studies:
-        await db.studies.bulk_write(
-            [UpdateOne({"_id": uid}, {"$set": copies}) for uid in studies], ordered=False
-        )
+        await bulk(db, "studies", [UpdateOne({"_id": uid}, {"$set": copies}) for uid in studies])
     return len(studies)
 
 

@@ -65,6 +65,24 @@ INSTANCE_FIELDS = {
 }
 _NOT_COPIED = ("_id", "study", "series", "modalities")
 DUPLICATE_KEY = 11000
+PREFIX_KEY_LENGTH = 8
+"""The longest folded name prefix kept in a person name's ``<field>_prefixes`` array."""
+
+
+def prefix_keys(folded: list[str]) -> list[str]:
+    """Every prefix of these folded names, 1 to :data:`PREFIX_KEY_LENGTH` characters long.
+
+    A wildcard's literal prefix then narrows by equality on an array, which every
+    server serves from an index: FerretDB 1.24 pushes a ``$regex`` down to neither
+    backend, but an equality to both.
+    """
+    return sorted({v[:n] for v in folded for n in range(1, min(len(v), PREFIX_KEY_LENGTH) + 1)})
+
+
+def date_keys(dates: list[str]) -> list[str]:
+    """The year and the month (YYYY, YYYYMM) of these normalized dates: a range within
+    one year or one month narrows by equality on the ``<field>_keys`` array."""
+    return sorted({d[:n] for d in dates if len(d) == 8 for n in (4, 6)})
 
 
 def _field_values(element: DicomJson | None, kind: str) -> list[str]:
@@ -89,7 +107,11 @@ def indexed_copies(attrs: DicomJson, fields: dict[str, tuple[str, str]]) -> Docu
         values = _field_values(attrs.get(tag), kind)
         found[name] = _one_or_many(values)
         if kind == "pn":
-            found[f"{name}_fold"] = _one_or_many([matching.fold(v) for v in values])
+            folded = [matching.fold(v) for v in values]
+            found[f"{name}_fold"] = _one_or_many(folded)
+            found[f"{name}_prefixes"] = prefix_keys(folded)
+        elif kind == "da":
+            found[f"{name}_keys"] = date_keys(values)
     return found
 
 
@@ -161,9 +183,17 @@ async def by_id(
     return {doc["_id"]: doc for doc in docs if doc is not None}
 
 
-async def _bulk(db: AsyncDatabase[Document], collection: str, ops: list[Any]) -> None:
-    if ops:
-        await db[collection].bulk_write(ops, ordered=False)
+BULK_CHUNK = 16
+"""Writes per ``bulk_write``: FerretDB 1.24 on PostgreSQL holds one pooled connection
+per statement of an update command until the command ends (handler/msg_update.go
+defers each statement's close in its loop), so a command of more statements than its
+pool has connections (50) never ends, and takes the server down with it."""
+
+
+async def bulk(db: AsyncDatabase[Document], collection: str, ops: Sequence[Any]) -> None:
+    """Apply ``ops`` unordered, :data:`BULK_CHUNK` at a time."""
+    for start in range(0, len(ops), BULK_CHUNK):
+        await db[collection].bulk_write(list(ops[start : start + BULK_CHUNK]), ordered=False)
 
 
 async def upsert(db: AsyncDatabase[Document], records: Sequence[InstanceRecord]) -> None:
@@ -227,14 +257,14 @@ async def upsert(db: AsyncDatabase[Document], records: Sequence[InstanceRecord])
     await _detach_moved(db, batch, before, series, studies, dirty)
 
     # Children before parents: a reader never finds a parent listing a missing child.
-    await _bulk(
+    await bulk(
         db,
         "instances",
         [UpdateOne({"_id": uid}, {"$set": instances[uid]}, upsert=True) for uid in again],
     )
-    await _bulk(db, "series", _upserts(series, "members"))
-    await _bulk(db, "studies", _upserts(studies, "series_members"))
-    await _bulk(db, "patients", _upserts(patients, "study_members"))
+    await bulk(db, "series", _upserts(series, "members"))
+    await bulk(db, "studies", _upserts(studies, "series_members"))
+    await bulk(db, "patients", _upserts(patients, "study_members"))
     dirty.series.update(series)
     dirty.studies.update(studies)
     dirty.patients.update(patients)
@@ -292,7 +322,7 @@ async def _detach_moved(
             dirty.patients.add(old["patient_key"])
     arrays = {"series": "members", "studies": "series_members", "patients": "study_members"}
     for collection, by_parent in pulls.items():
-        await _bulk(
+        await bulk(
             db,
             collection,
             [
@@ -318,7 +348,7 @@ async def _derive_computed(db: AsyncDatabase[Document], dirty: _Dirty) -> None:
         series_ops.append(
             UpdateOne({"_id": uid}, {"$set": {"n_instances": len(members), "sop_classes": classes}})
         )
-    await _bulk(db, "series", series_ops)
+    await bulk(db, "series", series_ops)
     await _pull_children(db, "studies", "series_members", emptied_series)
 
     studies = await by_id(db, "studies", dirty.studies, {"series_members": 1, "patient_key": 1})
@@ -345,7 +375,7 @@ async def _derive_computed(db: AsyncDatabase[Document], dirty: _Dirty) -> None:
                         "n_series": len(present),
                         "n_instances": sum(s.get("n_instances", 0) for s in present),
                         "modalities": sorted(
-                            {m for s in present for m in _listed(s.get("modality"))}
+                            {m for s in present for m in listed(s.get("modality"))}
                         ),
                         "sop_classes": sorted(
                             {c for s in present for c in s.get("sop_classes", [])}
@@ -354,7 +384,7 @@ async def _derive_computed(db: AsyncDatabase[Document], dirty: _Dirty) -> None:
                 },
             )
         )
-    await _bulk(db, "studies", study_ops)
+    await bulk(db, "studies", study_ops)
     await _pull_children(db, "patients", "study_members", emptied_studies)
 
     patients = await by_id(db, "patients", dirty.patients, {"study_members": 1})
@@ -382,7 +412,7 @@ async def _derive_computed(db: AsyncDatabase[Document], dirty: _Dirty) -> None:
                 },
             )
         )
-    await _bulk(db, "patients", patient_ops)
+    await bulk(db, "patients", patient_ops)
 
 
 async def derive_computed(db: AsyncDatabase[Document], patients: Iterable[str]) -> None:
@@ -390,7 +420,7 @@ async def derive_computed(db: AsyncDatabase[Document], patients: Iterable[str]) 
     await _derive_computed(db, _Dirty(patients=set(patients)))
 
 
-def _listed(value: Any) -> list[str]:
+def listed(value: Any) -> list[str]:
     """An indexed copy (absent, one value or several) as a list."""
     if value is None:
         return []
@@ -400,7 +430,7 @@ def _listed(value: Any) -> list[str]:
 async def _pull_children(
     db: AsyncDatabase[Document], collection: str, array: str, gone: dict[str, set[str]]
 ) -> None:
-    await _bulk(
+    await bulk(
         db,
         collection,
         [

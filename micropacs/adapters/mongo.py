@@ -8,6 +8,14 @@ a crash interrupted, leaves the catalog as once.
 Queries filter on indexed fields first (never dropping a true match), then
 decide with :class:`~micropacs.dicom.matching.Matcher` (PS3.4 C.2.2.2),
 reading at most ``Query.max_examined`` documents they throw away.
+
+The filter is shaped for what FerretDB 1.24 hands down to its backend: only
+top-level equalities on a field (no ``$and``, ``$in``, ``$regex`` or ranges), so
+each field's first condition stands at the top level, a one-value list is an
+equality, and a name wildcard or a date range within one month or year also
+asks for its prefix or its month/year among the ``<field>_prefixes`` and
+``<field>_keys`` arrays the write path keeps (:func:`_narrowing`). MongoDB
+serves all of it from its indexes too.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ from pymongo.errors import PyMongoError
 
 from micropacs.adapters import _mongo_patients as _patients
 from micropacs.adapters._mongo_checks import MonitorChecks
+from micropacs.adapters._mongo_keys import backfill_keys
 from micropacs.adapters._mongo_write import (
     INSTANCE_FIELDS,
     PATIENT_FIELDS,
+    PREFIX_KEY_LENGTH,
     SERIES_FIELDS,
     STUDY_FIELDS,
     by_id,
@@ -60,13 +70,22 @@ COLLECTION = {
     Level.IMAGE: "instances",
 }
 INDEXES = {
-    "patients": ["patient_id", "patient_name", "patient_name_fold", "birth_date", "sex"],
+    "patients": [
+        "patient_id",
+        "patient_name",
+        "patient_name_fold",
+        "patient_name_prefixes",
+        "birth_date",
+        "sex",
+    ],
     "studies": [
         "patient_key",
         "patient_id",
         "patient_name",
         "patient_name_fold",
+        "patient_name_prefixes",
         "study_date",
+        "study_date_keys",
         "accession_number",
         "study_id",
         "referring_physician",
@@ -84,7 +103,8 @@ def _condition_filter(field: str, kind: str, cond: object, fold: bool) -> dict[s
     if kind == "pn" and fold:
         field = f"{field}_fold"
     if isinstance(cond, matching.UidList) and kind == "uid":
-        return {field: {"$in": list(cond.values)}}
+        values = list(cond.values)
+        return {field: values[0] if len(values) == 1 else {"$in": values}}
     if isinstance(cond, matching.Single):
         value = cond.value
         if kind == "pn":
@@ -115,6 +135,75 @@ def _condition_filter(field: str, kind: str, cond: object, fold: bool) -> dict[s
     return None
 
 
+def _narrowing(field: str, kind: str, cond: object) -> dict[str, Any] | None:
+    """An equality on a key array of ``field`` that every true match of ``cond`` meets.
+
+    A name wildcard's folded literal prefix is among ``<field>_prefixes`` of every name
+    it matches (folding is character by character, so it folds prefixes to prefixes);
+    a date range within one month (year) holds dates of that month (year) only.
+    """
+    if kind == "pn" and isinstance(cond, matching.Wildcard):
+        prefix = matching.literal_prefix(cond.pattern)
+        prefix = matching.normal_pn(prefix) if "*" not in cond.pattern else prefix
+        key = matching.fold(prefix.partition("\x00")[0])[:PREFIX_KEY_LENGTH]
+        return {f"{field}_prefixes": key} if key else None
+    if kind == "da" and isinstance(cond, matching.Range) and cond.low and cond.high:
+        low, high = matching.normal_date(cond.low), matching.normal_date(cond.high)
+        if len(low) == len(high) == 8 and low <= high:
+            for length in (6, 4):
+                if low[:length] == high[:length]:
+                    return {f"{field}_keys": low[:length]}
+    return None
+
+
+def flat_filter(clauses: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The conjunction of ``clauses`` with each field's first one at the top level.
+
+    FerretDB 1.24 pushes down to its backend only top-level field conditions, never
+    an ``$and`` (backends/postgresql/query.go, prepareWhereClause).
+    """
+    top: dict[str, Any] = {}
+    rest: list[dict[str, Any]] = []
+    for clause in clauses:
+        field = next(iter(clause)) if len(clause) == 1 else "$"
+        if field.startswith("$") or field in top:
+            rest.append(clause)
+        else:
+            top[field] = clause[field]
+    if rest:
+        top["$and"] = rest
+    return top
+
+
+def query_filter(
+    level: Level, conditions: dict[str, matching.Condition], fold: bool
+) -> dict[str, Any]:
+    """The filter of a collection query at ``level`` (keeps every true match)."""
+    fields = FIELDS[level]
+    clauses: list[dict[str, Any]] = []
+    for tag, cond in conditions.items():
+        if tag in fields:
+            field, kind = fields[tag]
+            clause = _condition_filter(field, kind, cond, fold)
+            if clause:
+                clauses.append(clause)
+            narrowing = _narrowing(field, kind, cond)
+            if narrowing:
+                clauses.append(narrowing)
+    return flat_filter(clauses)
+
+
+def _names_uids(level: Level, conditions: dict[str, matching.Condition]) -> bool:
+    """Whether a query at ``level`` reads its candidates by ``_id`` (see _by_hierarchy)."""
+    named = {
+        Level.PATIENT: (),
+        Level.STUDY: (tags.STUDY_INSTANCE_UID,),
+        Level.SERIES: (tags.SERIES_INSTANCE_UID, tags.STUDY_INSTANCE_UID),
+        Level.IMAGE: (tags.SOP_INSTANCE_UID, tags.SERIES_INSTANCE_UID, tags.STUDY_INSTANCE_UID),
+    }[level]
+    return any(isinstance(conditions.get(tag), matching.UidList | matching.Single) for tag in named)
+
+
 class MongoCatalog:
     """Catalog on MongoDB or FerretDB."""
 
@@ -143,11 +232,13 @@ class MongoCatalog:
         return CatalogUnavailable(f"catalog at {host} failed: {exc}; {advice}")
 
     async def open(self) -> None:
-        """Create the indexes (idempotent)."""
+        """Create the indexes and the key arrays documents written before them lack
+        (idempotent)."""
         try:
             for collection, fields in INDEXES.items():
                 for field in fields:
                     await self._db[collection].create_index([(field, ASCENDING)])
+            await backfill_keys(self._db)
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 
@@ -206,14 +297,7 @@ class MongoCatalog:
         if query.limit < 0 or query.offset < 0:
             raise InvalidInput("a query's limit and offset cannot be negative")
         conditions = matching.matching_keys(query.identifier)
-        fields = FIELDS[query.level]
-        mongo_filter: dict[str, Any] = {}
-        for tag, cond in conditions.items():
-            if tag in fields:
-                field, kind = fields[tag]
-                clause = _condition_filter(field, kind, cond, query.case_insensitive_pn)
-                if clause:
-                    mongo_filter.setdefault("$and", []).append(clause)
+        mongo_filter = query_filter(query.level, conditions, query.case_insensitive_pn)
         matcher = matching.Matcher(query.identifier, case_insensitive_pn=query.case_insensitive_pn)
         cache: dict[tuple[str, str], dict[str, Any] | None] = {}
         budget = matching.Budget(query.max_examined)
@@ -237,6 +321,21 @@ class MongoCatalog:
                 produced += 1
                 if query.limit and produced >= query.limit:
                     break
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def explain(self, query: Query) -> dict[str, Any]:
+        """The server's ``explain`` of the collection query ``query`` would run, or
+        ``{"by_id": True}`` when it reads its candidates by ``_id`` instead."""
+        conditions = matching.matching_keys(query.identifier)
+        if _names_uids(query.level, conditions):
+            return {"by_id": True}
+        command = {
+            "find": COLLECTION[query.level],
+            "filter": query_filter(query.level, conditions, query.case_insensitive_pn),
+        }
+        try:
+            return dict(await self._db.command("explain", command))
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 

@@ -9,7 +9,8 @@
 
 A query (PS3.4 K.6.1.2, C.2.2.2) filters on the indexed fields as the
 catalog does (exact values, date ranges, and for wildcards only an escaped,
-anchored literal prefix: the server never runs a backtracking pattern), then
+anchored literal prefix: the server never runs a backtracking pattern; the
+stations' equality at the top level, where FerretDB 1.24 pushes it down), then
 :class:`~micropacs.dicom.matching.Matcher` decides on each candidate.
 """
 
@@ -32,7 +33,7 @@ from micropacs.adapters._worklist_keys import (
     stations_of,
     values_of,
 )
-from micropacs.adapters.mongo import _condition_filter
+from micropacs.adapters.mongo import _condition_filter, flat_filter
 from micropacs.dicom import matching
 from micropacs.dicom import worklist as wl
 from micropacs.dicom.json_model import DicomJson, first_text
@@ -77,7 +78,7 @@ def item_filter(
             field = next(iter(clause))
             clause = {"$or": [clause, {field: None}]}
         clauses.append(clause)
-    return {"$and": clauses} if clauses else {}
+    return flat_filter(clauses)
 
 
 def _item_document(item: WorklistItem) -> dict[str, Any]:
