@@ -36,13 +36,14 @@ from micropacs.dicom.json_model import (
     BINARY_VRS,
     DicomJson,
     element,
-    from_json,
     text_of,
     to_json,
 )
 from micropacs.dicom.tags import tag_of
 from micropacs.dicom.uids import is_valid_uid
+from micropacs.dimse import find_responses
 from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
+from micropacs.dimse.find_responses import JsonIdentifier
 from micropacs.dimse.flow import wait_for_peer
 from micropacs.errors import (
     InvalidIdentifier,
@@ -282,7 +283,7 @@ def _identifier(event: evt.Event) -> DicomJson:
 
 def handle_find(
     event: evt.Event, service: ModalityWorklist, bridge: LoopBridge, metrics: WorklistMetrics
-) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+) -> Iterator[tuple[int | Dataset, JsonIdentifier | Dataset | None]]:
     """C-FIND of the worklist (PS3.4 K.6.1.2): one Pending (0xFF00, or 0xFF01 when a
     matching key was not supported) per scheduled step, then Success; 0xA900 or 0xC000
     with an Error Comment for an identifier that cannot be answered; Cancel (0xFE00)
@@ -314,6 +315,7 @@ def handle_find(
         yield Status.UNABLE_TO_PROCESS, None
         return
     pending = Status.PENDING if supported else Status.PENDING_WARNING
+    direct = find_responses.installed()
     for answer in answers:
         wait_for_peer(event.assoc)  # so that a C-CANCEL is read before the next match
         if event.is_cancelled:
@@ -321,9 +323,9 @@ def handle_find(
             yield Status.CANCEL, None
             return
         stored_charset = answer.pop(tags.SPECIFIC_CHARACTER_SET, {}).get("Value")
-        charset = answer_charset(answer, requested_charset, stored_charset)
-        ds = from_json(answer)
-        if charset:
-            ds.SpecificCharacterSet = charset
-        yield pending, ds
+        identifier = JsonIdentifier(
+            answer, answer_charset(answer, requested_charset, stored_charset)
+        )
+        # Encoded straight from the stored JSON where pynetdicom was told how.
+        yield pending, identifier if direct else identifier.dataset()
     metrics.queries.labels(status=f"0x{Status.SUCCESS:04X}").inc()
