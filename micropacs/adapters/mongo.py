@@ -222,6 +222,7 @@ class MongoCatalog:
             event_listeners=[self._checks],
         )
         self._db = self._client[name]
+        self._fields_pushed_down = False
 
     def _unavailable(self, exc: Exception) -> CatalogUnavailable:
         host = urlsplit(self._url).netloc.rpartition("@")[2]  # never the URL's password
@@ -239,6 +240,7 @@ class MongoCatalog:
                 for field in fields:
                     await self._db[collection].create_index([(field, ASCENDING)])
             await backfill_keys(self._db)
+            self._fields_pushed_down = await _pushes_down_fields(self._db)
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 
@@ -326,10 +328,11 @@ class MongoCatalog:
 
     async def explain(self, query: Query) -> dict[str, Any]:
         """The server's ``explain`` of the collection query ``query`` would run, or
-        ``{"by_id": True}`` when it reads its candidates by ``_id`` instead."""
+        ``{"by_hierarchy": True}`` when it reads its candidates down the hierarchy instead
+        (by ``_id``, and a series' instances by ``series``: see _by_hierarchy)."""
         conditions = matching.matching_keys(query.identifier)
         if _names_uids(query.level, conditions):
-            return {"by_id": True}
+            return {"by_hierarchy": True}
         command = {
             "find": COLLECTION[query.level],
             "filter": query_filter(query.level, conditions, query.case_insensitive_pn),
@@ -372,6 +375,13 @@ class MongoCatalog:
         return [uid for doc in docs.values() for uid in doc.get("series_members", [])]
 
     async def _instances_of_series(self, series: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if self._fields_pushed_down:
+            # One indexed query per series instead of one read per instance.
+            found: dict[str, dict[str, Any]] = {}
+            for uid in sorted(set(series)):
+                async for doc in self._db.instances.find({"series": uid}):
+                    found[doc["_id"]] = doc
+            return found
         docs = await by_id(self._db, "series", series, {"members": 1})
         members = [m.split("|", 1)[1] for doc in docs.values() for m in doc.get("members", [])]
         return await by_id(self._db, "instances", members)
@@ -586,6 +596,14 @@ class MongoCatalog:
         """Close the client's connections, between two server checks (see _mongo_checks)."""
         await self._checks.settled(at_most=10)  # a check: connect and hello, 5 s each at most
         await self._client.close()
+
+
+async def _pushes_down_fields(db: Any) -> bool:
+    """Whether the server answers an equality on a field from an index rather than by
+    reading the collection: MongoDB (its explain has no ``filterPushdown``) and
+    FerretDB on PostgreSQL do; FerretDB on SQLite pushes down only ``_id``."""
+    plan = await db.command("explain", {"find": "instances", "filter": {"series": "1"}})
+    return bool(plan.get("filterPushdown", True))
 
 
 def _credential_key(kind: str, name: str) -> str:
