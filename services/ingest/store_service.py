@@ -163,9 +163,7 @@ class StoreService:
                 header=header.json,
                 original_transfer_syntax_uid=original,
             )
-            return Prepared(
-                received=received, event=event, payload=event.to_bytes(), source=source
-            )
+            return Prepared(received=received, event=event, payload=event.to_bytes(), source=source)
         except BaseException:
             _discard(received)  # the compressed copy this call made
             raise
