@@ -75,6 +75,7 @@ def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
         single = P_DATA()
         single.presentation_data_value_list = [[context_id, value]]  # type: ignore[list-item]
         before: Path | None = getattr(self.message, "_data_set_path", None)
+        before_file = getattr(self.message, "_data_set_file", None)
         try:
             _receive(self, single)
         except Exception as exc:  # noqa: BLE001 - whatever fails to decode is an invalid PDU
@@ -84,6 +85,7 @@ def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
             )
             message, self.message = self.message, None
             _discard(message)
+            _close(before_file)
             _unlink(before)
             self.dul.event_queue.put("Evt19")
             return
@@ -92,11 +94,13 @@ def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
             if before is not None and value[:1] and value[0] & 1:
                 # Completed by a command set (so one without a data set, a C-ECHO):
                 # the C-STORE whose data set was being received is abandoned.
+                _close(before_file)
                 _unlink(before)
             return  # a whole message: pynetdicom ignores what else the P-DATA holds
         if getattr(message, _FAILED, False):
             return  # pynetdicom queued Evt19: the association ends
         if before is not None and message._data_set_path != before:
+            _close(before_file)
             _unlink(before)
 
 
@@ -118,6 +122,14 @@ def _discard(message: Any) -> None:
         with contextlib.suppress(OSError):
             stream.close()
     _unlink(getattr(message, "_data_set_path", None))
+
+
+def _close(stream: Any) -> None:
+    """Close a data set file pynetdicom let go of: dropped unclosed, it is closed only
+    when collected, with a ResourceWarning if its file object goes first."""
+    if stream is not None:
+        with contextlib.suppress(OSError):
+            stream.close()
 
 
 def _unlink(path: Path | None) -> None:

@@ -37,6 +37,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 from pynetdicom import evt
@@ -248,7 +249,35 @@ def _kill_assoc_and_wake(self: Association) -> None:
 
 def run_assoc_reactor(self: Association) -> None:
     """pynetdicom's ``Association._run_reactor`` (acceptor and requestor alike),
-    waiting as the module says."""
+    waiting as the module says; C-STORE data sets received but never handled (the
+    association ended first) are closed and deleted when it ends."""
+    try:
+        _assoc_loop(self)
+    finally:
+        _discard_undelivered(self)
+
+
+def _discard_undelivered(assoc: Association) -> None:
+    """Close and delete the files of received messages no handler will see; the rest
+    (answers a requesting thread may still take) stay queued."""
+    kept = []
+    while True:
+        try:
+            item = assoc.dimse.msg_queue.get_nowait()
+        except queue.Empty:
+            break
+        stream = getattr(item[1], "_dataset_file", None)
+        if stream is None:
+            kept.append(item)
+            continue
+        with contextlib.suppress(OSError):
+            stream.close()
+            Path(stream.name).unlink(missing_ok=True)
+    for item in kept:
+        assoc.dimse.msg_queue.put(item)
+
+
+def _assoc_loop(self: Association) -> None:
     wake = _wake_of(self)
     self._is_paused = False
     idle = False
