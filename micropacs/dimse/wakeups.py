@@ -266,15 +266,23 @@ def _discard_undelivered(assoc: Association) -> None:
             item = assoc.dimse.msg_queue.get_nowait()
         except queue.Empty:
             break
-        stream = getattr(item[1], "_dataset_file", None)
-        if stream is None:
+        if getattr(item[1], "_dataset_file", None) is None:
             kept.append(item)
             continue
-        with contextlib.suppress(OSError):
-            stream.close()
-            Path(stream.name).unlink(missing_ok=True)
+        _discard_file(item[1])
     for item in kept:
         assoc.dimse.msg_queue.put(item)
+
+
+def _discard_file(primitive: Any) -> None:
+    """Close and delete the file a received C-STORE data set is in, once no handler will
+    read it (a no-op when pynetdicom's storage SCP already did, or the store moved it)."""
+    stream = getattr(primitive, "_dataset_file", None)
+    if stream is None:
+        return
+    with contextlib.suppress(OSError):
+        stream.close()
+        Path(stream.name).unlink(missing_ok=True)
 
 
 def _assoc_loop(self: Association) -> None:
@@ -297,7 +305,10 @@ def _assoc_loop(self: Association) -> None:
         context_id, msg = self.dimse.get_msg(block=False)
         if msg:
             idle = False
-            self._serve_request(msg, int(context_id))  # type: ignore[arg-type]
+            try:
+                self._serve_request(msg, int(context_id))  # type: ignore[arg-type]
+            finally:
+                _discard_file(msg)  # pynetdicom's storage SCP did; a C-STORE elsewhere not
 
         if _ended(self):
             return
