@@ -4,6 +4,14 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+ARG NODE_IMAGE=node:22-bookworm-slim
+
+# htmx for the admin web UI: from the npm registry, checked against the sha512 pinned in
+# tools/htmx/install.sh; the image never loads it from a CDN.
+FROM ${NODE_IMAGE} AS htmx
+COPY tools/htmx/install.sh /tools/htmx/install.sh
+RUN bash /tools/htmx/install.sh /htmx
+
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -14,6 +22,7 @@ RUN /opt/micropacs/bin/pip install --require-hashes --no-deps -r requirements-bu
 COPY pyproject.toml README.md ./
 COPY micropacs ./micropacs
 COPY services ./services
+COPY --from=htmx /htmx ./services/admin/web/static/vendor
 RUN /opt/micropacs/bin/pip install --no-deps --no-build-isolation .
 
 FROM ${PYTHON_IMAGE}

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck bench fuzz install install-test dcmtk clean stack stack-up stack-down run-stack
+.PHONY: run test lint typecheck bench fuzz install install-test dcmtk chromium htmx screenshots clean stack stack-up stack-down run-stack
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,13 @@ $(BIN)/python:
 INSTALLED := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
 
-install: $(INSTALLED)
+install: $(INSTALLED) htmx
 
 $(INSTALLED): pyproject.toml $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-install-test: $(INSTALLED_TEST) dcmtk
+install-test: $(INSTALLED_TEST) dcmtk chromium htmx
 
 # The test extra installs the package too, so it stamps both.
 $(INSTALLED_TEST): pyproject.toml $(BIN)/python
@@ -34,6 +34,23 @@ dcmtk:
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) \
 	    apt-get install -y -qq --no-install-recommends dcmtk >/dev/null; }
+
+# Chromium (Debian's package) is the browser of the web UI's tests (tests/browser/).
+chromium:
+	@command -v /usr/bin/chromium >/dev/null 2>&1 || { \
+	  echo "installing Chromium with apt-get"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# htmx for the admin web UI, from the npm registry at the version and sha512 pinned in the
+# script, into the git-ignored services/admin/web/static/vendor/ (docs/admin-ui.md).
+htmx:
+	bash tools/htmx/install.sh
+
+# The web UI's screenshots in docs/screenshots/, taken by the browser test (docs/admin-ui.md).
+screenshots: install-test
+	MICROPACS_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q tests/browser
 
 run: install
 	$(BIN)/micropacs serve --data-dir $(DATA_DIR) --host 127.0.0.1 \
