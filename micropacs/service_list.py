@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from micropacs.service import ServiceDescriptor
+from services.admin.descriptor import SERVICE as ADMIN
 from services.index.descriptor import SERVICE as INDEX
 from services.ingest.descriptor import SERVICE as INGEST
 from services.qr.descriptor import SERVICE as QR
 from services.worklist.descriptor import SERVICE as WORKLIST
 
-SERVICES: tuple[ServiceDescriptor, ...] = (INGEST, INDEX, QR, WORKLIST)
+SERVICES: tuple[ServiceDescriptor, ...] = (INGEST, INDEX, QR, WORKLIST, ADMIN)
 
 
 def names(services: Sequence[ServiceDescriptor] = SERVICES) -> list[str]:

@@ -1,0 +1,71 @@
+"""Builds the admin service from settings and adapters (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from pynetdicom import AE
+from starlette.routing import BaseRoute, Mount
+
+from micropacs.auth.local import LocalCredentials
+from micropacs.bridge import LoopBridge
+from micropacs.config import Settings
+from micropacs.http import Check
+from micropacs.service import Adapters, BackgroundTask, HandlerBinding
+from services.admin.api import PREFIX, build_api
+from services.admin.context import AdminContext
+from services.admin.jobs import SendJobs
+
+MAX_JOBS = 100
+
+
+@dataclass
+class AdminApp:
+    """The admin service: the REST API at ``/api`` and the web UI's pages."""
+
+    context: AdminContext
+    api: FastAPI
+    checks: Mapping[str, Check]
+
+    def add_contexts(self, ae: AE) -> None:
+        """None: admin answers no DICOM requests (it only opens associations)."""
+
+    def dimse_handlers(self, bridge: LoopBridge) -> list[HandlerBinding]:
+        """None: admin answers no DICOM requests."""
+        return []
+
+    def web_routes(self) -> list[BaseRoute]:
+        """The REST API under ``/api`` and the web UI's pages."""
+        return [Mount(PREFIX, app=self.api)]
+
+    def background(self) -> list[BackgroundTask]:
+        """None: send jobs run as tasks of the requests that start them."""
+        return []
+
+
+def build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -> AdminApp:
+    """The admin service over the given adapters (its reads of the index wait at the read
+    barrier when there is one)."""
+    catalog = adapters.require_catalog()
+    bus = adapters.require_bus()
+    worklist = adapters.require_worklist()
+    blobs = adapters.require_blobs()
+    context = AdminContext(
+        settings=settings,
+        catalog=catalog,
+        bus=bus,
+        worklist=worklist,
+        blobs=blobs,
+        credentials=LocalCredentials(catalog),
+        jobs=SendJobs(MAX_JOBS),
+        registry=registry,
+        barrier=adapters.barrier,
+    )
+    return AdminApp(
+        context=context,
+        api=build_api(context),
+        checks={"catalog": catalog.check, "event_bus": bus.check, "worklist": worklist.check},
+    )

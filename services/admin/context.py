@@ -1,0 +1,32 @@
+"""What the admin API's endpoints and the web UI's pages work with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from micropacs.auth.local import LocalCredentials
+from micropacs.config import Settings
+from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
+from micropacs.read_barrier import ReadBarrier
+from services.admin.jobs import SendJobs
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    """The ports, settings and in-process state the admin service acts on."""
+
+    settings: Settings
+    catalog: Catalog
+    bus: EventBus
+    worklist: Worklist
+    blobs: BlobStore
+    credentials: LocalCredentials
+    """Local users and API tokens (kept in the catalog)."""
+    jobs: SendJobs
+    """This process's send jobs."""
+    registry: CollectorRegistry
+    """The process's metrics registry (the status page reads rates from it)."""
+    barrier: ReadBarrier | None = None
+    """Where reads of what the index writes wait (None: the catalog as it is)."""
