@@ -45,8 +45,10 @@ from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import build_http_app
 from micropacs.ports import BlobStore, Catalog, EventBus, InstanceLocation, Record, Worklist
 from micropacs.read_barrier import ReadBarrier, ReadBarrierMetrics
-from micropacs.service import ServiceApp, operation_owners
+from micropacs.service import Adapters, ServiceApp, operation_owners
 from micropacs.service_list import SERVICES, names
+from services.admin.app import AdminApp
+from services.admin.app import build as build_admin
 from services.index.app import IndexApp
 from services.index.app import build as build_index
 from services.ingest.app import IngestApp
@@ -77,7 +79,7 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str = ""
 
 
 class Running:
-    """One in-process micropacs: ingest, qr, index (with its worklist consumers) and worklist
+    """One in-process micropacs: ingest, qr, index (with its worklist consumers), worklist and admin
     over embedded adapters, the reads of qr and worklist behind one read barrier.
 
     ``loop_call`` runs a coroutine on the service loop (where the adapters
@@ -139,7 +141,18 @@ class Running:
                 catalog=self.catalog,
                 barrier=self.barrier,
             )
-            self.apps: list[ServiceApp] = [self.ingest, self.index, self.qr, self.worklist_app]
+            self.admin: AdminApp = build_admin(
+                settings,
+                Adapters(self.blobs, self.bus, self.catalog, self.worklist, self.barrier),
+                self.registry,
+            )
+            self.apps: list[ServiceApp] = [
+                self.ingest,
+                self.index,
+                self.qr,
+                self.worklist_app,
+                self.admin,
+            ]
             self.port = self._start_dicom()
             if index:
                 self.start_background()
