@@ -7,12 +7,15 @@ version it does not know instead of guessing (it goes to the dead-letter topic).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any, ClassVar
 
 from micropacs.dicom.json_model import DicomJson
 from micropacs.errors import InvalidInput
-from micropacs.ports import InstanceRecord
+from micropacs.ports import AuditRecord, InstanceRecord
 
 INSTANCE_STORED = "instance.stored"
 """Topic of :class:`InstanceStored`, keyed by StudyInstanceUID."""
@@ -277,3 +280,90 @@ def decode_workflow_event(payload: bytes) -> WorkflowEvent:
         return kind(**body)
     except TypeError as exc:
         raise InvalidInput(f"malformed {kind.type} event: {exc}") from exc
+
+
+AUDIT = "audit"
+"""Topic of :class:`AuditRecorded`, keyed by the record's ``event_id``."""
+
+AUDIT_KINDS = frozenset(
+    {
+        "login",
+        "login-failed",
+        "logout",
+        "api",
+        "node-changed",
+        "user-changed",
+        "study-sent",
+        "study-deleted",
+        "association",
+        "query",
+        "retrieve",
+        "store",
+        "application-start",
+        "application-stop",
+    }
+)
+"""What an audit record may say happened (docs/security.md, "Audit trail")."""
+
+
+class Outcome(IntEnum):
+    """ATNA EventOutcomeIndicator (PS3.15 A.5.1, RFC 3881 5.1.4)."""
+
+    SUCCESS = 0
+    MINOR_FAILURE = 4
+    """The action was not completed (a refused login, a partial transfer)."""
+    SERIOUS_FAILURE = 8
+    """The action was ended prematurely (an aborted association)."""
+    MAJOR_FAILURE = 12
+
+
+def _new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecorded(AuditRecord):
+    """Something the audit trail keeps happened (``audit.recorded``, one type for every
+    kind): the :class:`~micropacs.ports.AuditRecord` itself, with an ``event_id`` and
+    ``time`` given when they are left out."""
+
+    type: ClassVar[str] = "audit.recorded"
+    version: ClassVar[int] = 1
+
+    event_id: str = field(default_factory=_new_event_id)
+    time: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        if self.kind not in AUDIT_KINDS:
+            raise InvalidInput(f"unknown audit kind {self.kind!r}")
+        if self.outcome not in {int(o) for o in Outcome}:
+            raise InvalidInput(f"audit outcome {self.outcome!r} is not 0, 4, 8 or 12")
+
+    @property
+    def key(self) -> str:
+        """The partition key (records are ordered by ``time``, not by partition)."""
+        return self.event_id
+
+    def to_bytes(self) -> bytes:
+        """Encode as the versioned JSON payload."""
+        return _encoded(self, self.type, self.version)
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> AuditRecorded:
+        """Decode a payload, refusing other types, versions, kinds, outcomes or fields."""
+        body = _json_object(payload)
+        if body.pop("type", None) != cls.type or body.pop("version", None) != cls.version:
+            raise InvalidInput(f"not a {cls.type} v{cls.version} event")
+        try:
+            study_uids = tuple(str(uid) for uid in body.pop("study_uids", ()))
+            patient_ids = tuple(str(pid) for pid in body.pop("patient_ids", ()))
+            operations = {str(k): int(v) for k, v in dict(body.pop("operations", {})).items()}
+            return cls(
+                **body, study_uids=study_uids, patient_ids=patient_ids, operations=operations
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"malformed {cls.type} event: {exc}") from exc

@@ -8,7 +8,7 @@ family when the backend fails, so callers can retry or answer 0xA700.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
@@ -284,6 +284,50 @@ class CatalogCounts:
     instances: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord:
+    """One entry of the audit trail: who did what, from where, to which studies, how it ended.
+
+    :class:`micropacs.events.AuditRecorded` is one, so the index stores events as they
+    are. ``outcome`` is the ATNA EventOutcomeIndicator (PS3.15 A.5.1: 0 success, 4 minor
+    failure, 8 serious failure, 12 major failure); ``time`` is ISO 8601 in UTC.
+    ``study_uids`` and ``patient_ids`` are patient data: kept here and sent to the audit
+    record repository, never logged.
+    """
+
+    event_id: str
+    time: str
+    kind: str
+    outcome: int
+    actor: str
+    role: str = ""
+    source: str = ""
+    destination: str = ""
+    study_uids: tuple[str, ...] = field(default=(), repr=False)
+    patient_ids: tuple[str, ...] = field(default=(), repr=False)
+    operations: Mapping[str, int] = field(default_factory=dict)
+    """Operations run and their counts (an association's ``C-STORE: 120``)."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """A search of the audit trail: every given filter must hold, newest first.
+
+    ``since`` is inclusive and ``until`` exclusive (ISO 8601; UTC when no zone is
+    given); "" and None filter nothing; a ``limit`` of 0 is no bound.
+    """
+
+    since: str = ""
+    until: str = ""
+    kind: str = ""
+    actor: str = ""
+    study_uid: str = ""
+    outcome: int | None = None
+    limit: int = 100
+    offset: int = 0
+
+
 class Catalog(Protocol):
     """Metadata of every stored instance, queryable at every level, plus the node registry
     and the credentials of the HTTP APIs."""
@@ -377,6 +421,15 @@ class Catalog(Protocol):
 
     async def remove_credential(self, kind: str, name: str) -> bool:
         """Remove a credential; False if it was not there."""
+        ...
+
+    async def put_audit(self, records: Sequence[AuditRecord]) -> None:
+        """Store audit records; idempotent by ``event_id`` (a replayed record is kept once)."""
+        ...
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """The audit records matching ``query``, newest first, its offset and limit applied;
+        InvalidInput for a negative limit or offset."""
         ...
 
     async def check(self) -> None:

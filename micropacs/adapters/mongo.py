@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from micropacs.adapters import _mongo_audit as _audit
 from micropacs.adapters import _mongo_patients as _patients
 from micropacs.adapters._mongo_checks import MonitorChecks
 from micropacs.adapters._mongo_keys import backfill_keys
@@ -48,6 +49,8 @@ from micropacs.dicom.json_model import DicomJson, element
 from micropacs.dicom.levels import Level
 from micropacs.errors import CatalogUnavailable, InvalidInput
 from micropacs.ports import (
+    AuditQuery,
+    AuditRecord,
     CatalogCounts,
     Credential,
     InstanceLocation,
@@ -95,6 +98,7 @@ INDEXES = {
     "series": ["study", "patient_key", "modality", "series_date", "series_description"],
     "instances": ["series", "study", "patient_key", "sop_class"],
     "patient_updates": ["merged_into"],
+    _audit.COLLECTION: ["time", "kind", "actor", "study_uids"],
 }
 
 
@@ -584,6 +588,22 @@ class MongoCatalog:
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
         return bool(result.deleted_count)
+
+    async def put_audit(self, records: Sequence[AuditRecord]) -> None:
+        """Store audit records; idempotent by event id (:mod:`._mongo_audit`)."""
+        if not records:
+            return
+        try:
+            await _audit.put(self._db, records)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """The audit records matching ``query``, newest first."""
+        try:
+            return await _audit.select(self._db, query)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
 
     async def check(self) -> None:
         """Raise CatalogUnavailable unless the server answers a ping."""

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from micropacs.adapters import _sqlite
+from micropacs.adapters import _sqlite_audit as _audit
 from micropacs.adapters import _sqlite_catalog_patients as _patients
 from micropacs.adapters._patients import patient_only, with_identity
 from micropacs.adapters._sqlite_catalog_query import Decoder, next_matches, select_sql
@@ -41,6 +42,8 @@ from micropacs.dicom.json_model import DicomJson
 from micropacs.dicom.matching import Budget, Matcher
 from micropacs.errors import CatalogUnavailable, InvalidInput
 from micropacs.ports import (
+    AuditQuery,
+    AuditRecord,
     CatalogCounts,
     Credential,
     InstanceLocation,
@@ -344,6 +347,17 @@ class SqliteCatalog:
             return bool(deleted > 0)
 
         return bool(await self._write(remove, transaction=True))
+
+    async def put_audit(self, records: Sequence[AuditRecord]) -> None:
+        """Store audit records; idempotent by event id (:mod:`._sqlite_audit`)."""
+        if not records:
+            return
+        docs = _audit.rows(records)
+        await self._write(lambda conn: _audit.put(conn, docs), transaction=True)
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """The audit records matching ``query``, newest first."""
+        return await self._read(lambda conn: _audit.select(conn, query))
 
     async def check(self) -> None:
         """Read from the catalog; raise CatalogUnavailable if it does not answer."""
