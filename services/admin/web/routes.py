@@ -17,8 +17,10 @@ from services.admin.web.browse import Browse
 from services.admin.web.manage import Manage
 from services.admin.web.nodes import Nodes
 from services.admin.web.site import NAV, Site
-from services.admin.web.templating import STATIC, STATIC_PATH, Pages
+from services.admin.web.templating import STATIC, STATIC_PATH, Pages, login_renderer
 from services.admin.web.worklist import Worklists
+
+__all__ = ["login_renderer", "page_routes"]
 
 
 async def _home(request: Request) -> Response:

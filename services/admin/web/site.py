@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from micropacs.auth.browser import csrf_token
 from micropacs.auth.principal import Role
 from micropacs.errors import MicropacsError, http_status
 from micropacs.events import AuditRecorded, Outcome
@@ -32,12 +33,6 @@ NAV: list[tuple[str, str]] = [
 ]
 
 
-def csrf_token_of(request: Request) -> str:
-    """The CSRF token the page's forms and htmx requests send back ("" without a session)."""
-    token = request.scope.get("state", {}).get("csrf_token", "")
-    return token if isinstance(token, str) else ""
-
-
 class Site:
     """The context, templates and query service the page handlers use."""
 
@@ -50,7 +45,7 @@ class Site:
         """What the page frame shows: who is logged in, their token, what they may do."""
         return {
             "principal": current(request),
-            "csrf_token": csrf_token_of(request),
+            "csrf_token": csrf_token(request),
             "can_operate": may(request, Role.OPERATOR),
             "can_administer": may(request, Role.ADMINISTRATOR),
         }

@@ -14,7 +14,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
+
+from micropacs.auth.browser import LoginView, RenderLogin
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,9 @@ HEADERS = {
 class Pages:
     """The template environment and what every page is given."""
 
-    def __init__(self, nav: list[tuple[str, str]]) -> None:
+    def __init__(self, nav: list[tuple[str, str]], *, warn: bool = True) -> None:
         self.htmx = HTMX.is_file()
-        if not self.htmx:
+        if not self.htmx and warn:
             log.warning(
                 "htmx is not installed (%s missing): the admin pages work without their"
                 " interactive parts; install it with `make htmx` (tools/htmx/install.sh)",
@@ -74,3 +76,15 @@ class Pages:
             template, nav=self._nav, current=request.url.path, **(base or {}), **values
         )
         return HTMLResponse(body, status_code=status, headers=HEADERS)
+
+
+def login_renderer() -> RenderLogin:
+    """The login page of :func:`micropacs.auth.browser.login_routes`, in the pages' frame."""
+    pages = Pages([], warn=False)
+
+    def render(request: Request, view: LoginView) -> Response:
+        return pages.render(
+            request, "login.html", status=view.status, title="Log in", view=view, error=view.error
+        )
+
+    return render
