@@ -23,6 +23,7 @@ from micropacs.auth.principal import Role
 from micropacs.http import build_http_app
 from services.admin.web.routes import page_routes
 from tests import dicomdata
+from tests.integration.peers import free_port
 from tests.service.conftest import Running
 from tests.service.peers import ct_files, store
 
@@ -49,9 +50,15 @@ class Site:
         return self.request("POST", path, role, data=data)
 
     def request(
-        self, method: str, path: str, role: Role | None, **kwargs: object
+        self,
+        method: str,
+        path: str,
+        role: Role | None,
+        headers_extra: dict[str, str] | None = None,
+        **kwargs: object,
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        headers.update(headers_extra or {})
 
         async def call() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
@@ -163,3 +170,108 @@ def test_bad_input_answers_a_reason(site: Site) -> None:
     answer = site.get("/studies?date_from=2024-02-01&date_to=2024-01-01")
     assert answer.status_code == 400
     assert "swap" in answer.text
+
+
+def test_nodes_are_added_checked_and_refused_to_lower_roles(site: Site) -> None:
+    form = {"ae_title": "CT_CONSOLE", "host": "127.0.0.1", "port": "104", "ae_group": "diag"}
+    refused = site.post("/nodes", form, Role.OPERATOR)
+    assert refused.status_code == 403
+    assert "administrator" in refused.text
+    assert site.post("/nodes", form, Role.VIEWER).status_code == 403  # the gate's
+    added = site.post("/nodes", form)
+    assert added.status_code == 303
+    listed = site.get("/nodes", Role.VIEWER)
+    assert "CT_CONSOLE" in listed.text
+    assert "Add a node" not in listed.text and "Verify CT_CONSOLE" not in listed.text
+    assert "Verify CT_CONSOLE" in site.get("/nodes", Role.OPERATOR).text
+    again = site.post("/nodes", form)
+    assert again.status_code == 409
+    assert "already a node" in again.text
+    for bad, reason in (
+        ({**form, "ae_title": "A\\B"}, "backslash"),
+        ({**form, "ae_title": "X" * 17}, "16 characters"),
+        ({**form, "ae_title": "MR1", "port": "70000"}, "port"),
+        ({**form, "ae_title": "MR1", "host": "a b"}, "host"),
+    ):
+        answer = site.post("/nodes", bad)
+        assert answer.status_code == 422, bad
+        assert reason in answer.text, (reason, answer.text)
+    edited = site.post("/nodes/CT_CONSOLE", {**form, "description": "Konzole CT"})
+    assert edited.status_code == 303
+    assert "Konzole CT" in site.get("/nodes").text
+    assert site.post("/nodes/NOPE/delete", {}).status_code == 404
+    assert site.post("/nodes/CT_CONSOLE/delete", {}).status_code == 303
+    assert "CT_CONSOLE" not in site.get("/nodes").text
+
+
+def test_verifying_a_node_that_does_not_answer_says_why(site: Site) -> None:
+    port = free_port()  # nothing listens there
+    site.post("/nodes", {"ae_title": "GONE", "host": "127.0.0.1", "port": str(port)})
+    answer = site.post("/nodes/GONE/verify", {}, Role.OPERATOR)
+    assert answer.status_code == 200
+    assert "no answer" in answer.text
+    fragment = site.request(
+        "POST", "/nodes/GONE/verify", Role.OPERATOR, headers_extra={"HX-Request": "true"}
+    )
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert "Check the host, port and AE title" in fragment.text
+
+
+def test_a_worklist_item_is_scheduled_and_canceled(site: Site) -> None:
+    form = {
+        "patient_name": "Nováková^Jana",
+        "patient_id": "CZ-1",
+        "accession": "ACC-77",
+        "modality": "mr",
+        "start": "2026-12-03T08:30",
+        "station_ae": "MR_1",
+        "description": "MR mozku",
+    }
+    assert site.post("/worklist", form, Role.VIEWER).status_code == 403
+    missing = site.post("/worklist", {**form, "accession": ""}, Role.OPERATOR)
+    assert missing.status_code == 422 and "accession number" in missing.text
+    bad_start = site.post("/worklist", {**form, "start": "tomorrow"}, Role.OPERATOR)
+    assert bad_start.status_code == 422 and "start" in bad_start.text
+    assert site.post("/worklist", form, Role.OPERATOR).status_code == 303
+    listed = site.get("/worklist", Role.VIEWER).text
+    assert "Nováková, Jana" in listed and "MR mozku" in listed and "SCHEDULED" in listed
+    assert "Schedule a procedure step" not in listed
+    item = re.search(r'action="/worklist/([0-9a-f]+)/cancel"', site.get("/worklist").text)
+    assert item is not None
+    assert site.post(f"/worklist/{item.group(1)}/cancel", {}, Role.OPERATOR).status_code == 303
+    assert "CANCELED" in site.get("/worklist").text
+    assert site.post("/worklist/nope/cancel", {}, Role.OPERATOR).status_code == 404
+
+
+def test_users_and_tokens_are_managed_by_administrators_only(site: Site) -> None:
+    user = {"name": "technik", "password": "dlouhé heslo 123", "role": "viewer"}
+    assert site.post("/users", user, Role.OPERATOR).status_code == 403
+    short = site.post("/users", {**user, "password": "short"})
+    assert short.status_code == 422 and "12 characters" in short.text
+    assert site.post("/users", {**user, "role": "root"}).status_code == 422
+    assert site.post("/users", user).status_code == 303
+    assert site.post("/users", user).status_code == 409
+    assert site.post("/users/technik/role", {"role": "operator"}).status_code == 303
+    page = site.get("/users").text
+    assert re.search(r"<td>technik</td><td>operator</td>", page)
+    made = site.post("/tokens", {"name": "PACS bridge", "role": "viewer"})
+    assert made.status_code == 201
+    secret = re.search(r'id="new-token">(mpt_[^<]+)<', made.text)
+    assert secret is not None
+    assert secret.group(1) not in site.get("/users").text  # shown once
+    assert site.post("/users/technik/delete", {}).status_code == 303
+    assert site.post("/users/technik/delete", {}).status_code == 404
+
+
+def test_a_form_of_another_kind_is_refused(site: Site) -> None:
+    answer = site.request("POST", "/nodes", Role.ADMINISTRATOR, json={"ae_title": "X"})
+    assert answer.status_code == 415
+    assert "x-www-form-urlencoded" in answer.text
+
+
+def test_audit_filters_are_checked(site: Site) -> None:
+    assert site.get("/audit?kind=login&outcome=0", Role.VIEWER).status_code == 200
+    bad_kind = site.get("/audit?kind=coffee")
+    assert bad_kind.status_code == 400 and "audit kind" in bad_kind.text
+    assert site.get("/audit?outcome=5").status_code == 400
+    assert site.get("/audit?since=last-week").status_code == 400

@@ -42,7 +42,7 @@ def node_of(form: dict[str, str], existing: Node | None) -> Node:
             title = values.pop("ae_title")
             return NodeFields.model_validate(values).node(title)
         body = NodeBody.model_validate({**values, "ae_title": form.get("ae_title", "")})
-        return body.node(body.ae_title)
+        return NodeFields.model_validate(body.model_dump(exclude={"ae_title"})).node(body.ae_title)
     except ValidationError as exc:
         reasons = (
             f"{'.'.join(str(part) for part in error['loc']) or 'node'}: {error['msg']}"
