@@ -275,3 +275,14 @@ def test_audit_filters_are_checked(site: Site) -> None:
     assert bad_kind.status_code == 400 and "audit kind" in bad_kind.text
     assert site.get("/audit?outcome=5").status_code == 400
     assert site.get("/audit?since=last-week").status_code == 400
+
+
+def test_the_viewer_link_follows_the_configured_template(site: Site, tmp_path: Path) -> None:
+    study_uid = stored_study(site.pacs, tmp_path / "viewer-link", "Doe^John", "link")
+    assert "Open in viewer" not in site.get(f"/studies/{study_uid}").text
+    admin = site.pacs.admin.context.settings.admin
+    admin.viewer_url = "https://viewer.example.org/viewer?StudyInstanceUIDs={study_uid}"
+    page = site.get(f"/studies/{study_uid}", Role.VIEWER).text
+    assert f'href="https://viewer.example.org/viewer?StudyInstanceUIDs={study_uid}"' in page
+    with pytest.raises(ValueError, match="study_uid"):
+        type(admin).model_validate({"viewer_url": "https://viewer.example.org/"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -97,7 +99,8 @@ class Browse:
 
     def viewer_url(self, study_uid: str) -> str:
         """The configured viewer's URL of the study ("" when none is configured)."""
-        return ""
+        template = self.site.context.settings.admin.viewer_url
+        return template.replace("{study_uid}", quote(study_uid, safe="")) if template else ""
 
     @guarded
     async def series(self, request: Request) -> Response:
