@@ -66,8 +66,20 @@ class Browse:
             if offset + PAGE_SIZE < found.total
             else "",
         }
+        deleted = request.query_params.get("deleted", "")
+        notice = (
+            f"Study deletion requested: its {deleted} instances are being removed."
+            if deleted.isdigit()
+            else ""
+        )
         return self.site.page(
-            request, "studies.html", title="Studies", filters=filters, studies=shown, page=page
+            request,
+            "studies.html",
+            title="Studies",
+            filters=filters,
+            studies=shown,
+            page=page,
+            notice=notice,
         )
 
     async def one_study(self, study_uid: str) -> StudyRow:
