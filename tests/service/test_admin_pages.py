@@ -22,6 +22,7 @@ from starlette.middleware import Middleware
 from micropacs.auth.gate import Gate, authenticator
 from micropacs.auth.principal import Role
 from micropacs.http import build_http_app
+from services.admin.web import templating
 from services.admin.web.routes import page_routes
 from tests import dicomdata
 from tests.integration.peers import free_port
@@ -288,3 +289,25 @@ def test_the_viewer_link_follows_the_configured_template(site: Site, tmp_path: P
     assert f'href="https://viewer.example.org/viewer?StudyInstanceUIDs={study_uid}"' in page
     with pytest.raises(ValueError, match="study_uid"):
         type(admin).model_validate({"viewer_url": "https://viewer.example.org/"})
+
+
+def test_without_htmx_the_pages_work_and_the_log_says_how_to_install_it(
+    pacs: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(templating, "HTMX", tmp_path / "vendor" / "htmx.min.js")
+    with caplog.at_level("WARNING", logger=templating.__name__):
+        pages = templating.Pages([("/studies", "Studies")])
+    assert "make htmx" in caplog.text
+    html = pages.text("studies.html", filters={}, studies=[], page={}, title="Studies")
+    assert "htmx.min.js" not in html
+    assert '<form class="search" method="get" action="/studies"' in html
+
+
+def test_htmx_is_served_from_the_archive_itself(site: Site) -> None:
+    if not templating.HTMX.is_file():
+        pytest.skip("htmx is not installed here: run `make htmx`")
+    page = site.get("/studies").text
+    assert '<script src="/static/vendor/htmx.min.js" defer></script>' in page
+    served = site.get("/static/vendor/htmx.min.js", role=None)
+    assert served.status_code == 200
+    assert "htmx" in served.text[:2000]
