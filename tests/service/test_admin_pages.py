@@ -244,6 +244,8 @@ def test_a_worklist_item_is_scheduled_and_canceled(site: Site) -> None:
     assert site.post(f"/worklist/{item.group(1)}/cancel", {}, Role.OPERATOR).status_code == 303
     assert "CANCELED" in site.get("/worklist").text
     assert site.post("/worklist/nope/cancel", {}, Role.OPERATOR).status_code == 404
+    again = site.post(f"/worklist/{item.group(1)}/cancel", {}, Role.OPERATOR)
+    assert again.status_code == 409 and "CANCELED already" in again.text
 
 
 def test_users_and_tokens_are_managed_by_administrators_only(site: Site) -> None:

@@ -13,6 +13,7 @@ from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -20,14 +21,15 @@ from starlette.routing import BaseRoute, Route
 from micropacs.auth.principal import Role
 from micropacs.dicom import tags
 from micropacs.dicom import worklist as mwl
-from micropacs.dicom.json_model import DicomJson, element, first_text
+from micropacs.dicom.json_model import DicomJson, first_text
 from micropacs.dicom.tags import tag_of
-from micropacs.errors import InvalidInput, NotFound
+from micropacs.errors import Conflict, InvalidInput, NotFound
 from micropacs.events import MPPS, PATIENT, WORKLIST, WorklistItemPut, WorklistItemStatus
 from services.admin.web.access import may, require
 from services.admin.web.forms import form_of
 from services.admin.web.site import Site, guarded, see_other
 from services.admin.web.views import dicom_date, shown_date
+from services.admin.worklist_api import StepBody
 
 SOURCE = "api"
 MAX_SHOWN = 200
@@ -44,7 +46,8 @@ def _when(date: str, time: str) -> str:
 
 
 def item_of(form: dict[str, str]) -> DicomJson:
-    """A worklist item (PS3.4 K.6.1) from the schedule form."""
+    """A worklist item (PS3.4 K.6.1) from the schedule form, checked and built as the REST
+    API builds it (:class:`services.admin.worklist_api.StepBody`)."""
     for name, label in (
         ("patient_name", "the patient's name"),
         ("patient_id", "the patient ID"),
@@ -58,36 +61,31 @@ def item_of(form: dict[str, str]) -> DicomJson:
         start = datetime.fromisoformat(form["start"])
     except ValueError:
         raise InvalidInput("the start is a date and time such as 2024-01-31T08:30") from None
-    sex = form.get("sex", "").upper()
-    if sex not in ("", "M", "F", "O"):
-        raise InvalidInput("the sex is M, F or O (or empty)")
-    step: DicomJson = {
-        tags.MODALITY: element("CS", form["modality"].upper()[:16]),
-        mwl.SCHEDULED_START_DATE: element("DA", start.strftime("%Y%m%d")),
-        mwl.SCHEDULED_START_TIME: element("TM", start.strftime("%H%M%S")),
-        mwl.SCHEDULED_STEP_ID: element("SH", form["accession"][:16]),
-        mwl.SCHEDULED_STEP_STATUS: element("CS", mwl.SCHEDULED),
+    accession = form["accession"]
+    fields = {
+        "patient_id": form["patient_id"],
+        "patient_name": form["patient_name"],
+        "patient_birth_date": dicom_date(form.get("birth_date", ""), "The birth date"),
+        "patient_sex": form.get("sex", "").upper(),
+        "accession_number": accession,
+        "requested_procedure_id": accession,
+        "requested_procedure_description": form.get("description", ""),
+        "modality": form["modality"].upper(),
+        "station_ae_title": form.get("station_ae", ""),
+        "start_date": start.strftime("%Y%m%d"),
+        "start_time": start.strftime("%H%M%S"),
+        "step_id": accession,
+        "step_description": form.get("description", ""),
     }
-    if form.get("station_ae"):
-        step[mwl.SCHEDULED_STATION_AE_TITLE] = element("AE", form["station_ae"][:16])
-    if form.get("description"):
-        step[mwl.SCHEDULED_STEP_DESCRIPTION] = element("LO", form["description"][:64])
-    item: DicomJson = {
-        tags.SPECIFIC_CHARACTER_SET: element("CS", "ISO_IR 192"),
-        tags.PATIENT_NAME: element("PN", {"Alphabetic": form["patient_name"][:64]}),
-        tags.PATIENT_ID: element("LO", form["patient_id"][:64]),
-        tags.ACCESSION_NUMBER: element("SH", form["accession"][:16]),
-        mwl.REQUESTED_PROCEDURE_ID: element("SH", form["accession"][:16]),
-        mwl.SCHEDULED_PROCEDURE_STEP_SEQUENCE: {"vr": "SQ", "Value": [step]},
-    }
-    birth = dicom_date(form.get("birth_date", ""), "The birth date")
-    if birth:
-        item[tags.PATIENT_BIRTH_DATE] = element("DA", birth)
-    if sex:
-        item[tags.PATIENT_SEX] = element("CS", sex)
-    if form.get("description"):
-        item[mwl.REQUESTED_PROCEDURE_DESCRIPTION] = element("LO", form["description"][:64])
-    return item
+    try:
+        return StepBody.model_validate(fields).dataset()
+    except ValidationError as exc:
+        raise InvalidInput(
+            "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            )
+        ) from None
 
 
 class Worklists:
@@ -166,8 +164,11 @@ class Worklists:
         require(request, Role.OPERATOR)
         item_id = request.path_params["item"]
         await self._caught_up()
-        if await self.site.context.worklist.item(item_id) is None:
+        item = await self.site.context.worklist.item(item_id)
+        if item is None:
             raise NotFound("no such worklist item (already removed?)")
+        if mwl.is_finished(item.dataset):
+            raise Conflict(f"the step is {mwl.keys_of(item.dataset).status} already")
         event = WorklistItemStatus(item_id=item_id, status=mwl.CANCELED, source=SOURCE)
         await self.site.context.bus.publish(WORKLIST, event.key, event.to_bytes())
         await self.site.record(request, "api", f"worklist item {item_id} canceled")
