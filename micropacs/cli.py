@@ -372,6 +372,67 @@ def users_remove(name: str, **flags: Any) -> None:
     click.echo(f"user {name} removed")
 
 
+@main.command()
+@click.option("--study", "study_uid", required=True, metavar="UID", help="StudyInstanceUID.")
+@click.option("--series", "series_uid", default="", metavar="UID", help="Only this series.")
+@click.option(
+    "--instance", "sop_instance_uid", default="", metavar="UID", help="Only this instance."
+)
+@click.option("--reason", default="", help="Why (kept with the deletion event).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@settings_options
+def delete(
+    study_uid: str, series_uid: str, sop_instance_uid: str, reason: str, yes: bool, **flags: Any
+) -> None:
+    """Delete a study, a series of it (--series) or one instance (--series --instance)."""
+    from micropacs.adapters.factory import open_catalog, open_event_bus
+    from micropacs.deletion import DeletionTarget, request_deletion, validated
+    from micropacs.errors import MicropacsError
+
+    settings = settings_from(**flags)
+    if sop_instance_uid and not series_uid:
+        raise click.UsageError("--instance needs --series")
+    try:
+        target = validated(DeletionTarget(study_uid, series_uid, sop_instance_uid))
+    except MicropacsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    async def count(catalog: Any) -> int:
+        return len(
+            await catalog.locate(
+                study_uids=[target.study_uid],
+                series_uids=[target.series_uid] if target.series_uid else (),
+                sop_instance_uids=[target.sop_instance_uid] if target.sop_instance_uid else (),
+            )
+        )
+
+    instances = int(_catalog_call(settings, count))
+    if not instances:
+        raise click.ClickException(f"the archive holds no such {target.level}")
+    if not yes:
+        click.confirm(f"Delete this {target.level} ({instances} instances)?", abort=True)
+
+    async def go() -> Any:
+        catalog = await open_catalog(settings.catalog_url)
+        try:
+            bus = await open_event_bus(settings.bus_url, settings.kafka)
+            try:
+                return await request_deletion(bus, catalog, target, "cli", reason)
+            finally:
+                await bus.close()
+        finally:
+            await catalog.close()
+
+    try:
+        receipt = asyncio.run(go())
+    except MicropacsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{target.level} deletion {receipt.deletion_id} requested: {receipt.instances}"
+        " instances; the index removes them"
+    )
+
+
 for _service in SERVICES:
     for _command in _service.commands:
         main.add_command(_command)

@@ -80,6 +80,97 @@ class InstanceStored(InstanceRecord):
             raise InvalidInput(f"malformed {cls.type} event: {exc}") from exc
 
 
+DELETIONS = INSTANCE_STORED
+"""Topic of the deletion events: the study's own topic, so that its stores and deletions,
+all keyed by StudyInstanceUID, stay in order on one partition."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Deletion:
+    """What was asked to be removed from the archive, by whom, why and when.
+
+    ``deletion_id`` (a UUID) names the request, so a redelivered event is recognised;
+    ``requested_at`` (ISO 8601, UTC) bounds what it removes: an instance received after
+    it is a newer store of the same UIDs and stays. ``object_prefixes`` are where the
+    target's objects lie in the BlobStore, so a redelivery finds objects whose records
+    are already gone.
+    """
+
+    type: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    deletion_id: str
+    study_instance_uid: str
+    series_instance_uid: str = ""
+    sop_instance_uid: str = ""
+    actor: str
+    reason: str = ""
+    requested_at: str
+    object_prefixes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """The partition key: the study's, like :class:`InstanceStored`'s."""
+        return self.study_instance_uid
+
+    def to_bytes(self) -> bytes:
+        """Encode as the versioned JSON payload."""
+        return _encoded(self, self.type, self.version)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyDeleted(_Deletion):
+    """A whole study is to be removed (``study.deleted``)."""
+
+    type: ClassVar[str] = "study.deleted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesDeleted(_Deletion):
+    """One series of a study is to be removed (``series.deleted``)."""
+
+    type: ClassVar[str] = "series.deleted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceDeleted(_Deletion):
+    """One instance is to be removed (``instance.deleted``)."""
+
+    type: ClassVar[str] = "instance.deleted"
+
+
+DeletionEvent = StudyDeleted | SeriesDeleted | InstanceDeleted
+_DELETION_TYPES: dict[str, type[DeletionEvent]] = {
+    kind.type: kind for kind in (StudyDeleted, SeriesDeleted, InstanceDeleted)
+}
+
+
+def decode_study_event(payload: bytes) -> InstanceStored | DeletionEvent:
+    """Decode an event of the study topic: ``instance.stored`` or a deletion.
+
+    Refuses (InvalidInput) a payload that is not JSON, an unknown type or version,
+    and missing or unexpected fields.
+    """
+    body = _json_object(payload)
+    kind = _DELETION_TYPES.get(str(body.get("type", "")))
+    if kind is None:
+        stored = InstanceStored
+        if body.pop("type", None) != stored.type or body.pop("version", None) != stored.version:
+            raise InvalidInput(f"not a {stored.type} v{stored.version} or deletion event")
+        try:
+            return InstanceStored(**body)
+        except TypeError as exc:
+            raise InvalidInput(f"malformed {InstanceStored.type} event: {exc}") from exc
+    body.pop("type")
+    if body.pop("version", None) != kind.version:
+        raise InvalidInput(f"not a {kind.type} v{kind.version} event")
+    try:
+        prefixes = tuple(str(prefix) for prefix in body.pop("object_prefixes", ()))
+        return kind(**body, object_prefixes=prefixes)
+    except TypeError as exc:
+        raise InvalidInput(f"malformed {kind.type} event: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """An event a consumer gave up on, with where it came from and why."""

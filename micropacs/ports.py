@@ -365,6 +365,24 @@ class Catalog(Protocol):
         """Numbers of patients, studies, series and instances."""
         ...
 
+    async def remove_instances(
+        self,
+        study_uid: str,
+        series_uid: str = "",
+        sop_instance_uid: str = "",
+        received_until: str = "",
+    ) -> list[str]:
+        """Remove a study's instances (of one series, or one instance, where given) that
+        were received no later than ``received_until`` (ISO 8601; "" for all), with the
+        series, study and patient they leave empty; idempotent.
+
+        The computed attributes and :meth:`counts` follow. Atomic per call as the
+        adapter states (docs/operations.md, "Deleting studies"): after a crash the
+        target is either wholly answered or not at all, and calling again finishes it.
+        Returns the object keys of the records this call removed.
+        """
+        ...
+
     async def update_patient(
         self, patient_id: str, issuer_of_patient_id: str, attributes: DicomJson
     ) -> int:

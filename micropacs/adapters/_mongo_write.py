@@ -420,6 +420,12 @@ async def derive_computed(db: AsyncDatabase[Document], patients: Iterable[str]) 
     await _derive_computed(db, _Dirty(patients=set(patients)))
 
 
+async def derive_series(db: AsyncDatabase[Document], series: Iterable[str]) -> None:
+    """Derive the computed attributes of these series and above again (after a removal),
+    deleting those left empty."""
+    await _derive_computed(db, _Dirty(series=set(series)))
+
+
 def listed(value: Any) -> list[str]:
     """An indexed copy (absent, one value or several) as a list."""
     if value is None:

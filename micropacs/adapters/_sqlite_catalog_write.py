@@ -150,6 +150,21 @@ class Batch:
                 "INSERT INTO irregular_columns (name) VALUES (?) ON CONFLICT DO NOTHING", (name,)
             )
 
+    def remove(self, instances: list[tuple[str, str, str]]) -> None:
+        """Remove these instances (SOP Instance, Series and Study UIDs), their counters
+        following and the entities they leave empty with them."""
+        self.conn.executemany(
+            "DELETE FROM instances WHERE sop_instance_uid = ?", [(uid,) for uid, _, _ in instances]
+        )
+        studies = set()
+        for _, series, study in instances:
+            self._count_instance(series, study, -1)
+            studies.add(study)
+        self.sop_classes_dirty.update(studies)
+        self._apply()
+        self._remove_empty(studies, ())
+        self._recompute()
+
     def _filed(self, batch: list[Prepared]) -> list[Prepared]:
         """The batch with each record of a patient the RIS changed filed as it says
         (its demographics, or the survivor of a merge)."""

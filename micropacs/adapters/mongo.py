@@ -30,6 +30,7 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from micropacs.adapters import _mongo_audit as _audit
+from micropacs.adapters import _mongo_delete as _delete
 from micropacs.adapters import _mongo_patients as _patients
 from micropacs.adapters._mongo_checks import MonitorChecks
 from micropacs.adapters._mongo_keys import backfill_keys
@@ -270,6 +271,22 @@ class MongoCatalog:
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 
+    async def remove_instances(
+        self,
+        study_uid: str,
+        series_uid: str = "",
+        sop_instance_uid: str = "",
+        received_until: str = "",
+    ) -> list[str]:
+        """Remove a study's (series', instance's) instances received by ``received_until``,
+        hidden from readers until done (:mod:`._mongo_delete`); their object keys."""
+        try:
+            return await _delete.remove(
+                self._db, study_uid, series_uid, sop_instance_uid, received_until
+            )
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
     async def update_patient(
         self, patient_id: str, issuer_of_patient_id: str, attributes: DicomJson
     ) -> int:
@@ -416,7 +433,7 @@ class MongoCatalog:
         if level is Level.PATIENT:
             return record
         study = doc if level is Level.STUDY else await self._parent("studies", doc["study"], cache)
-        if study is None:
+        if study is None or study.get(_delete.HIDDEN):
             return None
         record.update(study.get("attrs", {}))
         record[tags.STUDY_INSTANCE_UID] = element("UI", study["_id"])
@@ -429,7 +446,7 @@ class MongoCatalog:
         series = (
             doc if level is Level.SERIES else await self._parent("series", doc["series"], cache)
         )
-        if series is None:
+        if series is None or series.get(_delete.HIDDEN):
             return None
         record.update(series.get("attrs", {}))
         record[tags.SERIES_INSTANCE_UID] = element("UI", series["_id"])
@@ -475,6 +492,7 @@ class MongoCatalog:
             and (not series_uids or d["series"] in series_uids)
             and (not patient_ids or d["patient_key"].split("|", 1)[1] in patient_ids)
         ]
+        docs = await self._shown(docs)
         docs.sort(key=lambda d: (d["series"], d.get("instance_number") or 0, d["_id"]))
         changed = await self._changed_patients({d["patient_key"] for d in docs})
         return [
@@ -490,6 +508,19 @@ class MongoCatalog:
             )
             for d in docs
         ]
+
+    async def _shown(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The instance documents whose study and series are not being removed."""
+        projection = {_delete.HIDDEN: 1}
+        try:
+            studies = await by_id(self._db, "studies", {d["study"] for d in docs}, projection)
+            series = await by_id(self._db, "series", {d["series"] for d in docs}, projection)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        hidden = {
+            uid for found in (studies, series) for uid, d in found.items() if d.get(_delete.HIDDEN)
+        }
+        return [d for d in docs if d["study"] not in hidden and d["series"] not in hidden]
 
     async def _changed_patients(self, keys: set[str]) -> dict[str, DicomJson]:
         """The attributes of those of these patients the RIS changed (InstanceLocation)."""

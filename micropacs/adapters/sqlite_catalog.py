@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from micropacs.adapters import _sqlite
 from micropacs.adapters import _sqlite_audit as _audit
+from micropacs.adapters import _sqlite_catalog_delete as _delete
 from micropacs.adapters import _sqlite_catalog_patients as _patients
 from micropacs.adapters._patients import patient_only, with_identity
 from micropacs.adapters._sqlite_catalog_query import Decoder, next_matches, select_sql
@@ -233,6 +234,22 @@ class SqliteCatalog:
             return CatalogCounts(patients, studies, series, instances)
 
         return await self._read(count)
+
+    async def remove_instances(
+        self,
+        study_uid: str,
+        series_uid: str = "",
+        sop_instance_uid: str = "",
+        received_until: str = "",
+    ) -> list[str]:
+        """Remove a study's (series', instance's) instances received by ``received_until``,
+        in one transaction (:mod:`._sqlite_catalog_delete`); their object keys."""
+        return await self._write(
+            lambda conn: _delete.remove(
+                conn, study_uid, series_uid, sop_instance_uid, received_until
+            ),
+            transaction=True,
+        )
 
     async def update_patient(
         self, patient_id: str, issuer_of_patient_id: str, attributes: DicomJson

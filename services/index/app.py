@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
-from micropacs.ports import Catalog, EventBus, Worklist
+from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
 from micropacs.service import (
     BackgroundTask,
     HandlerBinding,
@@ -54,11 +54,13 @@ def build(
     catalog: Catalog,
     registry: CollectorRegistry,
     worklist: Worklist | None = None,
+    blobs: BlobStore | None = None,
 ) -> IndexApp:
     """The index service over the given adapters; with ``worklist``, it also applies the
-    worklist, MPPS and patient events to it."""
+    worklist, MPPS and patient events to it; with ``blobs``, deletions remove the objects
+    too."""
     metrics = IndexMetrics(registry)
-    indexer = Indexer(bus, catalog, metrics, settings.index)
+    indexer = Indexer(bus, catalog, metrics, settings.index, blobs)
     checks: dict[str, Check] = {"event_bus": bus.check, "catalog": catalog.check}
     workflow = None
     if worklist is not None:

@@ -16,13 +16,14 @@ def _build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) 
         adapters.require_catalog(),
         registry,
         adapters.require_worklist(),
+        adapters.require_blobs(),
     )
 
 
 SERVICE = ServiceDescriptor(
     name="index",
-    summary="instance.stored events into the Catalog; worklist, MPPS and patient events into"
-    " the Worklist store",
-    needs=frozenset({Port.EVENT_BUS, Port.CATALOG, Port.WORKLIST}),
+    summary="instance.stored and deletion events into the Catalog (and the BlobStore);"
+    " worklist, MPPS and patient events into the Worklist store",
+    needs=frozenset({Port.EVENT_BUS, Port.CATALOG, Port.WORKLIST, Port.BLOB_STORE}),
     build=_build,
 )

@@ -23,6 +23,22 @@ class IndexMetrics:
             ["type"],
             registry=registry,
         )
+        self.deletions = Counter(
+            "micropacs_index_deletions_total",
+            "Study, series and instance deletions applied, by type.",
+            ["type"],
+            registry=registry,
+        )
+        self.deleted_instances = Counter(
+            "micropacs_index_deleted_instances_total",
+            "Instances removed from the catalog by deletions.",
+            registry=registry,
+        )
+        self.deleted_objects = Counter(
+            "micropacs_index_deleted_objects_total",
+            "Objects removed from the BlobStore by deletions.",
+            registry=registry,
+        )
         self.retries = Counter(
             "micropacs_index_retries_total",
             "Catalog and worklist writes retried after a retryable failure.",
