@@ -26,7 +26,7 @@ from services.admin.web import templating
 from services.admin.web.routes import page_routes
 from tests import dicomdata
 from tests.integration.peers import free_port
-from tests.service.conftest import Running
+from tests.service.conftest import Running, wait_until
 from tests.service.peers import ct_files, store
 
 PAGES = ("/studies", "/nodes", "/worklist", "/procedures", "/status", "/audit", "/users")
@@ -313,3 +313,23 @@ def test_htmx_is_served_from_the_archive_itself(site: Site) -> None:
     served = site.get("/static/vendor/htmx.min.js", role=None)
     assert served.status_code == 200
     assert "htmx" in served.text[:2000]
+
+
+def test_a_study_is_deleted_by_an_administrator_after_confirmation(
+    site: Site, tmp_path: Path
+) -> None:
+    study_uid = stored_study(site.pacs, tmp_path / "deleted", "Smazat^Mě", "to delete")
+    confirm = site.get(f"/studies/{study_uid}/delete")
+    assert confirm.status_code == 200 and "removed from the archive for good" in confirm.text
+    assert site.get(f"/studies/{study_uid}/delete", Role.OPERATOR).status_code == 403
+    refused = site.post(f"/studies/{study_uid}/delete", {"reason": "x"}, Role.OPERATOR)
+    assert refused.status_code == 403
+    deleted = site.post(f"/studies/{study_uid}/delete", {"reason": "duplicate"})
+    assert deleted.status_code == 303
+    assert deleted.headers["location"] == "/studies?deleted=3"
+    assert "its 3 instances are being removed" in site.get(deleted.headers["location"]).text
+    wait_until(
+        lambda: site.get(f"/studies/{study_uid}").status_code == 404, what="the study is gone"
+    )
+    again = site.post(f"/studies/{study_uid}/delete", {"reason": "again"})
+    assert again.status_code == 404

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from micropacs.auth.principal import Role
+from micropacs.deletion import DeletionTarget, request_deletion
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb.responses import ROOT
 from micropacs.errors import InvalidUid, NotFound, Unavailable
@@ -41,6 +42,8 @@ class Browse:
             Route("/studies/{study}", self.study, methods=["GET"]),
             Route("/studies/{study}/series/{series}", self.series, methods=["GET"]),
             Route("/studies/{study}/send", self.send, methods=["POST"]),
+            Route("/studies/{study}/delete", self.confirm_delete, methods=["GET"]),
+            Route("/studies/{study}/delete", self.delete, methods=["POST"]),
             Route("/jobs/{job}", self.job, methods=["GET"]),
         ]
 
@@ -142,6 +145,32 @@ class Browse:
             series=series,
             frames=frames,
         )
+
+    @guarded
+    async def confirm_delete(self, request: Request) -> Response:
+        require(request, Role.ADMINISTRATOR)
+        study_uid = checked_uid(request.path_params["study"], "Study Instance UID")
+        study = await self.one_study(study_uid)
+        return self.site.page(
+            request, "confirm_delete.html", title="Delete this study?", study=study
+        )
+
+    @guarded
+    async def delete(self, request: Request) -> Response:
+        principal = require(request, Role.ADMINISTRATOR)
+        study_uid = checked_uid(request.path_params["study"], "Study Instance UID")
+        reason = (await form_of(request)).get("reason", "")
+        context = self.site.context
+        receipt = await request_deletion(
+            context.bus, context.catalog, DeletionTarget(study_uid), principal.name, reason
+        )
+        await self.site.record(
+            request,
+            "study-deleted",
+            f"deletion {receipt.deletion_id} of {receipt.instances} instances requested",
+            study_uids=(study_uid,),
+        )
+        return see_other(f"/studies?deleted={receipt.instances}")
 
     @guarded
     async def send(self, request: Request) -> Response:
