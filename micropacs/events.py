@@ -166,9 +166,11 @@ def decode_study_event(payload: bytes) -> InstanceStored | DeletionEvent:
         raise InvalidInput(f"not a {kind.type} v{kind.version} event")
     try:
         prefixes = tuple(str(prefix) for prefix in body.pop("object_prefixes", ()))
-        return kind(**body, object_prefixes=prefixes)
-    except TypeError as exc:
+        event = kind(**body, object_prefixes=prefixes)
+        datetime.fromisoformat(event.requested_at)
+    except (TypeError, ValueError) as exc:
         raise InvalidInput(f"malformed {kind.type} event: {exc}") from exc
+    return event
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -25,6 +26,8 @@ class BlobInfo:
 
     key: str
     size: int
+    modified: datetime | None = field(default=None, compare=False)
+    """When the object was last written (UTC; whole seconds on S3), None if unknown."""
 
 
 class BlobStore(Protocol):

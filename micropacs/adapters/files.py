@@ -16,6 +16,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -159,8 +160,12 @@ class FileBlobStore:
 
     async def stat(self, key: str) -> BlobInfo | None:
         """The object's size, or None if it does not exist."""
-        size = await self._stat(self.path_of(key))
-        return None if size is None else BlobInfo(key=key, size=size)
+        path = self.path_of(key)
+        size = await self._stat(path)
+        if size is None:
+            return None
+        modified = await self._run(lambda: path.stat().st_mtime, path=path)
+        return BlobInfo(key=key, size=size, modified=datetime.fromtimestamp(modified, UTC))
 
     async def delete(self, key: str) -> None:
         """Remove the object; removing an absent one is not an error."""

@@ -238,7 +238,7 @@ class S3BlobStore:
             )
         except NotFound:
             return None
-        return BlobInfo(key=key, size=int(info.size))
+        return BlobInfo(key=key, size=int(info.size), modified=info.last_modified)
 
     async def delete(self, key: str) -> None:
         """Remove the object; absent is fine."""

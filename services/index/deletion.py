@@ -7,13 +7,17 @@ after the same UIDs were stored again leaves the new store alone. Then the objec
 go from the BlobStore: those whose records were removed, and those under the
 event's ``object_prefixes`` (a redelivery after a crash between the catalog write
 and the objects' removal finds them there), but never one a live record of the
-catalog still points at. The consumer commits the offset only afterwards.
+catalog still points at, nor one written after the request: the same UIDs stored again
+while the deletion waited (a replay of the study's events from before the deletion
+overwrites the catalog's newer record for a moment, and only the object's own write
+time tells). The consumer commits the offset only afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from functools import partial
 
 from micropacs.events import DeletionEvent
@@ -85,7 +89,26 @@ class DeletionApplier:
         if not found:
             return found
         live = await self._catalog.locate(study_uids=[event.study_instance_uid])
-        return found - {location.object_key for location in live}
+        found -= {location.object_key for location in live}
+        requested = datetime.fromisoformat(event.requested_at)
+        for key in sorted(found):
+            info = await blobs.stat(key)
+            if info is not None and written_after(info.modified, requested):
+                found.discard(key)  # stored again since: its event follows this one
+        return found
+
+
+def written_after(modified: datetime | None, requested: datetime) -> bool:
+    """Whether an object last written at ``modified`` may have been written after the
+    deletion was requested. S3 gives whole seconds (cut, not rounded): an object of the
+    request's own second may be newer, and is kept."""
+    if modified is None:
+        return False
+    if requested.tzinfo is None:
+        requested = requested.replace(tzinfo=UTC)
+    if modified.microsecond == 0:
+        return modified >= requested.replace(microsecond=0)
+    return modified > requested
 
 
 def _ids(event: DeletionEvent) -> dict[str, str]:
