@@ -11,7 +11,6 @@ docs/screenshots/).
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -163,8 +162,6 @@ def test_a_study_found_sent_and_deleted_through_the_browser(
     screenshots.take(page, "send")
     wait_for(lambda: len(list(received.glob("*"))) == INSTANCES, "storescp received every instance")
 
-    if importlib.util.find_spec("micropacs.deletion") is None:
-        pytest.skip("deletion (micropacs.deletion.request_deletion) is not in the archive yet")
     page.get_by_role("link", name="Delete study…").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_be_visible()

@@ -19,11 +19,13 @@ from pydicom import dcmread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from micropacs.auth.browser import LoginEvent, login_routes
 from micropacs.auth.gate import Gate, authenticator
 from micropacs.auth.principal import Role
+from micropacs.auth.session import shared_sessions
 from micropacs.http import build_http_app
 from services.admin.web import templating
-from services.admin.web.routes import page_routes
+from services.admin.web.routes import login_renderer, page_routes
 from tests import dicomdata
 from tests.integration.peers import free_port
 from tests.service.conftest import Running, wait_until
@@ -333,3 +335,75 @@ def test_a_study_is_deleted_by_an_administrator_after_confirmation(
     )
     again = site.post(f"/studies/{study_uid}/delete", {"reason": "again"})
     assert again.status_code == 404
+
+
+def test_a_logged_in_browser_sends_the_session_csrf_token_with_every_form(
+    pacs: Running,
+) -> None:
+    settings = pacs.settings.model_copy(deep=True)
+    settings.auth.backend = "local"
+    context = pacs.admin.context
+    sessions = shared_sessions(settings.auth)
+    events: list[str] = []
+
+    async def report(event: LoginEvent) -> None:
+        events.append(event.kind)
+
+    gate = Middleware(
+        Gate,
+        authenticate=authenticator(settings, pacs.catalog, sessions),
+        metrics_open=False,
+        basic=False,
+    )
+    routes = [
+        *login_routes(sessions, report, credentials=context.credentials, render=login_renderer()),
+        *page_routes(context),
+    ]
+    app = build_http_app(pacs.registry, {}, routes, access=gate)
+    pacs.loop_call(context.credentials.set_user("technik", "dlouhé heslo 123", Role.OPERATOR))
+
+    def field(page: str, name: str) -> str:
+        found = re.search(rf'name="{name}" value="([^"]*)"', page)
+        assert found is not None, name
+        return found.group(1)
+
+    async def walk() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pacs") as browser:
+            login = await browser.get("/login?next=/nodes", headers={"Accept": "text/html"})
+            assert login.status_code == 200
+            assert 'for="f-username">User name' in login.text  # the pages' own template
+            assert "content-security-policy" in login.headers
+            form = {
+                "username": "technik",
+                "password": "dlouhé heslo 123",
+                "csrf_token": field(login.text, "csrf_token"),
+                "next": "/nodes",
+            }
+            wrong = await browser.post("/login", data={**form, "password": "x" * 12})
+            assert wrong.status_code == 401 and "not right" in wrong.text
+            form["csrf_token"] = field(wrong.text, "csrf_token")
+            logged_in = await browser.post("/login", data=form)
+            assert logged_in.status_code == 303 and logged_in.headers["location"] == "/nodes"
+            worklist = await browser.get("/worklist")
+            token = field(worklist.text, "csrf_token")
+            assert token and f'{{"X-CSRF-Token": "{token}"}}' in worklist.text
+            assert "Log out" in worklist.text and "technik (operator)" in worklist.text
+            item = {
+                "patient_name": "Nováková^Jana",
+                "patient_id": "CZ-2",
+                "accession": "ACC-78",
+                "modality": "CT",
+                "start": "2026-12-03T09:00",
+            }
+            refused = await browser.post("/worklist", data=item)
+            assert refused.status_code == 403 and "CSRF" in refused.text
+            scheduled = await browser.post("/worklist", data={**item, "csrf_token": token})
+            assert scheduled.status_code == 303
+            logout = await browser.post("/logout", data={"csrf_token": token})
+            assert logout.status_code in (200, 303)
+            after = await browser.get("/worklist", headers={"Accept": "text/html"})
+            assert after.status_code == 303 and after.headers["location"].startswith("/login")
+
+    pacs.loop_call(walk())
+    assert events == ["login-failed", "login", "logout"]
