@@ -184,10 +184,14 @@ def test_a_study_found_sent_and_deleted_through_the_browser(
         expect(page.locator("h1")).to_be_visible()
         screenshots.take(page, path.strip("/"))
 
-    page.goto(f"{server.http}/audit")
-    records = page.get_by_role("table", name="Audit records")
-    for kind in ("login", "node-changed", "study-sent", "study-deleted"):
-        expect(records.get_by_role("cell", name=kind, exact=True).first).to_be_visible()
-    expect(records).to_contain_text("node WORKSTATION verified")
+    # The index stores audit records as it consumes them: reload until every one is there.
+    wanted = ("login", "node-changed", "study-sent", "study-deleted", "node WORKSTATION verified")
+
+    def audited() -> bool:
+        page.goto(f"{server.http}/audit")
+        shown = page.get_by_role("table", name="Audit records").inner_text()
+        return all(text in shown for text in wanted)
+
+    wait_for(audited, f"the audit page shows {', '.join(wanted)}")
     screenshots.take(page, "audit")
     assert len(files) == INSTANCES
