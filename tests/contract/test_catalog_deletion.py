@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from micropacs.dicom import tags
 from micropacs.dicom.levels import Level
 from micropacs.ports import Catalog, CatalogCounts
@@ -122,3 +124,48 @@ def test_removing_an_unknown_study_removes_nothing(catalog: Catalog, run: Runner
     _two_studies(catalog, run)
     assert run(catalog.remove_instances(uid(9))) == []
     assert run(catalog.counts()).instances == 4
+
+
+def test_mongodb_a_removal_cut_short_stays_hidden_until_it_is_finished(
+    catalog: Catalog, run: Runner
+) -> None:
+    """The state a crash leaves mid-removal: the study marked hidden, some of its
+    instances deleted, its series still listing them."""
+    from micropacs.adapters._mongo_delete import HIDDEN
+    from micropacs.adapters.mongo import MongoCatalog
+
+    if not isinstance(catalog, MongoCatalog):
+        pytest.skip("MongoDB catalog only")
+    _two_studies(catalog, run)
+    run(catalog._db.studies.update_one({"_id": uid(1)}, {"$set": {HIDDEN: True}}))
+    run(catalog._db.instances.delete_one({"_id": uid(1, 1, 1)}))
+    study = {STUDY_UID: {"vr": "UI", "Value": [uid(1)]}}
+    assert find(run, catalog, Level.STUDY, study) == []
+    assert find(run, catalog, Level.IMAGE, study) == []
+    assert run(catalog.locate(study_uids=[uid(1)])) == []
+
+    keys = run(catalog.remove_instances(uid(1), received_until=REQUESTED))
+    assert sorted(keys) == sorted([instance(1, 1, 2).object_key, instance(1, 2, 1).object_key])
+    assert run(catalog.counts()) == CatalogCounts(patients=1, studies=1, series=1, instances=1)
+    (patient,) = find(run, catalog, Level.PATIENT, {PATIENT_ID: {"vr": "LO"}})
+    assert int(first(patient, tags.NUMBER_OF_PATIENT_RELATED_INSTANCES)) == 1
+
+
+def test_mongodb_a_study_hidden_when_a_crash_came_after_its_removal_is_shown_again(
+    catalog: Catalog, run: Runner
+) -> None:
+    """A crash after the removal of what a deletion covered, before the study holding a
+    newer instance was shown again: the redelivered event shows it."""
+    from micropacs.adapters._mongo_delete import HIDDEN
+    from micropacs.adapters.mongo import MongoCatalog
+
+    if not isinstance(catalog, MongoCatalog):
+        pytest.skip("MongoDB catalog only")
+    newer = replace(instance(1, 1, 1), received_at="2024-01-17T00:00:00+00:00")
+    run(catalog.upsert_instances([newer]))
+    run(catalog._db.studies.update_one({"_id": uid(1)}, {"$set": {HIDDEN: True}}))
+    assert run(catalog.locate(study_uids=[uid(1)])) == []
+    assert run(catalog.remove_instances(uid(1), received_until=REQUESTED)) == []
+    assert [loc.sop_instance_uid for loc in run(catalog.locate(study_uids=[uid(1)]))] == [
+        uid(1, 1, 1)
+    ]
