@@ -150,8 +150,8 @@ spec:
             - name: MICROPACS_WORKLIST__MISSING_IMAGES_AFTER
               value: {{ $values.missingImagesAfter | quote }}
             {{- end }}
-            {{- /* Only the services that keep objects get the object store's credentials. */}}
-            {{- if has .service (list "ingest" "qr") }}
+            {{- /* Only the services that keep or delete objects get the object store's credentials. */}}
+            {{- if has .service (list "ingest" "index" "qr") }}
             - name: MICROPACS_S3__ACCESS_KEY
               valueFrom:
                 secretKeyRef: {name: {{ include "micropacs.s3Secret" $root }}, key: accessKey}
