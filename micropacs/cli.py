@@ -385,9 +385,13 @@ def delete(
     study_uid: str, series_uid: str, sop_instance_uid: str, reason: str, yes: bool, **flags: Any
 ) -> None:
     """Delete a study, a series of it (--series) or one instance (--series --instance)."""
+    from prometheus_client import CollectorRegistry
+
     from micropacs.adapters.factory import open_catalog, open_event_bus
+    from micropacs.audit import AuditTrail, audit_metrics
     from micropacs.deletion import DeletionTarget, request_deletion, validated
     from micropacs.errors import MicropacsError
+    from micropacs.events import AuditRecorded, Outcome
 
     settings = settings_from(**flags)
     if sop_instance_uid and not series_uid:
@@ -417,7 +421,19 @@ def delete(
         try:
             bus = await open_event_bus(settings.bus_url, settings.kafka)
             try:
-                return await request_deletion(bus, catalog, target, "cli", reason)
+                receipt = await request_deletion(bus, catalog, target, "cli", reason)
+                trail = AuditTrail(bus, audit_metrics(CollectorRegistry()))
+                await trail.record(
+                    AuditRecorded(
+                        kind="study-deleted",
+                        outcome=Outcome.SUCCESS,
+                        actor="cli",
+                        role=Role.ADMINISTRATOR.value,
+                        study_uids=(target.study_uid,),
+                        detail=f"{target.level} deletion {receipt.deletion_id}: {reason}",
+                    )
+                )
+                return receipt
             finally:
                 await bus.close()
         finally:

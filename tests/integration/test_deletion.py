@@ -9,14 +9,16 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from unittest.mock import patch
 
 import pytest
 from pydicom import dcmread
 
-from micropacs.adapters.factory import open_blob_store, open_catalog
+from micropacs.adapters.factory import open_blob_store, open_catalog, open_event_bus
 from micropacs.config import Settings
+from micropacs.events import AUDIT, AuditRecorded
 from micropacs.ports import CatalogCounts, InstanceLocation
 from tests import dicomdata
 from tests.integration.peers import find_matches, find_stored, findscu, storescu
@@ -67,6 +69,29 @@ def objects(server: Server, prefix: str = "") -> list[str]:
     return asyncio.run(read())
 
 
+def audited(server: Server, kind: str, timeout: float = 30) -> AuditRecorded:
+    """The first audit record of ``kind`` on the server's bus, waited for (a new Kafka
+    group is assigned its partitions a moment after it joins)."""
+
+    async def read() -> AuditRecorded:
+        settings = settings_of(server)
+        bus = await open_event_bus(settings.bus_url, settings.kafka)
+        consumer = await bus.consumer(AUDIT, f"reader-{uuid.uuid4().hex}")
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                for record in await consumer.poll(1000, 0.5):
+                    event = AuditRecorded.from_bytes(record.value)
+                    if event.kind == kind:
+                        return event
+            raise AssertionError(f"no {kind} audit record in {timeout} s")
+        finally:
+            await consumer.close()
+            await bus.close()
+
+    return asyncio.run(read())
+
+
 def delete(server: Server, *args: str, answer: str | None = None) -> tuple[int, str]:
     """``micropacs delete ARGS`` against the server's stores: exit code and output."""
     result = subprocess.run(
@@ -112,6 +137,9 @@ def test_a_deleted_study_is_found_no_more_and_its_objects_are_gone(
     assert len(objects(fresh_server)) == 2
     assert all(study not in key for key in objects(fresh_server))
     assert counts(fresh_server) == CatalogCounts(patients=1, studies=1, series=1, instances=2)
+    record = audited(fresh_server, "study-deleted")
+    assert (record.actor, record.study_uids) == ("cli", (study,))
+    assert "wrong patient" in record.detail
 
 
 def test_deleting_a_series_and_an_instance(fresh_server: Server, tmp_path: Path) -> None:
