@@ -155,7 +155,7 @@ def test_a_study_found_sent_and_deleted_through_the_browser(
     screenshots.take(page, "nodes")
 
     page.goto(f"{server.http}/studies/{study_uid}")
-    page.get_by_label("Node").select_option("WORKSTATION")
+    page.get_by_label("Node", exact=True).select_option("WORKSTATION")
     page.get_by_role("button", name="Send", exact=True).click()
     expect(page.locator(".job[data-state=completed]")).to_be_visible()
     expect(page.locator(".job")).to_contain_text(f"{INSTANCES} of {INSTANCES} sent")
