@@ -457,6 +457,43 @@ class WorklistSettings(BaseModel):
         return value
 
 
+class AdminSettings(BaseModel):
+    """The admin service: its REST API, send jobs and status page."""
+
+    dicomweb_url: str = Field(
+        "",
+        description="Base URL of the qr service's DICOMweb (ending in /dicom-web) for the"
+        " thumbnails of series; empty: the same origin as the admin API (micropacs serve).",
+    )
+    service_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="For separate deployments: each service's HTTP base URL by name, whose"
+        " /healthz and /readyz the status shows; empty: this process's own readiness.",
+    )
+    max_jobs: int = Field(
+        100, ge=1, description="Send jobs kept in memory; the oldest finished ones go first."
+    )
+    send_timeout: float = Field(
+        30.0, gt=0, description="Seconds to connect, associate or wait for a DIMSE answer."
+    )
+    page_limit: int = Field(
+        200, ge=1, description="Most studies, series or instances one page of a listing holds."
+    )
+    viewer_url: str = Field(
+        "",
+        description="URL template of a study in a web viewer, with {study_uid} in it (OHIF:"
+        " https://viewer/viewer?StudyInstanceUIDs={study_uid}); the web UI's Study page links"
+        " to it. Empty: no link.",
+    )
+
+    @field_validator("viewer_url")
+    @classmethod
+    def _viewer_url(cls, value: str) -> str:
+        if value and ("{study_uid}" not in value or not value.startswith(("https://", "http://"))):
+            raise ValueError("an http(s) URL with {study_uid} in it, or empty")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything a micropacs process may need; each service reads its part."""
 
@@ -484,6 +521,7 @@ class Settings(BaseSettings):
     query: QuerySettings = Field(default_factory=QuerySettings)
     read_barrier: ReadBarrierSettings = Field(default_factory=ReadBarrierSettings)
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
 
     @property
     def blob_url(self) -> str:

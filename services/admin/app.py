@@ -10,16 +10,19 @@ from prometheus_client import CollectorRegistry
 from pynetdicom import AE
 from starlette.routing import BaseRoute, Mount
 
+from micropacs.audit import AuditTrail, audit_metrics
 from micropacs.auth.local import LocalCredentials
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
+from micropacs.query import QueryService
 from micropacs.service import Adapters, BackgroundTask, HandlerBinding
 from services.admin.api import PREFIX, build_api
 from services.admin.context import AdminContext
+from services.admin.dicom_client import Associations
 from services.admin.jobs import SendJobs
-
-MAX_JOBS = 100
+from services.admin.sending import Sender
+from services.admin.web.routes import page_routes
 
 
 @dataclass
@@ -39,7 +42,7 @@ class AdminApp:
 
     def web_routes(self) -> list[BaseRoute]:
         """The REST API under ``/api`` and the web UI's pages."""
-        return [Mount(PREFIX, app=self.api)]
+        return [Mount(PREFIX, app=self.api), *page_routes(self.context)]
 
     def background(self) -> list[BackgroundTask]:
         """None: send jobs run as tasks of the requests that start them."""
@@ -53,6 +56,10 @@ def build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -
     bus = adapters.require_bus()
     worklist = adapters.require_worklist()
     blobs = adapters.require_blobs()
+    query = QueryService(
+        catalog, settings.query, settings.dicom.ae_title, adapters.barrier, reader="admin"
+    )
+    associations = Associations(settings.dicom, settings.admin.send_timeout)
     context = AdminContext(
         settings=settings,
         catalog=catalog,
@@ -60,12 +67,21 @@ def build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -
         worklist=worklist,
         blobs=blobs,
         credentials=LocalCredentials(catalog),
-        jobs=SendJobs(MAX_JOBS),
+        jobs=SendJobs(settings.admin.max_jobs),
         registry=registry,
+        query=query,
+        sender=Sender(catalog, blobs, associations),
+        associations=associations,
+        audit=AuditTrail(bus, audit_metrics(registry)),
         barrier=adapters.barrier,
     )
     return AdminApp(
         context=context,
         api=build_api(context),
-        checks={"catalog": catalog.check, "event_bus": bus.check, "worklist": worklist.check},
+        checks={
+            "catalog": catalog.check,
+            "event_bus": bus.check,
+            "worklist": worklist.check,
+            "blob_store": blobs.check,
+        },
     )

@@ -6,11 +6,15 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from micropacs.audit import AuditTrail
 from micropacs.auth.local import LocalCredentials
 from micropacs.config import Settings
 from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
+from micropacs.query import QueryService
 from micropacs.read_barrier import ReadBarrier
+from services.admin.dicom_client import Associations
 from services.admin.jobs import SendJobs
+from services.admin.sending import Sender
 
 
 @dataclass(frozen=True)
@@ -28,5 +32,13 @@ class AdminContext:
     """This process's send jobs."""
     registry: CollectorRegistry
     """The process's metrics registry (the status page reads rates from it)."""
+    query: QueryService
+    """Studies, series and instances as C-FIND and QIDO-RS match them."""
+    sender: Sender
+    """Runs the send jobs."""
+    associations: Associations
+    """Opens associations to nodes (C-ECHO)."""
+    audit: AuditTrail | None = None
+    """Where every action is recorded (None: not recorded)."""
     barrier: ReadBarrier | None = None
     """Where reads of what the index writes wait (None: the catalog as it is)."""

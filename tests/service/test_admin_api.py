@@ -1,0 +1,178 @@
+"""The admin REST API served over HTTP behind the authentication gate, as the runtime
+serves it: roles, nodes, C-ECHO and send to a real DCMTK storescp, browse, ZIP download."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.middleware import Middleware
+
+from micropacs.auth.gate import Gate, authenticator
+from micropacs.auth.principal import Role
+from micropacs.http import HttpServer, build_http_app
+from tests.integration.peers import free_port, wait_for_port
+from tests.service.conftest import HOST, Running, StartPacs, wait_until
+from tests.service.peers import ct_files, dataset_body, store
+
+
+@pytest.fixture
+def served(start_pacs: StartPacs) -> Iterator[tuple[Running, str]]:
+    pacs = start_pacs()
+    settings = pacs.settings.model_copy(deep=True)
+    settings.auth.backend = "local"
+    routes = [route for app in pacs.apps for route in app.web_routes()]
+    gate = Middleware(
+        Gate, authenticate=authenticator(settings, pacs.catalog), metrics_open=True, basic=True
+    )
+    app = build_http_app(pacs.registry, {}, routes, access=gate)
+    server = HttpServer(app, HOST, 0, settings.http)
+
+    async def start() -> int:
+        return await server.start()
+
+    port = pacs.loop_call(start())
+    yield pacs, f"http://{HOST}:{port}"
+    pacs.loop_call(server.stop())
+
+
+def token(pacs: Running, role: Role) -> dict[str, str]:
+    text, _ = pacs.loop_call(pacs.admin.context.credentials.create_token(role))
+    return {"Authorization": f"Bearer {text}"}
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    folder = tmp_path / "received"
+    folder.mkdir()
+    port = free_port()
+    process = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "-od", str(folder), "+xa", str(port)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    try:
+        wait_for_port(port, process)
+        yield port, folder
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_roles_are_enforced(served: tuple[Running, str]) -> None:
+    pacs, base = served
+    node = {"ae_title": "CT1", "host": "127.0.0.1", "port": 104}
+    with httpx.Client(base_url=base) as client:
+        missing = client.get("/api/nodes")
+        assert missing.status_code == 401 and missing.json()["error"]
+        viewer = token(pacs, Role.VIEWER)
+        assert client.get("/api/nodes", headers=viewer).json() == []
+        refused = client.post("/api/nodes", json=node, headers=viewer)
+        assert refused.status_code == 403 and "viewer" in refused.json()["error"]
+        operator = token(pacs, Role.OPERATOR)
+        refused = client.post("/api/nodes", json=node, headers=operator)
+        assert refused.status_code == 403 and "administrator" in refused.json()["error"]
+        assert client.get("/api/users", headers=operator).status_code == 403
+        assert client.get("/api/openapi.json", headers=viewer).json()["paths"]
+
+
+def test_nodes_are_validated(served: tuple[Running, str]) -> None:
+    pacs, base = served
+    admin = token(pacs, Role.ADMINISTRATOR)
+    with httpx.Client(base_url=base, headers=admin) as client:
+        for bad in (
+            {"ae_title": "A" * 17, "host": "h", "port": 104},
+            {"ae_title": "BAD\\AE", "host": "h", "port": 104},
+            {"ae_title": "CT1", "host": "h", "port": 70000},
+            {"ae_title": "CT1", "host": "h", "port": 104, "allowed_from": ["not-a-cidr"]},
+        ):
+            answer = client.post("/api/nodes", json=bad)
+            assert answer.status_code == 422, bad
+            assert answer.json()["error"]
+        full = {
+            "ae_title": "CT1",
+            "host": "ct1.example",
+            "port": 11112,
+            "tls": False,
+            "issuer_of_patient_id": "HOSP",
+            "issuer_of_accession_number": "RIS",
+            "user_id": "ct",
+            "storage_group": "ct",
+            "ae_group": "diagnostic",
+            "description": "CT console",
+            "store": True,
+            "query": False,
+            "retrieve": True,
+            "move_destination": False,
+            "allowed_from": ["10.1.2.0/24"],
+            "from_host": True,
+            "tls_certificates": [],
+        }
+        assert client.post("/api/nodes", json=full).status_code == 201
+        assert client.post("/api/nodes", json=full).status_code == 409
+        assert client.get("/api/nodes/CT1").json() == full
+        edited = {k: v for k, v in full.items() if k != "ae_title"} | {"port": 4006}
+        assert client.put("/api/nodes/CT1", json=edited).json()["port"] == 4006
+        assert client.put("/api/nodes/NOPE", json=edited).status_code == 404
+        assert client.post("/api/nodes/NOPE/verify").status_code == 404
+        assert client.delete("/api/nodes/CT1").status_code == 204
+        assert client.delete("/api/nodes/CT1").status_code == 404
+
+
+def test_verify_send_browse_and_download(
+    served: tuple[Running, str], storescp: tuple[int, Path], tmp_path: Path
+) -> None:
+    pacs, base = served
+    port, received = storescp
+    files = ct_files(tmp_path / "study", 3)
+    assert store(pacs, *files) == [0, 0, 0]
+    from pydicom import dcmread
+
+    study_uid = str(dcmread(files[0]).StudyInstanceUID)
+    admin = token(pacs, Role.ADMINISTRATOR)
+    with httpx.Client(base_url=base, headers=admin, timeout=30) as client:
+        node = {"ae_title": "STORESCP", "host": HOST, "port": port}
+        assert client.post("/api/nodes", json=node).status_code == 201
+        echoed = client.post("/api/nodes/STORESCP/verify").json()
+        assert echoed["reachable"] and echoed["status"] == 0 and echoed["round_trip_ms"] > 0
+        closed = {"ae_title": "GONE", "host": HOST, "port": free_port()}
+        assert client.post("/api/nodes", json=closed).status_code == 201
+        gone = client.post("/api/nodes/GONE/verify").json()
+        assert not gone["reachable"] and gone["status"] is None and gone["reason"]
+
+        pacs.wait_indexed([str(dcmread(f).SOPInstanceUID) for f in files])
+        studies = client.get("/api/studies", params={"limit": 10}).json()
+        assert [s["StudyInstanceUID"] for s in studies["items"]] == [study_uid]
+        assert client.get("/api/studies", params={"limit": 0}).status_code == 422
+        assert client.get("/api/studies/1.2.x").status_code == 400
+        detail = client.get(f"/api/studies/{study_uid}").json()
+        assert detail["series"][0]["thumbnail"].endswith("/thumbnail")
+
+        job = client.post(f"/api/studies/{study_uid}/send", json={"destination": "STORESCP"})
+        assert job.status_code == 202
+        job_id = job.json()["id"]
+
+        def finished() -> dict[str, object] | None:
+            shown: dict[str, object] = client.get(f"/api/jobs/{job_id}").json()
+            return shown if shown["state"] in ("completed", "failed") else None
+
+        done = wait_until(finished, 30, "the send job ended")
+        assert done is not None
+        assert done["state"] == "completed" and done["sent"] == 3 and done["failed"] == 0
+        assert len(list(received.iterdir())) == 3
+        unknown = client.post(f"/api/studies/{study_uid}/send", json={"destination": "NOPE"})
+        assert unknown.status_code == 404
+
+        archive = client.get(f"/api/studies/{study_uid}/archive")
+        assert archive.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as opened:
+            assert opened.testzip() is None
+            members = {Path(name).stem: opened.read(name) for name in opened.namelist()}
+        for path in files:
+            # The stored Part 10 file: our File Meta, the received data set byte for byte.
+            assert members[str(dcmread(path).SOPInstanceUID)].endswith(dataset_body(path))
