@@ -176,3 +176,40 @@ def test_verify_send_browse_and_download(
         for path in files:
             # The stored Part 10 file: our File Meta, the received data set byte for byte.
             assert members[str(dcmread(path).SOPInstanceUID)].endswith(dataset_body(path))
+
+
+def test_users_tokens_status_and_refusals(served: tuple[Running, str]) -> None:
+    pacs, base = served
+    admin = token(pacs, Role.ADMINISTRATOR)
+    with httpx.Client(base_url=base, headers=admin) as client:
+        created = client.post("/api/tokens", json={"role": "viewer", "description": "wall"})
+        assert created.status_code == 201
+        text, token_id = created.json()["token"], created.json()["name"]
+        assert "token" not in client.get("/api/tokens").json()[0]
+        as_new = {"Authorization": f"Bearer {text}"}
+        assert client.get("/api/nodes", headers=as_new).status_code == 200
+        assert client.get("/api/users", headers=as_new).status_code == 403
+        assert client.delete(f"/api/tokens/{token_id}").status_code == 204
+        assert client.get("/api/nodes", headers=as_new).status_code == 401
+
+        user = {"name": "tech", "password": "a long password", "role": "viewer"}
+        assert client.post("/api/users", json=user).status_code == 201
+        assert client.post("/api/users", json=user).status_code == 409
+        short = client.post("/api/users", json=user | {"name": "x", "password": "short"})
+        assert short.status_code == 400 and "characters" in short.json()["error"]
+        changed = client.put("/api/users/tech/role", json={"role": "operator"})
+        assert changed.json()["role"] == "operator"
+        assert client.put("/api/users/tech/role", json={"role": "god"}).status_code == 422
+        assert client.delete("/api/users/tech").status_code == 204
+        assert client.delete("/api/users/tech").status_code == 404
+
+        status = client.get("/api/status").json()
+        assert status["ready"] is True and status["catalog"]["studies"] == 0
+        assert client.get("/api/studies", params={"limit": 5000}).status_code == 422
+        assert client.get("/api/studies", params={"date_from": "2024"}).status_code == 422
+        assert client.delete("/api/studies/not-a-uid").status_code == 400
+        assert client.get("/api/jobs/nope").status_code == 404
+    operator = token(pacs, Role.OPERATOR)
+    with httpx.Client(base_url=base, headers=operator) as client:
+        assert client.delete("/api/studies/1.2.3").status_code == 403
+        assert client.get("/api/audit").status_code == 403
