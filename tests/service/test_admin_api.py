@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from micropacs.auth.gate import Gate, authenticator
 from micropacs.auth.principal import Role
 from micropacs.http import HttpServer, build_http_app
+from tests import dicomdata
 from tests.integration.peers import free_port, wait_for_port
 from tests.service.conftest import HOST, Running, StartPacs, wait_until
 from tests.service.peers import ct_files, dataset_body, store
@@ -213,3 +214,60 @@ def test_users_tokens_status_and_refusals(served: tuple[Running, str]) -> None:
     with httpx.Client(base_url=base, headers=operator) as client:
         assert client.delete("/api/studies/1.2.3").status_code == 403
         assert client.get("/api/audit").status_code == 403
+
+
+def test_search_and_worklist(served: tuple[Running, str], tmp_path: Path) -> None:
+    pacs, base = served
+    older = dicomdata.StudySpec(
+        patient_name="Dvořák^Antonín", patient_id="CZ1", study_date="20230101", charset="ISO_IR 192"
+    )
+    newer = dicomdata.StudySpec(patient_name="Doe^Jane", patient_id="D2", study_date="20240601")
+    files = [*ct_files(tmp_path / "a", 1, study=older), *ct_files(tmp_path / "b", 1, study=newer)]
+    assert store(pacs, *files) == [0, 0]
+    from pydicom import dcmread
+
+    pacs.wait_indexed([str(dcmread(f).SOPInstanceUID) for f in files])
+    operator = token(pacs, Role.OPERATOR)
+    with httpx.Client(base_url=base, headers=operator) as client:
+        every = client.get("/api/studies").json()
+        assert [s["PatientID"] for s in every["items"]] == ["D2", "CZ1"]  # newest first
+        czech = client.get("/api/studies", params={"patient_name": "Dvořák*"}).json()
+        assert [s["PatientName"] for s in czech["items"]] == ["Dvořák^Antonín"]
+        ranged = client.get("/api/studies", params={"date_from": "20240101"}).json()
+        assert [s["PatientID"] for s in ranged["items"]] == ["D2"]
+        paged = client.get("/api/studies", params={"limit": 1, "offset": 1}).json()
+        assert paged["total"] == 2 and [s["PatientID"] for s in paged["items"]] == ["CZ1"]
+
+        step = {
+            "patient_id": "CZ1",
+            "patient_name": "Dvořák^Antonín",
+            "accession_number": "ACC9",
+            "requested_procedure_id": "RP9",
+            "modality": "CT",
+            "station_ae_title": "CT1",
+            "start_date": "20991231",
+            "step_id": "S9",
+        }
+        scheduled = client.post("/api/scheduled-steps", json=step)
+        assert scheduled.status_code == 201
+        item_id = scheduled.json()["id"]
+        assert (
+            client.post("/api/scheduled-steps", json=step | {"modality": "ct!"}).status_code == 422
+        )
+
+        def listed() -> list[dict[str, object]]:
+            found: list[dict[str, object]] = client.get(
+                "/api/scheduled-steps", params={"accession": "ACC9"}
+            ).json()
+            return found
+
+        assert wait_until(listed, 15, "the item listed")[0]["patient_name"] == "Dvořák^Antonín"
+        assert client.post(f"/api/scheduled-steps/{item_id}/cancel").status_code == 200
+
+        def canceled() -> bool:
+            return bool(listed()) and listed()[0]["status"] == "CANCELED"
+
+        wait_until(canceled, 15, "the item canceled")
+        assert client.post(f"/api/scheduled-steps/{item_id}/cancel").status_code == 409
+        assert client.post("/api/scheduled-steps/nope/cancel").status_code == 404
+        assert client.get("/api/performed-steps").json() == []
