@@ -5,7 +5,7 @@ and the MongoDB-compatible catalog, against DCMTK's storescp in the same run.
   associations, 1,000 CT 512×512, as a ratio to storescp, and of ``micropacs serve``
   on the embedded stores;
 - store-to-queryable latency: from each C-STORE response to the instance being
-  found by C-FIND (p50, p95);
+  found by C-FIND (p50, p95), on the stack and on ``micropacs serve``;
 - index throughput replaying 100,000 instance.stored events;
 - peak RSS of each service process.
 
@@ -33,6 +33,7 @@ from bench.common import (
     free_port,
     peak_rss_bytes,
     save,
+    start_serve,
     stop,
     summary_ms,
     wait_port,
@@ -107,18 +108,40 @@ def pipeline_rate(
     return {"images_per_s": round(len(files) / seconds, 1), "peak_rss_mb": peaks}
 
 
-def store_to_queryable(stack: servers.Stack, work: Path, samples: int) -> dict[str, Any]:
+def store_to_queryable(stack: servers.Stack, work: Path, samples: int) -> dict[str, float]:
     env = stack_env(stack, "latency")
     data = work / "latency"
     data.mkdir()
-    shared = env
     ingest_port, qr_port = free_port(), free_port()
     processes = [
-        service("ingest", shared, data, ingest_port, free_port()),
-        service("index", shared, data, None, free_port()),
-        service("qr", shared, data, qr_port, free_port()),
+        service("ingest", env, data, ingest_port, free_port()),
+        service("index", env, data, None, free_port()),
+        service("qr", env, data, qr_port, free_port()),
     ]
-    files = dicomdata.make_ct_series(work / "latency-ct", samples, rows=256, cols=256)
+    try:
+        return queryable_latency(ingest_port, qr_port, work / "latency-ct", samples)
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def store_to_queryable_embedded(work: Path, samples: int) -> dict[str, float]:
+    data = work / "latency-embedded" / "data"
+    data.mkdir(parents=True)
+    port = free_port()
+    server = start_serve(data, port, free_port())
+    try:
+        return queryable_latency(port, port, work / "latency-embedded-ct", samples)
+    finally:
+        stop(server)
+
+
+def queryable_latency(
+    ingest_port: int, qr_port: int, folder: Path, samples: int
+) -> dict[str, float]:
+    """From each C-STORE response to a C-FIND finding the instance, over two held
+    associations, one instance at a time."""
+    files = dicomdata.make_ct_series(folder, samples, rows=256, cols=256)
     ae = AE(ae_title="BENCH")
     ae.add_requested_context(CT)
     ae.add_requested_context(FIND)
@@ -147,8 +170,6 @@ def store_to_queryable(stack: servers.Stack, work: Path, samples: int) -> dict[s
     finally:
         store.release()
         find.release()
-        for process in processes:
-            stop(process)
     return summary_ms(latencies)
 
 
@@ -230,7 +251,8 @@ def main() -> None:
         stack = servers.up(work / "stack", ports)
         try:
             files = dicomdata.make_ct_series(work / "ct", args.count, rows=512, cols=512)
-            result: dict[str, Any] = {"catalog": "mongodb (FerretDB 1.24, SQLite backend)"}
+            backend = servers.catalog_backend()
+            result: dict[str, Any] = {"catalog": f"mongodb (FerretDB 1.24, {backend} backend)"}
             print("storescp, 4 associations …", flush=True)
             peer = storescp(files, 4, work)["images_per_s"]
             result["storescp_images_per_s"] = peer
@@ -242,8 +264,11 @@ def main() -> None:
                 measured = pipeline_rate(stack, files, work, workers)
                 measured["ratio"] = round(measured["images_per_s"] / peer, 3)
                 result[f"stack_{workers}_ingest"] = measured
-            print("store-to-queryable latency …", flush=True)
+            print("store-to-queryable latency, stack and embedded …", flush=True)
             result["store_to_queryable_ms"] = store_to_queryable(stack, work, args.latency_samples)
+            result["store_to_queryable_embedded_ms"] = store_to_queryable_embedded(
+                work, args.latency_samples
+            )
             result["index_replay"] = index_replay(stack, work, args.replay)
             save("stack_pipeline", result)
         finally:
