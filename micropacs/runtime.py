@@ -34,12 +34,14 @@ from micropacs.adapters.factory import (
     open_event_bus,
     open_worklist,
 )
+from micropacs.audit import AuditTrail, audit_metrics
 from micropacs.auth.gate import Gate, authenticator, require_authentication
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.dimse import dispatch, handoff, observe, user_identity
 from micropacs.dimse.access import NodeDirectory
 from micropacs.dimse.ae import build_ae, start_server
+from micropacs.dimse.audit import AssociationAudit
 from micropacs.exposure import require_dicom_access
 from micropacs.http import DataDirUsage, HttpServer, build_http_app
 from micropacs.read_barrier import ReadBarrier, ReadBarrierMetrics
@@ -303,6 +305,9 @@ def _start_dicom(
         nodes.titles if nodes is not None else list,
         owners,
     )
+    if adapters.bus is not None:
+        trail = AuditTrail(adapters.bus, audit_metrics(registry))
+        handlers.extend(AssociationAudit(trail, bridge.loop).handlers())
     for app in apps:
         app.add_contexts(ae)
     handlers.extend(

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from pynetdicom import AE
 from starlette.routing import BaseRoute
 
+from micropacs.atna.exporter import AtnaExporter, exporter_from_settings
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.http import Check
@@ -17,6 +18,7 @@ from micropacs.service import (
     BackgroundTask,
     HandlerBinding,
 )
+from services.index.audit import AuditIndexer
 from services.index.indexer import Indexer
 from services.index.metrics import IndexMetrics
 from services.index.workflow import WorkflowApplier
@@ -30,6 +32,9 @@ class IndexApp:
     indexer: Indexer
     checks: Mapping[str, Check]
     workflow: WorkflowApplier | None = None
+    audit: AuditIndexer | None = None
+    atna: AtnaExporter | None = None
+    """The export to the Audit Record Repository, when one is configured."""
 
     def add_contexts(self, ae: AE) -> None:
         """None: the index answers no DICOM."""
@@ -45,7 +50,9 @@ class IndexApp:
     def background(self) -> list[BackgroundTask]:
         """The consumers."""
         workflow = self.workflow.tasks() if self.workflow is not None else []
-        return [self.indexer.run, *workflow]
+        audit = [self.audit.run] if self.audit is not None else []
+        atna = [self.atna.run] if self.atna is not None else []
+        return [self.indexer.run, *workflow, *audit, *atna]
 
 
 def build(
@@ -66,4 +73,6 @@ def build(
     if worklist is not None:
         workflow = WorkflowApplier(bus, worklist, metrics, settings.index, catalog)
         checks["worklist"] = worklist.check
-    return IndexApp(indexer=indexer, checks=checks, workflow=workflow)
+    audit = AuditIndexer(bus, catalog, metrics, settings.index)
+    atna = exporter_from_settings(settings, bus, registry)
+    return IndexApp(indexer=indexer, checks=checks, workflow=workflow, audit=audit, atna=atna)
