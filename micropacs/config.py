@@ -232,6 +232,42 @@ class AuthSettings(BaseModel):
         description="Signature algorithms accepted (JSON list); never 'none' or HMAC.",
     )
     oidc_leeway: float = Field(30.0, ge=0, description="Seconds of clock skew tolerated.")
+    oidc_client_id: str = Field(
+        "", description="Client id of micropacs at the provider, for browser login (SSO)."
+    )
+    oidc_client_secret: SecretStr = Field(
+        SecretStr(""), description="Client secret for browser login (a secret; empty: public)."
+    )
+    oidc_client_secret_file: Path | None = Field(
+        None, description="File holding the client secret (read at start; beats the variable)."
+    )
+    oidc_redirect_url: str = Field(
+        "",
+        description="Redirect URI registered at the provider; default: the URL the browser"
+        " used, ending /login/oidc/callback.",
+    )
+    oidc_scopes: str = Field(
+        "openid profile email", description="Scopes asked for at browser login."
+    )
+    session_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key signing browser session cookies (a secret, 32+ characters); empty:"
+        " one generated per process, so sessions end at restart.",
+    )
+    session_key_file: Path | None = Field(
+        None, description="File holding the session key (beats the variable)."
+    )
+    session_idle_timeout: float = Field(
+        1800.0, gt=0, description="Seconds without a request after which a session ends."
+    )
+    session_lifetime: float = Field(
+        28800.0, gt=0, description="Seconds after login after which a session ends anyway."
+    )
+    session_cookie_secure: bool | None = Field(
+        None,
+        description="Mark session cookies Secure; unset: when the request came over TLS"
+        " (set true behind a TLS-terminating proxy).",
+    )
 
     @field_validator("oidc_algorithms")
     @classmethod
@@ -336,6 +372,33 @@ class IndexSettings(BaseModel):
     group: str = Field("index", description="Consumer group name on the event bus.")
     batch_size: int = Field(200, ge=1, description="Events written to the catalog per commit.")
     poll_interval: float = Field(0.2, gt=0, description="Seconds between polls when idle.")
+
+
+class AtnaSettings(BaseModel):
+    """Export of the audit trail to an Audit Record Repository (IHE ATNA, syslog)."""
+
+    host: str = Field(
+        "", description="The Audit Record Repository's host; empty: no export (the default)."
+    )
+    port: int = Field(6514, ge=1, le=65535, description="Its syslog port (6514: syslog over TLS).")
+    transport: Literal["tls", "tcp", "udp"] = Field(
+        "tls",
+        description="tls (RFC 5425), or for test labs tcp (octet counting) or udp (RFC 5426).",
+    )
+    ca_file: Path | None = Field(
+        None, description="CA certificates (PEM) that verify the repository; system CAs if unset."
+    )
+    cert_file: Path | None = Field(
+        None, description="Our client certificate chain (PEM) for the repository, if it asks."
+    )
+    key_file: Path | None = Field(None, description="The private key of cert_file (PEM).")
+    group: str = Field("atna", description="Consumer group of the exporter on the audit topic.")
+    audit_source_id: str = Field(
+        "", description="AuditSourceID of the messages; the DICOM AE title if empty."
+    )
+    timeout: float = Field(
+        10.0, gt=0, description="Seconds to connect and write one message before a retry."
+    )
 
 
 class ReadBarrierSettings(BaseModel):
@@ -518,6 +581,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    atna: AtnaSettings = Field(default_factory=AtnaSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     read_barrier: ReadBarrierSettings = Field(default_factory=ReadBarrierSettings)
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)

@@ -79,17 +79,27 @@ class OidcTokens:
         Raises :class:`~micropacs.auth.throttle.ChecksBusy` when the credential-check
         pool may not take one more key lookup.
         """
+        claims = await self.claims(token, self._settings.oidc_audience, address)
+        role = None if claims is None else self.role_of(claims)
+        if claims is None or role is None:
+            return None
+        return Principal(name=str(claims["sub"]), role=role, via="oidc")
+
+    async def claims(self, token: str, audience: str, address: str = "") -> dict[str, Any] | None:
+        """The claims of a token of this provider for ``audience`` (an access token's, or
+        the client id for an ID token), or None when its signature, issuer, audience or
+        expiry does not check out. Raises :class:`ChecksBusy` like :meth:`principal`."""
         try:
             keys = await self._key_client()
             # Keyed by the address alone: a token names no user before it is checked.
             key = await self._verifier.run(
                 ("", address), lambda: keys.get_signing_key_from_jwt(token)
             )
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
                 algorithms=self._settings.oidc_algorithms,
-                audience=self._settings.oidc_audience,
+                audience=audience,
                 issuer=self._settings.oidc_issuer,
                 leeway=self._settings.oidc_leeway,
                 options={"require": ["exp", "iss", "aud", "sub"]},
@@ -99,12 +109,10 @@ class OidcTokens:
         except (jwt.PyJWTError, OSError, ValueError) as exc:
             log.info("bearer token refused", extra={"reason": type(exc).__name__})
             return None
-        role = self._role(claims)
-        if role is None:
-            return None
-        return Principal(name=str(claims["sub"]), role=role, via="oidc")
+        return claims
 
-    def _role(self, claims: dict[str, Any]) -> Role | None:
+    def role_of(self, claims: dict[str, Any]) -> Role | None:
+        """The highest micropacs role named in the configured roles claim, or None."""
         value: Any = claims
         for part in self._settings.oidc_roles_claim.split("."):
             value = value.get(part) if isinstance(value, dict) else None

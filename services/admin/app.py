@@ -11,9 +11,13 @@ from pynetdicom import AE
 from starlette.routing import BaseRoute, Mount
 
 from micropacs.audit import AuditTrail, audit_metrics
+from micropacs.auth.browser import LoginEvent, login_routes
 from micropacs.auth.local import LocalCredentials
+from micropacs.auth.oidc_login import OidcLogin
+from micropacs.auth.session import shared_sessions
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
+from micropacs.events import AuditRecorded, Outcome
 from micropacs.http import Check
 from micropacs.query import QueryService
 from micropacs.service import Adapters, BackgroundTask, HandlerBinding
@@ -22,7 +26,7 @@ from services.admin.context import AdminContext
 from services.admin.dicom_client import Associations
 from services.admin.jobs import SendJobs
 from services.admin.sending import Sender
-from services.admin.web.routes import page_routes
+from services.admin.web.routes import login_renderer, page_routes
 
 
 @dataclass
@@ -32,6 +36,7 @@ class AdminApp:
     context: AdminContext
     api: FastAPI
     checks: Mapping[str, Check]
+    login: list[BaseRoute]
 
     def add_contexts(self, ae: AE) -> None:
         """None: admin answers no DICOM requests (it only opens associations)."""
@@ -41,8 +46,8 @@ class AdminApp:
         return []
 
     def web_routes(self) -> list[BaseRoute]:
-        """The REST API under ``/api`` and the web UI's pages."""
-        return [Mount(PREFIX, app=self.api), *page_routes(self.context)]
+        """The login routes, the REST API under ``/api`` and the web UI's pages."""
+        return [*self.login, Mount(PREFIX, app=self.api), *page_routes(self.context)]
 
     def background(self) -> list[BackgroundTask]:
         """None: send jobs run as tasks of the requests that start them."""
@@ -78,10 +83,45 @@ def build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -
     return AdminApp(
         context=context,
         api=build_api(context),
+        login=_login_routes(context),
         checks={
             "catalog": catalog.check,
             "event_bus": bus.check,
             "worklist": worklist.check,
             "blob_store": blobs.check,
         },
+    )
+
+
+def _login_routes(context: AdminContext) -> list[BaseRoute]:
+    """The login page and form for local users and, with a client id, single sign-on;
+    each login, failed login and logout goes to the audit trail."""
+    auth = context.settings.auth
+    if auth.backend not in ("local", "oidc"):
+        return []
+
+    async def report(event: LoginEvent) -> None:
+        if context.audit is None:
+            return
+        failed = event.kind == "login-failed"
+        await context.audit.record(
+            AuditRecorded(
+                kind=event.kind,
+                outcome=Outcome.MINOR_FAILURE if failed else Outcome.SUCCESS,
+                actor=event.actor,
+                role=event.role,
+                source=event.source,
+                detail=event.detail,
+            )
+        )
+
+    oidc = OidcLogin(auth) if auth.backend == "oidc" and auth.oidc_client_id else None
+    return login_routes(
+        shared_sessions(auth),
+        report,
+        credentials=context.credentials if auth.backend == "local" else None,
+        oidc=oidc,
+        render=login_renderer(),
+        home="/studies",
+        redirect_url=auth.oidc_redirect_url,
     )
