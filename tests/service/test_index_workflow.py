@@ -201,7 +201,7 @@ class Index:
         self.worklist: Worklist = await open_worklist(self.settings.worklist_url)
         app = build(self.settings, self.bus, self.catalog, self.registry, self.worklist)
         self._tasks = [asyncio.create_task(task(self._stop)) for task in app.background()]
-        assert len(self._tasks) == 1 + len(TOPICS)
+        assert len(self._tasks) == 2 + len(TOPICS)  # indexer, audit records, a task per topic
         return self
 
     async def __aexit__(
