@@ -19,6 +19,7 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from micropacs.bridge import LoopBridge
 from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
+from micropacs.dimse.audit import note_study
 from micropacs.errors import MicropacsError, Status, dimse_status
 from services.ingest.store_service import Received, StoreService, discard
 
@@ -80,7 +81,11 @@ def handle_echo(event: evt.Event) -> int:
 
 def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) -> int:
     """C-STORE (PS3.4 B.2): Success only once the object and its event are durable;
-    0x0124 Refused: Not Authorized for a node that may not store."""
+    0x0124 Refused: Not Authorized for a node that may not store.
+
+    Once the object is read, its study (and patient) goes into the association's audit
+    record (:func:`~micropacs.dimse.audit.note_study`, one set insertion), so the record
+    names it whether the store then succeeds or fails."""
     if refused(event, Permission.STORE, "C-STORE"):
         return NOT_AUTHORIZED
     request = cast(C_STORE, event.request)
@@ -96,6 +101,7 @@ def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) ->
         # Checked and described here, in the association's thread: the loop only
         # waits for durability (one hop to it, not three).
         prepared = service.prepare(received)
+        note_study(event, prepared.event.study_instance_uid, prepared.event.patient_id)
         try:
             bridge.run(service.commit(prepared, started))
         except BaseException:
