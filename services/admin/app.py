@@ -25,6 +25,7 @@ from services.admin.api import PREFIX, build_api
 from services.admin.context import AdminContext
 from services.admin.dicom_client import Associations
 from services.admin.jobs import SendJobs
+from services.admin.metrics import AdminMetrics, observed_routes
 from services.admin.sending import Sender
 from services.admin.web.routes import login_renderer, page_routes
 
@@ -46,8 +47,10 @@ class AdminApp:
         return []
 
     def web_routes(self) -> list[BaseRoute]:
-        """The login routes, the REST API under ``/api`` and the web UI's pages."""
-        return [*self.login, Mount(PREFIX, app=self.api), *page_routes(self.context)]
+        """The login routes, the REST API under ``/api`` and the web UI's pages, each
+        request counted and timed by its route (:mod:`services.admin.metrics`)."""
+        routes = [*self.login, Mount(PREFIX, app=self.api), *page_routes(self.context)]
+        return observed_routes(routes, self.context.metrics)
 
     def background(self) -> list[BackgroundTask]:
         """None: send jobs run as tasks of the requests that start them."""
@@ -65,6 +68,7 @@ def build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -
         catalog, settings.query, settings.dicom.ae_title, adapters.barrier, reader="admin"
     )
     associations = Associations(settings.dicom, settings.admin.send_timeout)
+    metrics = AdminMetrics(registry)
     context = AdminContext(
         settings=settings,
         catalog=catalog,
@@ -74,8 +78,9 @@ def build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -
         credentials=LocalCredentials(catalog),
         jobs=SendJobs(settings.admin.max_jobs),
         registry=registry,
+        metrics=metrics,
         query=query,
-        sender=Sender(catalog, blobs, associations),
+        sender=Sender(catalog, blobs, associations, metrics),
         associations=associations,
         audit=AuditTrail(bus, audit_metrics(registry)),
         barrier=adapters.barrier,

@@ -14,6 +14,7 @@ from micropacs.query import QueryService
 from micropacs.read_barrier import ReadBarrier
 from services.admin.dicom_client import Associations
 from services.admin.jobs import SendJobs
+from services.admin.metrics import AdminMetrics
 from services.admin.sending import Sender
 
 
@@ -32,6 +33,8 @@ class AdminContext:
     """This process's send jobs."""
     registry: CollectorRegistry
     """The process's metrics registry (the status page reads rates from it)."""
+    metrics: AdminMetrics
+    """The admin's own counters: requests, send jobs, deletions."""
     query: QueryService
     """Studies, series and instances as C-FIND and QIDO-RS match them."""
     sender: Sender

@@ -24,6 +24,7 @@ def router() -> APIRouter:
     ) -> dict[str, Any]:
         context = context_of(request)
         receipt = await request_deletion(context.bus, context.catalog, target, who.name, reason)
+        context.metrics.deletions.labels(level=target.level).inc()
         await audit(
             request,
             who,

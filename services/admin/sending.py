@@ -14,6 +14,7 @@ from micropacs.bridge import LoopBridge
 from micropacs.ports import BlobStore, Catalog, InstanceLocation, Node
 from services.admin.dicom_client import Associations
 from services.admin.jobs import InstanceResult, JobState, SendJob
+from services.admin.metrics import AdminMetrics
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,17 @@ SUCCESS_OR_WARNING = {0x0000, 0xB000, 0xB006, 0xB007}
 class Sender:
     """Sends the instances of a job to its node and keeps the job's progress."""
 
-    def __init__(self, catalog: Catalog, blobs: BlobStore, associations: Associations) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        blobs: BlobStore,
+        associations: Associations,
+        metrics: AdminMetrics,
+    ) -> None:
         self._catalog = catalog
         self._blobs = blobs
         self._associations = associations
+        self._metrics = metrics
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def instances(self, study_uid: str, series_uid: str) -> list[InstanceLocation]:
@@ -39,6 +47,7 @@ class Sender:
     def start(self, job: SendJob, node: Node, instances: list[InstanceLocation]) -> None:
         """Run ``job`` in the background on the running loop."""
         job.total = len(instances)
+        self._metrics.send_jobs_started.inc()
         task = asyncio.create_task(self._run(job, node, instances), name=f"send-{job.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -53,6 +62,7 @@ class Sender:
         def sent(loc: InstanceLocation, status: int | None, error: str) -> None:
             ok = status in SUCCESS_OR_WARNING
             job.results.append(InstanceResult(loc.sop_instance_uid, status, error))
+            self._metrics.sent_instances.labels(result="sent" if ok else "failed").inc()
             if ok:
                 job.sent += 1
             else:
@@ -66,3 +76,4 @@ class Sender:
         if job.failed and not job.reason:
             job.reason = next((r.error for r in job.results if r.error), "failure statuses")
         job.state = JobState.COMPLETED if job.sent == job.total else JobState.FAILED
+        self._metrics.send_jobs_finished.labels(outcome=job.state.value).inc()

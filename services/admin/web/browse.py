@@ -164,6 +164,7 @@ class Browse:
         receipt = await request_deletion(
             context.bus, context.catalog, DeletionTarget(study_uid), principal.name, reason
         )
+        context.metrics.deletions.labels(level="study").inc()
         await self.site.record(
             request,
             "study-deleted",
