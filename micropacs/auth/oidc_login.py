@@ -141,7 +141,8 @@ class OidcLogin:
                 )
         except OAuthError as exc:
             log.info("token endpoint refused the code", extra={"reason": exc.error})
-            raise LoginFailed("the provider refused the login") from exc
+            why = str(exc.error or "")[:64]
+            raise LoginFailed(f"the provider refused the login ({why}): log in again") from exc
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("token endpoint failed", extra={"reason": type(exc).__name__})
             raise ProviderUnavailable("the provider's token endpoint failed") from exc
