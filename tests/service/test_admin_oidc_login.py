@@ -235,7 +235,8 @@ def test_logout_ends_the_session(sso: Sso) -> None:
             assert cleared and "Max-Age=0" in cleared[0]
             assert COOKIE not in browser.cookies
             # The old cookie, kept by someone, is refused too.
-            browser.cookies.set(COOKIE, cookie, domain="pacs")
+            browser.cookies.set(COOKIE, cookie)
+            assert browser.cookies[COOKIE] == cookie
             assert (await browser.get("/api/studies")).status_code == 401
             page = await browser.get("/studies", headers={"Accept": "text/html"})
             assert page.status_code == 303 and page.headers["location"].startswith("/login")
