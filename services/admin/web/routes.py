@@ -17,7 +17,13 @@ from services.admin.web.browse import Browse
 from services.admin.web.manage import Manage
 from services.admin.web.nodes import Nodes
 from services.admin.web.site import NAV, Site
-from services.admin.web.templating import STATIC, STATIC_PATH, Pages, login_renderer
+from services.admin.web.templating import (
+    STATIC,
+    STATIC_PATH,
+    Pages,
+    image_origin,
+    login_renderer,
+)
 from services.admin.web.worklist import Worklists
 
 __all__ = ["login_renderer", "page_routes"]
@@ -29,7 +35,8 @@ async def _home(request: Request) -> Response:
 
 def page_routes(context: AdminContext) -> list[BaseRoute]:
     """Every page of the web UI and its static files, over ``context``."""
-    site = Site(context, Pages(NAV))
+    dicomweb = image_origin(context.settings.admin.dicomweb_url)
+    site = Site(context, Pages(NAV, image_origins=[dicomweb]))
     return [
         Route("/", _home, methods=["GET"]),
         Mount(STATIC_PATH, app=StaticFiles(directory=STATIC), name="static"),
