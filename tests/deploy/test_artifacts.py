@@ -311,8 +311,11 @@ def test_compose_publishes_every_port_on_loopback_only() -> None:
             assert isinstance(port, dict) or port.count(":") == 2, f"{name}: {port}"
             assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
             published.setdefault(name, []).append(str(port))
-    # DICOM, DICOMweb, HL7, Prometheus and Grafana stay reachable from the machine itself.
-    assert set(published) == {"ingest", "qr", "worklist", "prometheus", "grafana"}, published
+    # DICOM, DICOMweb, HL7, the web UI, Prometheus and Grafana stay reachable from the
+    # machine itself.
+    assert set(published) == {"ingest", "qr", "worklist", "admin", "prometheus", "grafana"}, (
+        published
+    )
     assert "127.0.0.1:2575:2575" in published["worklist"], "the RIS sends HL7 to 2575"
 
 

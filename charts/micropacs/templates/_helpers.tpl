@@ -85,12 +85,14 @@ loadBalancerSourceRanges:
 {{- end }}
 {{- end -}}
 
-{{/* The Deployment of one service: dict "root" $ "service" "ingest|index|qr|worklist". */}}
+{{/* The Deployment of one service: dict "root" $ "service" "ingest|index|qr|worklist|admin". */}}
 {{- define "micropacs.deployment" -}}
 {{- $root := .root -}}
 {{- $values := index $root.Values .service -}}
 {{- $name := printf "%s-%s" (include "micropacs.fullname" $root) .service -}}
-{{- $dicomTls := $root.Values.tls.dicom.secretName -}}
+{{- /* index and admin answer no DICOM (admin only opens associations, to send and verify). */}}
+{{- $dicom := not (has .service (list "index" "admin")) -}}
+{{- $dicomTls := and $dicom $root.Values.tls.dicom.secretName -}}
 {{- $httpTls := $root.Values.tls.http.secretName -}}
 {{- $scheme := ternary "HTTPS" "HTTP" (not (empty $httpTls)) -}}
 apiVersion: apps/v1
@@ -150,8 +152,17 @@ spec:
             - name: MICROPACS_WORKLIST__MISSING_IMAGES_AFTER
               value: {{ $values.missingImagesAfter | quote }}
             {{- end }}
-            {{- /* Only the services that keep or delete objects get the object store's credentials. */}}
-            {{- if has .service (list "ingest" "index" "qr") }}
+            {{- if eq .service "admin" }}
+            {{- include "micropacs.adminEnv" $root | nindent 12 }}
+            {{- end }}
+            {{- if and (eq .service "qr") $root.Values.admin.enabled $root.Values.admin.sessionKey.existingSecret }}
+            {{- /* qr checks the admin's session cookies: the web UI's thumbnails and previews. */}}
+            - name: MICROPACS_AUTH__SESSION_KEY
+              valueFrom:
+                secretKeyRef: {name: {{ $root.Values.admin.sessionKey.existingSecret }}, key: {{ $root.Values.admin.sessionKey.existingSecretKey | default "sessionKey" }}}
+            {{- end }}
+            {{- /* Only the services that keep, delete or send objects get the object store's credentials. */}}
+            {{- if has .service (list "ingest" "index" "qr" "admin") }}
             - name: MICROPACS_S3__ACCESS_KEY
               valueFrom:
                 secretKeyRef: {name: {{ include "micropacs.s3Secret" $root }}, key: accessKey}
@@ -165,7 +176,7 @@ spec:
                   name: {{ required "catalog.existingSecret: name the Secret that holds the MongoDB URL (it carries credentials, so never a plain value)" $root.Values.catalog.existingSecret }}
                   key: {{ $root.Values.catalog.existingSecretKey | default "url" }}
             {{- /* The TLS settings take effect with the image's TLS support. */}}
-            {{- if and $dicomTls (ne .service "index") }}
+            {{- if $dicomTls }}
             - {name: MICROPACS_DICOM__TLS__PORT, value: "2762"}
             - {name: MICROPACS_DICOM__TLS__CERT_FILE, value: /etc/micropacs/tls/dicom/tls.crt}
             - {name: MICROPACS_DICOM__TLS__KEY_FILE, value: /etc/micropacs/tls/dicom/tls.key}
@@ -178,7 +189,7 @@ spec:
             - {name: MICROPACS_HTTP__TLS__KEY_FILE, value: /etc/micropacs/tls/http/tls.key}
             {{- end }}
           ports:
-            {{- if ne .service "index" }}
+            {{- if $dicom }}
             - {name: dicom, containerPort: 11112, protocol: TCP}
             {{- if $dicomTls }}
             - {name: dicom-tls, containerPort: 2762, protocol: TCP}
@@ -203,7 +214,7 @@ spec:
           volumeMounts:
             - {name: data, mountPath: /var/lib/micropacs}
             - {name: tmp, mountPath: /tmp}
-            {{- if and $dicomTls (ne .service "index") }}
+            {{- if $dicomTls }}
             - {name: tls-dicom, mountPath: /etc/micropacs/tls/dicom, readOnly: true}
             {{- end }}
             {{- if $httpTls }}
@@ -214,7 +225,7 @@ spec:
           emptyDir: {}
         - name: tmp
           emptyDir: {}
-        {{- if and $dicomTls (ne .service "index") }}
+        {{- if $dicomTls }}
         - name: tls-dicom
           secret: {secretName: {{ $dicomTls }}, defaultMode: 0440}
         {{- end }}
