@@ -1,11 +1,13 @@
 """The admin service as the chart and compose deploy it: the Ingress routes every path the
 admin serves (and none of /metrics, /healthz, /readyz), the schema refuses a session key or
 client secret given as a plain value, compose runs it with its settings and Prometheus
-scrapes it, the image carries htmx."""
+scrapes it, the image carries htmx, the dashboard shows the admin's and the audit trail's
+series."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,15 @@ from micropacs.adapters.factory import open_blob_store, open_catalog, open_event
 from micropacs.config import Settings
 from micropacs.service import Adapters
 from services.admin.app import build
-from tests.deploy.test_artifacts import CHART, ROOT, compose, render, tool
+from tests.deploy.test_artifacts import (
+    CHART,
+    ROOT,
+    compose,
+    exported_series,
+    micropacs_series,
+    render,
+    tool,
+)
 
 ADMIN_VALUES = CHART / "ci" / "admin-values.yaml"
 
@@ -122,3 +132,34 @@ def test_the_image_carries_htmx_for_the_web_ui() -> None:
     assert "COPY --from=htmx /htmx ./services/admin/web/static/vendor" in dockerfile
     package_data = (ROOT / "pyproject.toml").read_text()
     assert '"static/vendor/*"' in package_data
+
+
+def test_the_dashboard_shows_the_admin_and_the_audit_trail() -> None:
+    dashboard = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in micropacs_series(target["expr"])
+    }
+    admin = {
+        "micropacs_admin_requests_total",
+        "micropacs_admin_request_seconds",
+        "micropacs_admin_send_jobs_started_total",
+        "micropacs_admin_send_jobs_finished_total",
+        "micropacs_admin_sent_instances_total",
+        "micropacs_admin_deletions_requested_total",
+        "micropacs_audit_recorded_total",
+        "micropacs_audit_failures_total",
+    }
+    assert admin <= used, admin - used
+    assert admin <= exported_series(), admin - exported_series()
+    logins = [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        if "login-failed" in target["expr"]
+    ]
+    assert logins and all("micropacs_audit_recorded_total" in expr for expr in logins)
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
