@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from micropacs.checksums import new_digest
 from micropacs.errors import InvalidInput, RequestTimeout, RequestTooLarge
 
 CRLF = b"\r\n"
@@ -72,6 +73,8 @@ class Part:
 
     content_type: str
     path: Path
+    sha256: str = ""
+    """The SHA-256 of the saved body, hashed as it was written (Storage Commitment)."""
 
 
 class _Splitter:
@@ -91,6 +94,7 @@ class _Splitter:
         self._received = 0
         self._state = "preamble"
         self._file: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._digest = new_digest()
         self._content_type = ""
         self.parts: list[Part] = []
 
@@ -168,16 +172,20 @@ class _Splitter:
         self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in _end_part
             dir=self._folder, prefix="stow-", suffix=".part", delete=False
         )
+        self._digest = new_digest()
 
     def _write(self, start: int, stop: int) -> None:
         if self._state == "body" and self._file is not None and stop > start:
             with memoryview(self._buffer) as view:
+                self._digest.update(view[start:stop])
                 self._file.write(view[start:stop])
 
     def _end_part(self) -> None:
         assert self._file is not None
         self._file.close()
-        self.parts.append(Part(self._content_type, Path(self._file.name)))
+        self.parts.append(
+            Part(self._content_type, Path(self._file.name), str(self._digest.hexdigest()))
+        )
         self._file = None
 
     def finish(self) -> list[Part]:

@@ -32,6 +32,7 @@ from micropacs.dimse import (
     find_responses,
     handoff,
     pdu_limits,
+    received_digest,
     retrieve_scp,
     store_messages,
     tls,
@@ -63,6 +64,7 @@ def configure_pynetdicom() -> None:
         retrieve_scp.install()
         find_responses.install()
         store_messages.install()  # after find_responses: both wrap send_msg
+        received_digest.install()
         close_sockets_always()
         pdu_limits.install()
         wakeups.install()
