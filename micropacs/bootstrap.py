@@ -11,6 +11,7 @@ import click
 from micropacs import logs, metrics_registry
 from micropacs.auth.gate import NoAuthentication
 from micropacs.config import Settings, load_settings
+from micropacs.errors import InvalidSettings
 from micropacs.exposure import dicom_access_note
 from micropacs.runtime import Endpoints, run
 from micropacs.service import ServiceDescriptor
@@ -40,7 +41,7 @@ def serve(settings: Settings, services: Sequence[ServiceDescriptor]) -> None:
 
     try:
         asyncio.run(run(settings, services, on_ready=announce))
-    except NoAuthentication as exc:
+    except (NoAuthentication, InvalidSettings) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
         raise click.ClickException(

@@ -374,6 +374,54 @@ class IndexSettings(BaseModel):
     poll_interval: float = Field(0.2, gt=0, description="Seconds between polls when idle.")
 
 
+class RouterSettings(BaseModel):
+    """Forwarding by rules (docs/routing.md): the rules file, the queues' retries and limits."""
+
+    rules_file: Path | None = Field(
+        None,
+        description="YAML file of the routing rules; unset: nothing is forwarded (queued"
+        " entries are still sent). Read at start: an invalid file stops the start.",
+    )
+    group: str = Field("router", description="Consumer group name on the event bus.")
+    batch_size: int = Field(200, ge=1, description="Events routed per commit.")
+    poll_interval: float = Field(0.2, gt=0, description="Seconds between polls when idle.")
+    send_batch: int = Field(
+        50, ge=1, description="Queue entries claimed at once and sent on one association."
+    )
+    lease: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a claimed batch stays reserved to its router; entries of a"
+        " router killed mid-send are sent again after it.",
+    )
+    backoff_initial: float = Field(
+        1.0, gt=0, description="Seconds before the first retry after a failure."
+    )
+    backoff_max: float = Field(
+        600.0, gt=0, description="Longest wait between two attempts, seconds (doubling up to it)."
+    )
+    max_attempts: int = Field(
+        10, ge=1, description="Failed attempts after which an entry is dead (dead-lettered)."
+    )
+    max_age: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Seconds an entry may wait before it is dead, however few its attempts.",
+    )
+    timeout: float = Field(
+        30.0, gt=0, description="Connect, association and DIMSE timeout of a send, seconds."
+    )
+    idle_interval: float = Field(
+        1.0, gt=0, description="Seconds between two looks of an idle destination at its queue."
+    )
+    stats_interval: float = Field(
+        10.0, gt=0, description="Seconds between two readings of the queues for the metrics."
+    )
+    nodes_refresh: float = Field(
+        30.0, gt=0, description="Seconds the node registry is cached (AE groups, addresses)."
+    )
+
+
 class AtnaSettings(BaseModel):
     """Export of the audit trail to an Audit Record Repository (IHE ATNA, syslog)."""
 
@@ -586,6 +634,7 @@ class Settings(BaseSettings):
     read_barrier: ReadBarrierSettings = Field(default_factory=ReadBarrierSettings)
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
 
     @property
     def blob_url(self) -> str:

@@ -14,7 +14,8 @@ HTTP status (PS3.18 8.5)::
     │   ├── UnsupportedTransfer   cannot convert to what the peer takes  -> 0xA900 / 406
     │   ├── RequestTooLarge       body or part count over a limit        -> 0xA700 / 413
     │   │   └── QueryTooBroad     a query examining too many records     -> 0xA700 / 413
-    │   └── RequestTimeout        the client sent too slowly             -> 0xC000 / 408
+    │   ├── RequestTimeout        the client sent too slowly             -> 0xC000 / 408
+    │   └── InvalidSettings       a setting or a file it names is wrong: no start
     ├── NotFound                  unknown instance, node or destination
     │   └── UnknownDestination    C-MOVE destination not in the registry -> 0xA801 / 404
     ├── Conflict                  an instance with that UID differs      -> 0xA900 / 409
@@ -148,6 +149,11 @@ class RequestTimeout(InvalidInput):
     """A client that sent its request too slowly (idle or past the total time allowed)."""
 
     http = HTTPStatus.REQUEST_TIMEOUT
+
+
+class InvalidSettings(InvalidInput):
+    """A setting, or a file a setting names (the routing rules), is wrong: the process
+    refuses to start and says what to fix."""
 
 
 class NotFound(MicropacsError):

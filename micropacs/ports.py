@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -331,9 +332,130 @@ class AuditQuery:
     offset: int = 0
 
 
-class Catalog(Protocol):
-    """Metadata of every stored instance, queryable at every level, plus the node registry
-    and the credentials of the HTTP APIs."""
+class ForwardState(StrEnum):
+    """Where an entry of the router's queue stands."""
+
+    WAITING = "waiting"
+    """To be sent, now or once its next attempt is due."""
+    DEAD = "dead"
+    """Given up on (too many attempts, too old, or refused for good): an operator retries
+    or cancels it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardEntry:
+    """One instance to be sent to one destination: an entry of the router's durable queue.
+
+    ``entry_id`` names it from what it forwards (the destination and the stored instance's
+    object and receive time), so a redelivered ``instance.stored`` enqueues nothing new.
+    Times are seconds since the epoch (UTC). ``transfer_syntax_uid`` is the stored
+    object's; ``target_syntax`` the one the rule asks for ("" for as stored).
+    """
+
+    entry_id: str
+    destination: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    object_key: str
+    transfer_syntax_uid: str
+    size: int = 0
+    target_syntax: str = ""
+    rule: str = ""
+    enqueued_at: float
+    state: ForwardState = ForwardState.WAITING
+    attempts: int = 0
+    due_at: float = 0.0
+    """When it may be tried next (its enqueue time until it failed once)."""
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class ForwardFailure:
+    """An attempt at an entry that failed: when to try again, or that it is dead now."""
+
+    entry_id: str
+    error: str
+    due_at: float
+    dead: bool = False
+
+
+@dataclass(frozen=True)
+class ForwardQueueStats:
+    """One destination's queue at a glance (for metrics and the operators' list)."""
+
+    destination: str
+    waiting: int
+    dead: int
+    oldest_waiting: float | None
+    """The enqueue time of its oldest waiting entry, None when none waits."""
+
+
+class ForwardQueue(Protocol):
+    """The router's durable queue, one per destination, in the catalog (docs/routing.md).
+
+    The catalog holds it so the router keeps nothing of its own: any number of router
+    processes share the queues, each entry sent by the one that claimed it; a claim is a
+    lease, so the entries of a process killed mid-send are claimed again once it ends.
+    Nothing here loads a whole queue: every call touches at most ``limit`` entries, or
+    counts and changes them inside the database.
+    """
+
+    async def enqueue_forwards(self, entries: Sequence[ForwardEntry]) -> None:
+        """Add entries; one already queued (same ``entry_id``) is left as it is."""
+        ...
+
+    async def claim_forwards(
+        self, destination: str, now: float, limit: int, lease: float
+    ) -> list[ForwardEntry]:
+        """Up to ``limit`` waiting entries of ``destination`` due by ``now``, oldest enqueued
+        first, leased for ``lease`` seconds: no other claim returns them until the lease
+        ends or they are completed or failed."""
+        ...
+
+    async def complete_forwards(self, entry_ids: Sequence[str]) -> None:
+        """Remove sent entries (absent ones are ignored)."""
+        ...
+
+    async def fail_forwards(self, failures: Sequence[ForwardFailure]) -> None:
+        """Count a failed attempt for each entry, keep its error, end its lease, and make it
+        due at ``due_at`` or dead."""
+        ...
+
+    async def expire_forwards(self, destination: str, enqueued_before: float, error: str) -> int:
+        """Make dead the waiting entries of ``destination`` enqueued before
+        ``enqueued_before`` (the maximum age), keeping ``error``; returns how many."""
+        ...
+
+    async def forward_queues(self) -> list[ForwardQueueStats]:
+        """Each destination that has entries, by AE title."""
+        ...
+
+    async def forward_entries(
+        self, destination: str, state: ForwardState | None, limit: int, offset: int = 0
+    ) -> list[ForwardEntry]:
+        """A page of ``destination``'s entries (of one state, where given), oldest enqueued
+        first."""
+        ...
+
+    async def retry_forwards(self, destination: str, entry_ids: Sequence[str], now: float) -> int:
+        """Make the given entries of ``destination`` (all its dead ones when none is given)
+        waiting again, due ``now``, with no attempt counted and their age starting again
+        at ``now``; returns how many changed."""
+        ...
+
+    async def cancel_forwards(
+        self, destination: str, entry_ids: Sequence[str], state: ForwardState | None
+    ) -> int:
+        """Remove the given entries of ``destination`` (when none is given: all of it, or
+        all of one ``state``); returns how many were removed."""
+        ...
+
+
+class Catalog(ForwardQueue, Protocol):
+    """Metadata of every stored instance, queryable at every level, plus the node registry,
+    the credentials of the HTTP APIs and the router's queues."""
 
     async def upsert_instances(self, records: Sequence[InstanceRecord]) -> None:
         """Write instances and their patient, study and series; idempotent.

@@ -21,9 +21,9 @@ serves all of it from its indexes too.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pymongo import ASCENDING, AsyncMongoClient
@@ -31,6 +31,7 @@ from pymongo.errors import PyMongoError
 
 from micropacs.adapters import _mongo_audit as _audit
 from micropacs.adapters import _mongo_delete as _delete
+from micropacs.adapters import _mongo_forwards as _forwards
 from micropacs.adapters import _mongo_patients as _patients
 from micropacs.adapters._mongo_checks import MonitorChecks
 from micropacs.adapters._mongo_keys import backfill_keys
@@ -54,12 +55,18 @@ from micropacs.ports import (
     AuditRecord,
     CatalogCounts,
     Credential,
+    ForwardEntry,
+    ForwardFailure,
+    ForwardQueueStats,
+    ForwardState,
     InstanceLocation,
     InstanceRecord,
     Node,
     Query,
 )
 from micropacs.redact import safe_url
+
+T = TypeVar("T")
 
 FIELDS = {
     Level.PATIENT: PATIENT_FIELDS,
@@ -100,6 +107,7 @@ INDEXES = {
     "instances": ["series", "study", "patient_key", "sop_class"],
     "patient_updates": ["merged_into"],
     _audit.COLLECTION: ["time", "kind", "actor", "study_uids"],
+    _forwards.COLLECTION: ["destination", "enqueued_at"],
 }
 
 
@@ -633,6 +641,59 @@ class MongoCatalog:
         """The audit records matching ``query``, newest first."""
         try:
             return await _audit.select(self._db, query)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def enqueue_forwards(self, entries: Sequence[ForwardEntry]) -> None:
+        """Queue entries not queued yet (:mod:`._mongo_forwards`)."""
+        if entries:
+            await self._forwards(_forwards.enqueue(self._db, entries))
+
+    async def claim_forwards(
+        self, destination: str, now: float, limit: int, lease: float
+    ) -> list[ForwardEntry]:
+        """Lease the head of a destination's queue."""
+        return await self._forwards(_forwards.claim(self._db, destination, now, limit, lease))
+
+    async def complete_forwards(self, entry_ids: Sequence[str]) -> None:
+        """Remove sent entries."""
+        if entry_ids:
+            await self._forwards(_forwards.complete(self._db, entry_ids))
+
+    async def fail_forwards(self, failures: Sequence[ForwardFailure]) -> None:
+        """Count failed attempts and schedule the next ones (or give up)."""
+        if failures:
+            await self._forwards(_forwards.fail(self._db, failures))
+
+    async def expire_forwards(self, destination: str, enqueued_before: float, error: str) -> int:
+        """Make a destination's entries older than the maximum age dead."""
+        return await self._forwards(_forwards.expire(self._db, destination, enqueued_before, error))
+
+    async def forward_queues(self) -> list[ForwardQueueStats]:
+        """Counts per destination."""
+        return await self._forwards(_forwards.stats(self._db))
+
+    async def forward_entries(
+        self, destination: str, state: ForwardState | None, limit: int, offset: int = 0
+    ) -> list[ForwardEntry]:
+        """A page of a destination's entries, oldest enqueued first."""
+        if limit < 0 or offset < 0:
+            raise InvalidInput("a page's limit and offset cannot be negative")
+        return await self._forwards(_forwards.page(self._db, destination, state, limit, offset))
+
+    async def retry_forwards(self, destination: str, entry_ids: Sequence[str], now: float) -> int:
+        """Make entries waiting again, due now."""
+        return await self._forwards(_forwards.retry(self._db, destination, entry_ids, now))
+
+    async def cancel_forwards(
+        self, destination: str, entry_ids: Sequence[str], state: ForwardState | None
+    ) -> int:
+        """Remove entries of a destination."""
+        return await self._forwards(_forwards.cancel(self._db, destination, entry_ids, state))
+
+    async def _forwards(self, operation: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await operation
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 

@@ -35,6 +35,7 @@ from micropacs.adapters import _sqlite
 from micropacs.adapters import _sqlite_audit as _audit
 from micropacs.adapters import _sqlite_catalog_delete as _delete
 from micropacs.adapters import _sqlite_catalog_patients as _patients
+from micropacs.adapters import _sqlite_forwards as _forwards
 from micropacs.adapters._patients import patient_only, with_identity
 from micropacs.adapters._sqlite_catalog_query import Decoder, next_matches, select_sql
 from micropacs.adapters._sqlite_catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
@@ -47,6 +48,10 @@ from micropacs.ports import (
     AuditRecord,
     CatalogCounts,
     Credential,
+    ForwardEntry,
+    ForwardFailure,
+    ForwardQueueStats,
+    ForwardState,
     InstanceLocation,
     InstanceRecord,
     Node,
@@ -375,6 +380,64 @@ class SqliteCatalog:
     async def audit(self, query: AuditQuery) -> list[AuditRecord]:
         """The audit records matching ``query``, newest first."""
         return await self._read(lambda conn: _audit.select(conn, query))
+
+    async def enqueue_forwards(self, entries: Sequence[ForwardEntry]) -> None:
+        """Queue entries not queued yet, in one transaction (:mod:`._sqlite_forwards`)."""
+        if entries:
+            await self._write(lambda conn: _forwards.enqueue(conn, entries), transaction=True)
+
+    async def claim_forwards(
+        self, destination: str, now: float, limit: int, lease: float
+    ) -> list[ForwardEntry]:
+        """Lease the head of a destination's queue, in the writer's transaction."""
+        return await self._write(
+            lambda conn: _forwards.claim(conn, destination, now, limit, lease), transaction=True
+        )
+
+    async def complete_forwards(self, entry_ids: Sequence[str]) -> None:
+        """Remove sent entries."""
+        if entry_ids:
+            await self._write(lambda conn: _forwards.complete(conn, entry_ids), transaction=True)
+
+    async def fail_forwards(self, failures: Sequence[ForwardFailure]) -> None:
+        """Count failed attempts and schedule the next ones (or give up)."""
+        if failures:
+            await self._write(lambda conn: _forwards.fail(conn, failures), transaction=True)
+
+    async def expire_forwards(self, destination: str, enqueued_before: float, error: str) -> int:
+        """Make a destination's entries older than the maximum age dead."""
+        return await self._write(
+            lambda conn: _forwards.expire(conn, destination, enqueued_before, error),
+            transaction=True,
+        )
+
+    async def forward_queues(self) -> list[ForwardQueueStats]:
+        """Counts per destination, from the queue's index."""
+        return await self._read(_forwards.stats)
+
+    async def forward_entries(
+        self, destination: str, state: ForwardState | None, limit: int, offset: int = 0
+    ) -> list[ForwardEntry]:
+        """A page of a destination's entries, oldest enqueued first."""
+        if limit < 0 or offset < 0:
+            raise InvalidInput("a page's limit and offset cannot be negative")
+        return await self._read(
+            lambda conn: _forwards.page(conn, destination, state, limit, offset)
+        )
+
+    async def retry_forwards(self, destination: str, entry_ids: Sequence[str], now: float) -> int:
+        """Make entries waiting again, due now."""
+        return await self._write(
+            lambda conn: _forwards.retry(conn, destination, entry_ids, now), transaction=True
+        )
+
+    async def cancel_forwards(
+        self, destination: str, entry_ids: Sequence[str], state: ForwardState | None
+    ) -> int:
+        """Remove entries of a destination."""
+        return await self._write(
+            lambda conn: _forwards.cancel(conn, destination, entry_ids, state), transaction=True
+        )
 
     async def check(self) -> None:
         """Read from the catalog; raise CatalogUnavailable if it does not answer."""
