@@ -16,9 +16,10 @@ from services.admin.descriptor import SERVICE as ADMIN
 from services.index.descriptor import SERVICE as INDEX
 from services.ingest.descriptor import SERVICE as INGEST
 from services.qr.descriptor import SERVICE as QR
+from services.router.descriptor import SERVICE as ROUTER
 from services.worklist.descriptor import SERVICE as WORKLIST
 
-SERVICES: tuple[ServiceDescriptor, ...] = (INGEST, INDEX, QR, WORKLIST, ADMIN)
+SERVICES: tuple[ServiceDescriptor, ...] = (INGEST, INDEX, QR, WORKLIST, ADMIN, ROUTER)
 
 
 def names(services: Sequence[ServiceDescriptor] = SERVICES) -> list[str]:

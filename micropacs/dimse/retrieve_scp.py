@@ -103,16 +103,28 @@ def send_instance(
     path: Path,
     msg_id: int,
     originator: tuple[str, int] | None = None,
+    prefer: str = "",
 ) -> int:
     """Send one stored instance with C-STORE; returns the peer's status.
 
     Sends the file's bytes when the stored transfer syntax was accepted,
     otherwise converts it, as :func:`~micropacs.dicom.transcode.choose_syntax` says.
+    A ``prefer``-red syntax the peer accepted comes first, when the object can be
+    written in it (a rule forwarding in JPEG 2000 still sends a report without pixels).
     """
     kwargs: dict[str, Any] = {"msg_id": msg_id}
     if originator is not None:
         kwargs.update(originator_aet=originator[0], originator_id=originator[1])
-    target = choose_syntax(loc.transfer_syntax_uid, _accepted(assoc, loc.sop_class_uid))
+    accepted = _accepted(assoc, loc.sop_class_uid)
+    if prefer and prefer != loc.transfer_syntax_uid and prefer in accepted:
+        try:
+            converted = to_syntax(path, UID(prefer))
+        except UnsupportedTransfer:
+            pass  # not writable in it (no pixel data, say): as choose_syntax says below
+        else:
+            status_ds = assoc.send_c_store(converted, **kwargs)
+            return int(getattr(status_ds, "Status", Status.UNABLE_TO_PROCESS))
+    target = choose_syntax(loc.transfer_syntax_uid, accepted)
     if target is None:
         raise UnsupportedTransfer(
             f"peer accepted no transfer syntax we can send {loc.sop_class_uid} in "

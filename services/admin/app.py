@@ -17,13 +17,13 @@ from micropacs.auth.oidc_login import OidcLogin
 from micropacs.auth.session import shared_sessions
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
+from micropacs.dimse.scu import Associations
 from micropacs.events import AuditRecorded, Outcome
 from micropacs.http import Check
 from micropacs.query import QueryService
 from micropacs.service import Adapters, BackgroundTask, HandlerBinding
 from services.admin.api import PREFIX, build_api
 from services.admin.context import AdminContext
-from services.admin.dicom_client import Associations
 from services.admin.jobs import SendJobs
 from services.admin.metrics import AdminMetrics, observed_routes
 from services.admin.sending import Sender

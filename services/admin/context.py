@@ -9,10 +9,10 @@ from prometheus_client import CollectorRegistry
 from micropacs.audit import AuditTrail
 from micropacs.auth.local import LocalCredentials
 from micropacs.config import Settings
+from micropacs.dimse.scu import Associations
 from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
 from micropacs.query import QueryService
 from micropacs.read_barrier import ReadBarrier
-from services.admin.dicom_client import Associations
 from services.admin.jobs import SendJobs
 from services.admin.metrics import AdminMetrics
 from services.admin.sending import Sender

@@ -11,8 +11,8 @@ import asyncio
 import logging
 
 from micropacs.bridge import LoopBridge
+from micropacs.dimse.scu import Associations
 from micropacs.ports import BlobStore, Catalog, InstanceLocation, Node
-from services.admin.dicom_client import Associations
 from services.admin.jobs import InstanceResult, JobState, SendJob
 from services.admin.metrics import AdminMetrics
 

@@ -45,6 +45,7 @@ from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import build_http_app
 from micropacs.ports import BlobStore, Catalog, EventBus, InstanceLocation, Record, Worklist
 from micropacs.read_barrier import ReadBarrier, ReadBarrierMetrics
+from micropacs.routing.rules import RuleSet
 from micropacs.service import Adapters, ServiceApp, operation_owners
 from micropacs.service_list import SERVICES, names
 from services.admin.app import AdminApp
@@ -55,6 +56,8 @@ from services.ingest.app import IngestApp
 from services.ingest.app import build as build_ingest
 from services.qr.app import QrApp
 from services.qr.app import build as build_qr
+from services.router.app import RouterApp
+from services.router.app import build as build_router
 from services.worklist.app import WorklistApp
 from services.worklist.app import build as build_worklist
 
@@ -79,8 +82,9 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str = ""
 
 
 class Running:
-    """One in-process micropacs: ingest, qr, index (with its worklist consumers), worklist and admin
-    over embedded adapters, the reads of qr and worklist behind one read barrier.
+    """One in-process micropacs: ingest, qr, index (with its worklist consumers), worklist,
+    admin and router over embedded adapters, the reads of qr and worklist behind one read
+    barrier; the router with ``rules`` (none by default).
 
     ``loop_call`` runs a coroutine on the service loop (where the adapters
     live) and returns its result.
@@ -92,6 +96,7 @@ class Running:
         *,
         index: bool = True,
         busy_timeout: float | None = None,
+        rules: RuleSet | None = None,
     ) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir
@@ -146,12 +151,16 @@ class Running:
                 Adapters(self.blobs, self.bus, self.catalog, self.worklist, self.barrier),
                 self.registry,
             )
+            self.router: RouterApp = build_router(
+                settings, self.bus, self.catalog, self.blobs, self.registry, rules or RuleSet()
+            )
             self.apps: list[ServiceApp] = [
                 self.ingest,
                 self.index,
                 self.qr,
                 self.worklist_app,
                 self.admin,
+                self.router,
             ]
             self.port = self._start_dicom()
             if index:
@@ -370,6 +379,7 @@ def service_settings(data_dir: Path, **storage: Any) -> Settings:
             "storage": {"fsync": False, "blob_url": None, "bus_url": None, "catalog_url": None}
             | storage,
             "index": {"poll_interval": 0.05},
+            "router": {"poll_interval": 0.05, "idle_interval": 0.1},
             "worklist": {"hl7_port": 0},
         }
     )
@@ -383,6 +393,8 @@ class StartPacs(Protocol):
         index: bool = True,
         busy_timeout: float | None = None,
         barrier_timeout: float | None = None,
+        rules: RuleSet | None = None,
+        router: dict[str, Any] | None = None,
     ) -> Running: ...
 
 
@@ -394,7 +406,8 @@ def start_pacs(tmp_path: Path) -> Iterator[StartPacs]:
     leaves the index consumer stopped (``Running.start_background`` starts it);
     ``busy_timeout`` makes the SQLite event log and catalog give up on a lock
     held by another connection after that many seconds (default 30);
-    ``barrier_timeout`` bounds the read barrier (default 2 s).
+    ``barrier_timeout`` bounds the read barrier (default 2 s); ``rules`` are the
+    router's and ``router`` overrides its settings (``RouterSettings`` fields).
     """
     started: list[Running] = []
 
@@ -404,12 +417,16 @@ def start_pacs(tmp_path: Path) -> Iterator[StartPacs]:
         index: bool = True,
         busy_timeout: float | None = None,
         barrier_timeout: float | None = None,
+        rules: RuleSet | None = None,
+        router: dict[str, Any] | None = None,
     ) -> Running:
         data_dir = tmp_path / f"data{len(started)}"
         settings = service_settings(data_dir, compression=compression)
         if barrier_timeout is not None:
             settings.read_barrier.timeout = barrier_timeout
-        running = Running(settings, index=index, busy_timeout=busy_timeout)
+        if router:
+            settings.router = settings.router.model_copy(update=router)
+        running = Running(settings, index=index, busy_timeout=busy_timeout, rules=rules)
         started.append(running)
         return running
 

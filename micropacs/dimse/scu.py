@@ -1,9 +1,12 @@
-"""The associations admin opens: C-ECHO to verify a node, C-STORE to send it instances.
+"""The associations micropacs opens to nodes: C-ECHO to verify one (PS3.4 A.4), C-STORE to
+send it instances (PS3.4 B.2.3): the admin's send jobs and the router's forwarding.
 
 Both run in a worker thread (pynetdicom blocks), with TCP_NODELAY on the socket,
 our large maximum PDU, bounded connect, ACSE and DIMSE timeouts, and TLS to a
 node marked TLS (verified against the configured CA; nothing is sent in plain
-text to such a node).
+text to such a node). Each instance goes as stored when the node accepts its
+transfer syntax, else converted (:func:`~micropacs.dimse.retrieve_scp.send_instance`);
+a send may prefer a syntax (a routing rule's), which is proposed first.
 """
 
 from __future__ import annotations
@@ -107,17 +110,29 @@ class Associations:
         instances: Sequence[InstanceLocation],
         open_file: Callable[[InstanceLocation], Any],
         sent: Callable[[InstanceLocation, int | None, str], None],
-    ) -> None:
+        prefer: str = "",
+    ) -> str:
         """C-STORE each of ``instances`` on one association (PS3.4 B.2.3), calling
         ``sent`` with each one's status; ``open_file`` gives a context manager of its
-        local path. An association that fails fails every instance not yet sent."""
+        local path. An association that fails fails every instance not yet sent.
+
+        With ``prefer`` (a transfer syntax UID) each instance is converted to it when
+        the node accepts it and the object can be written in it (pixel data the encoder
+        takes); otherwise it goes as stored, or in a syntax the node accepts.
+
+        Returns why the association failed or ended early ("" when it did not): the
+        node, not an instance, failed then.
+        """
         contexts: list[PresentationContext] = []
         seen: set[tuple[str, str]] = set()
         for loc in instances:
-            for syntaxes in (
+            proposals: list[list[str]] = [
                 [loc.transfer_syntax_uid],
-                [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
-            ):
+                [str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)],
+            ]
+            if prefer and prefer != loc.transfer_syntax_uid:
+                proposals.insert(0, [prefer])
+            for syntaxes in proposals:
                 key = (loc.sop_class_uid, ",".join(syntaxes))
                 if key not in seen and len(contexts) < MAX_CONTEXTS:
                     seen.add(key)
@@ -130,7 +145,9 @@ class Associations:
                         raise AssociationFailed("the association ended")
                     try:
                         with open_file(loc) as path:
-                            status = send_instance(assoc, loc, Path(path), number % 65536 or 1)
+                            status = send_instance(
+                                assoc, loc, Path(path), number % 65536 or 1, prefer=prefer
+                            )
                         sent(loc, status, "")
                     except MicropacsError as exc:
                         sent(loc, None, str(exc))
@@ -138,6 +155,8 @@ class Associations:
         except AssociationFailed as exc:
             for loc in instances[done:]:
                 sent(loc, None, str(exc))
+            return str(exc)
+        return ""
 
 
 class AssociationFailed(Exception):

@@ -1,0 +1,1 @@
+"""The router service: forwards stored instances by rules, through durable queues."""

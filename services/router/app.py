@@ -1,0 +1,84 @@
+"""Builds the router service from settings and adapters (reads only the rules file)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from pynetdicom import AE
+from starlette.routing import BaseRoute
+
+from micropacs.bridge import LoopBridge
+from micropacs.config import Settings
+from micropacs.dimse.scu import Associations
+from micropacs.http import Check
+from micropacs.ports import BlobStore, Catalog, EventBus
+from micropacs.routing.rules import RuleSet, load_rules
+from micropacs.service import BackgroundTask, HandlerBinding
+from services.router.api import RouterApi
+from services.router.metrics import RouterMetrics
+from services.router.nodes import NodeCache
+from services.router.routing import Router
+from services.router.sending import Dispatcher
+
+
+@dataclass
+class RouterApp:
+    """The router: the consumer that fills the queues, the senders that empty them, and
+    the queues' HTTP routes."""
+
+    rules: RuleSet
+    router: Router
+    dispatcher: Dispatcher
+    api: RouterApi
+    checks: Mapping[str, Check]
+
+    def add_contexts(self, ae: AE) -> None:
+        """None: the router answers no DICOM (it opens associations)."""
+
+    def dimse_handlers(self, bridge: LoopBridge) -> list[HandlerBinding]:
+        """None: the router answers no DICOM."""
+        return []
+
+    def web_routes(self) -> list[BaseRoute]:
+        """The queues' routes under ``/router/queues``."""
+        return self.api.routes()
+
+    def background(self) -> list[BackgroundTask]:
+        """The consumer and the senders."""
+        return [self.router.run, self.dispatcher.run]
+
+
+def build(
+    settings: Settings,
+    bus: EventBus,
+    catalog: Catalog,
+    blobs: BlobStore,
+    registry: CollectorRegistry,
+    rules: RuleSet | None = None,
+) -> RouterApp:
+    """The router over the given adapters, with ``rules`` or those of the rules file
+    (``MICROPACS_ROUTER__RULES_FILE``; none: nothing new is forwarded). An invalid file
+    raises :class:`~micropacs.errors.InvalidSettings` here, at start."""
+    own = settings.router
+    if rules is None:
+        rules = load_rules(own.rules_file) if own.rules_file is not None else RuleSet()
+    metrics = RouterMetrics(registry)
+    nodes = NodeCache(catalog, own.nodes_refresh)
+    associations = Associations(settings.dicom, own.timeout)
+    dispatcher = Dispatcher(
+        catalog, blobs, nodes, associations, metrics, own, sorted(rules.destinations)
+    )
+
+    def queued(destinations: Iterable[str]) -> None:
+        dispatcher.wake(destinations)
+
+    router = Router(bus, catalog, rules, nodes, metrics, own, queued)
+    return RouterApp(
+        rules=rules,
+        router=router,
+        dispatcher=dispatcher,
+        api=RouterApi(catalog, dispatcher),
+        checks={"event_bus": bus.check, "catalog": catalog.check, "blob_store": blobs.check},
+    )
