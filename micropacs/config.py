@@ -422,6 +422,55 @@ class RouterSettings(BaseModel):
     )
 
 
+class IanSettings(BaseModel):
+    """Instance Availability Notifications (PS3.4 R) to the RIS (docs/notifications.md)."""
+
+    destinations: list[str] = Field(
+        default_factory=list,
+        description="AE titles of registered nodes told of each study's instances by IAN"
+        ' N-CREATE, as JSON: ["RIS"]. Empty: no notification is sent.',
+    )
+    quiet_period: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds without a new instance of a study after which it counts as"
+        " complete and its IAN is sent; an instance arriving later sends another, whole.",
+    )
+    group: str = Field("ian", description="Consumer group on instance.stored and mpps.")
+    check_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between two looks for notices due, and at the images completed"
+        " performed steps reference.",
+    )
+    lease: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a notice being sent stays reserved to its router; one of a"
+        " router killed mid-send is sent again after it.",
+    )
+    backoff_initial: float = Field(
+        5.0, gt=0, description="Seconds before the first retry of a refused or failed IAN."
+    )
+    backoff_max: float = Field(
+        600.0, gt=0, description="Longest wait between two attempts, seconds (doubling up to it)."
+    )
+    max_attempts: int = Field(
+        20, ge=1, description="Failed attempts after which a notice is given up (logged)."
+    )
+    timeout: float = Field(
+        30.0, gt=0, description="Connect, association and DIMSE timeout of a send, seconds."
+    )
+
+    @field_validator("destinations")
+    @classmethod
+    def _ae_titles(cls, value: list[str]) -> list[str]:
+        for title in value:
+            if not title.strip() or len(title) > 16 or "\\" in title:
+                raise ValueError(f"{title!r} is not an AE title (1-16 characters, no \\)")
+        return value
+
+
 class AtnaSettings(BaseModel):
     """Export of the audit trail to an Audit Record Repository (IHE ATNA, syslog)."""
 
@@ -635,6 +684,7 @@ class Settings(BaseSettings):
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    ian: IanSettings = Field(default_factory=IanSettings)
 
     @property
     def blob_url(self) -> str:

@@ -453,9 +453,165 @@ class ForwardQueue(Protocol):
         ...
 
 
-class Catalog(ForwardQueue, Protocol):
+@dataclass(frozen=True)
+class StepReferences:
+    """What one completed Modality Performed Procedure Step says it produced in a study
+    (PS3.4 F.7.2, PerformedSeriesSequence): its SOP Instance UID, and per series the SOP
+    Instance UIDs its Referenced Image and Non-Image Composite Sequences name (none: the
+    series alone)."""
+
+    sop_instance_uid: str
+    series: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingNotice:
+    """An Instance Availability Notification owed to one destination for one study
+    (PS3.4 R, docs/notifications.md): when it is due, and what it waits for.
+
+    ``bus_partition`` and ``bus_offset`` are where the latest ``instance.stored`` of the
+    study seen lies (-1: none), so the notice is sent only once the index has applied it.
+    ``steps`` are the completed MPPSs of the study not notified yet: the notice goes as
+    soon as the catalog holds what they reference, before ``due_at``. ``token`` changes
+    each time the notice is noted again; a send settles only the notice it read.
+    """
+
+    study_instance_uid: str
+    destination: str
+    due_at: float
+    attempts: int = 0
+    bus_partition: int = -1
+    bus_offset: int = -1
+    steps: tuple[StepReferences, ...] = ()
+    token: str = ""
+
+
+class NoticeQueue(Protocol):
+    """The pending Instance Availability Notifications, one per study and destination, in
+    the catalog (docs/notifications.md), so a restart or a second router loses none and
+    sends none twice at once. Times are seconds since the epoch."""
+
+    async def note_instances(
+        self,
+        study_uid: str,
+        destinations: Sequence[str],
+        due_at: float,
+        bus_partition: int,
+        bus_offset: int,
+    ) -> None:
+        """Instances of the study arrived: each destination's notice becomes due at
+        ``due_at`` (the quiet period ends), with no attempt counted, waiting for the index
+        to pass ``bus_offset``; created where none is pending."""
+        ...
+
+    async def note_performed_step(
+        self, study_uid: str, destinations: Sequence[str], due_at: float, step: StepReferences
+    ) -> None:
+        """A performed step of the study completed: add it to each destination's notice
+        (replacing an earlier one of the same UID); a notice created here is due at
+        ``due_at``, one pending keeps its due time."""
+        ...
+
+    async def claim_notices(self, now: float, limit: int, lease: float) -> list[PendingNotice]:
+        """Up to ``limit`` notices due by ``now`` or waiting for performed steps, the
+        earliest due first, leased for ``lease`` seconds: no other claim returns them until
+        the lease ends or they are settled or released."""
+        ...
+
+    async def settle_notice(self, notice: PendingNotice, retry_at: float | None) -> bool:
+        """End a claimed notice's lease. Unless it was noted again since (another
+        ``token``): remove it (``retry_at`` None: sent or given up) or count a failed
+        attempt and make it due at ``retry_at``. Returns whether it was removed."""
+        ...
+
+    async def release_notices(self, notices: Sequence[PendingNotice]) -> None:
+        """End the leases of claimed notices, changing nothing else."""
+        ...
+
+    async def notice_backlog(self) -> dict[str, int]:
+        """Pending notices per destination that has any."""
+        ...
+
+
+@dataclass(frozen=True)
+class StudyInGroup:
+    """The part of one study that lies in one storage group, for retention and tiering
+    (docs/lifecycle.md): how many instances, their stored bytes, and when the newest of
+    them was received (ISO 8601, as ``InstanceRecord.received_at``), which stands for the
+    study's last use there."""
+
+    study_instance_uid: str
+    storage_group: str
+    instances: int
+    bytes: int
+    last_received: str
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """Where one instance of a study is stored, and since when: what a move copies."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    storage_group: str
+    object_key: str
+    size: int
+    received_at: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceMove:
+    """One instance's new place: ``object_key`` in ``storage_group``, taken only while the
+    catalog still records it at ``from_key`` received at ``received_at`` (a store of the
+    same instance since then keeps its own place)."""
+
+    sop_instance_uid: str
+    from_key: str
+    received_at: str
+    object_key: str
+    storage_group: str
+
+
+class StorageTiers(Protocol):
+    """What retention and tiering ask of the catalog (docs/lifecycle.md): the studies of a
+    storage group, least recently received first, and switching a study's instances to
+    copies of their objects in another group."""
+
+    async def studies_in_group(
+        self,
+        storage_group: str,
+        received_before: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[StudyInGroup]:
+        """Up to ``limit`` studies with instances in ``storage_group``, ordered by their
+        newest instance's receive time there, then by Study Instance UID; only those whose
+        newest instance was received before ``received_before`` (ISO 8601), where given;
+        only those after ``after`` (a (last_received, study UID) pair of the previous
+        page), where given. Rejected instances (IOCM) are not counted. InvalidInput for a
+        negative limit."""
+        ...
+
+    async def stored_instances(self, study_uid: str) -> list[StoredInstance]:
+        """Every instance of the study the catalog shows (not rejected ones), by series and
+        SOP Instance UID, with its storage group, key and receive time."""
+        ...
+
+    async def move_instances(self, study_uid: str, moves: Sequence[InstanceMove]) -> int:
+        """Give instances of one study their new keys and storage group, all at once: a
+        :meth:`Catalog.locate` sees either every old key or every new one, never a mix,
+        and a crash leaves one or the other. An instance whose record changed since it
+        was read (another key, or received again) keeps its record, and so does one of
+        another study. Idempotent; returns how many instances this call moved.
+        InvalidInput for a move without its keys or group."""
+        ...
+
+
+class Catalog(ForwardQueue, NoticeQueue, Protocol):
     """Metadata of every stored instance, queryable at every level, plus the node registry,
-    the credentials of the HTTP APIs and the router's queues."""
+    the credentials of the HTTP APIs and the router's queues and pending notifications."""
 
     async def upsert_instances(self, records: Sequence[InstanceRecord]) -> None:
         """Write instances and their patient, study and series; idempotent.

@@ -32,6 +32,7 @@ from pymongo.errors import PyMongoError
 from micropacs.adapters import _mongo_audit as _audit
 from micropacs.adapters import _mongo_delete as _delete
 from micropacs.adapters import _mongo_forwards as _forwards
+from micropacs.adapters import _mongo_notices as _notices
 from micropacs.adapters import _mongo_patients as _patients
 from micropacs.adapters._mongo_checks import MonitorChecks
 from micropacs.adapters._mongo_keys import backfill_keys
@@ -62,7 +63,9 @@ from micropacs.ports import (
     InstanceLocation,
     InstanceRecord,
     Node,
+    PendingNotice,
     Query,
+    StepReferences,
 )
 from micropacs.redact import safe_url
 
@@ -108,6 +111,7 @@ INDEXES = {
     "patient_updates": ["merged_into"],
     _audit.COLLECTION: ["time", "kind", "actor", "study_uids"],
     _forwards.COLLECTION: ["destination", "enqueued_at"],
+    _notices.COLLECTION: ["due_at"],
 }
 
 
@@ -692,6 +696,54 @@ class MongoCatalog:
         return await self._forwards(_forwards.cancel(self._db, destination, entry_ids, state))
 
     async def _forwards(self, operation: Coroutine[Any, Any, T]) -> T:
+        try:
+            return await operation
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def note_instances(
+        self,
+        study_uid: str,
+        destinations: Sequence[str],
+        due_at: float,
+        bus_partition: int,
+        bus_offset: int,
+    ) -> None:
+        """Create or postpone a study's notices (:mod:`._mongo_notices`)."""
+        if destinations:
+            await self._noticing(
+                _notices.note_instances(
+                    self._db, study_uid, destinations, due_at, bus_partition, bus_offset
+                )
+            )
+
+    async def note_performed_step(
+        self, study_uid: str, destinations: Sequence[str], due_at: float, step: StepReferences
+    ) -> None:
+        """Add a completed performed step to a study's notices."""
+        if destinations:
+            await self._noticing(
+                _notices.note_performed_step(self._db, study_uid, destinations, due_at, step)
+            )
+
+    async def claim_notices(self, now: float, limit: int, lease: float) -> list[PendingNotice]:
+        """Lease the notices due or waiting for steps."""
+        return await self._noticing(_notices.claim(self._db, now, limit, lease))
+
+    async def settle_notice(self, notice: PendingNotice, retry_at: float | None) -> bool:
+        """Remove or reschedule a claimed notice."""
+        return await self._noticing(_notices.settle(self._db, notice, retry_at))
+
+    async def release_notices(self, notices: Sequence[PendingNotice]) -> None:
+        """End the leases of claimed notices."""
+        if notices:
+            await self._noticing(_notices.release(self._db, notices))
+
+    async def notice_backlog(self) -> dict[str, int]:
+        """Pending notices per destination."""
+        return await self._noticing(_notices.backlog(self._db))
+
+    async def _noticing(self, operation: Coroutine[Any, Any, T]) -> T:
         try:
             return await operation
         except PyMongoError as exc:

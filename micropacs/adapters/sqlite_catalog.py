@@ -36,6 +36,7 @@ from micropacs.adapters import _sqlite_audit as _audit
 from micropacs.adapters import _sqlite_catalog_delete as _delete
 from micropacs.adapters import _sqlite_catalog_patients as _patients
 from micropacs.adapters import _sqlite_forwards as _forwards
+from micropacs.adapters import _sqlite_notices as _notices
 from micropacs.adapters._patients import patient_only, with_identity
 from micropacs.adapters._sqlite_catalog_query import Decoder, next_matches, select_sql
 from micropacs.adapters._sqlite_catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
@@ -55,7 +56,9 @@ from micropacs.ports import (
     InstanceLocation,
     InstanceRecord,
     Node,
+    PendingNotice,
     Query,
+    StepReferences,
 )
 
 T = TypeVar("T")
@@ -438,6 +441,56 @@ class SqliteCatalog:
         return await self._write(
             lambda conn: _forwards.cancel(conn, destination, entry_ids, state), transaction=True
         )
+
+    async def note_instances(
+        self,
+        study_uid: str,
+        destinations: Sequence[str],
+        due_at: float,
+        bus_partition: int,
+        bus_offset: int,
+    ) -> None:
+        """Create or postpone a study's notices (:mod:`._sqlite_notices`)."""
+        if destinations:
+            await self._write(
+                lambda conn: _notices.note_instances(
+                    conn, study_uid, destinations, due_at, bus_partition, bus_offset
+                ),
+                transaction=True,
+            )
+
+    async def note_performed_step(
+        self, study_uid: str, destinations: Sequence[str], due_at: float, step: StepReferences
+    ) -> None:
+        """Add a completed performed step to a study's notices."""
+        if destinations:
+            await self._write(
+                lambda conn: _notices.note_performed_step(
+                    conn, study_uid, destinations, due_at, step
+                ),
+                transaction=True,
+            )
+
+    async def claim_notices(self, now: float, limit: int, lease: float) -> list[PendingNotice]:
+        """Lease the notices due or waiting for steps, in the writer's transaction."""
+        return await self._write(
+            lambda conn: _notices.claim(conn, now, limit, lease), transaction=True
+        )
+
+    async def settle_notice(self, notice: PendingNotice, retry_at: float | None) -> bool:
+        """Remove or reschedule a claimed notice."""
+        return await self._write(
+            lambda conn: _notices.settle(conn, notice, retry_at), transaction=True
+        )
+
+    async def release_notices(self, notices: Sequence[PendingNotice]) -> None:
+        """End the leases of claimed notices."""
+        if notices:
+            await self._write(lambda conn: _notices.release(conn, notices), transaction=True)
+
+    async def notice_backlog(self) -> dict[str, int]:
+        """Pending notices per destination."""
+        return await self._read(_notices.backlog)
 
     async def check(self) -> None:
         """Read from the catalog; raise CatalogUnavailable if it does not answer."""
