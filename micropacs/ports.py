@@ -288,6 +288,16 @@ class CatalogCounts:
     instances: int
 
 
+@dataclass(frozen=True)
+class StorageUsage:
+    """What one storage group's instances take: how many, and their stored bytes (each
+    object's size as stored, compressed at rest or not)."""
+
+    storage_group: str
+    instances: int
+    bytes: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class AuditRecord:
     """One entry of the audit trail: who did what, from where, to which studies, how it ended.
@@ -644,6 +654,12 @@ class Catalog(ForwardQueue, NoticeQueue, Protocol):
 
     async def counts(self) -> CatalogCounts:
         """Numbers of patients, studies, series and instances."""
+        ...
+
+    async def storage_usage(self) -> list[StorageUsage]:
+        """Instances and bytes per storage group that has any, by group name: an aggregate
+        of the catalog's own records (the sizes it was given), never a listing of the
+        BlobStore's objects."""
         ...
 
     async def remove_instances(

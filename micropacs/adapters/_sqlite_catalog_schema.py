@@ -11,7 +11,7 @@ from micropacs.dicom.json_model import DicomJson, text_of
 from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import NUMERIC_VRS, normal_date, normal_pn
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Stored in ``PRAGMA user_version``; older catalogs are migrated, newer ones refused."""
 PATIENT_UPDATES = """
 CREATE TABLE IF NOT EXISTS patient_updates (
@@ -24,6 +24,41 @@ CREATE TABLE IF NOT EXISTS patient_updates (
 ) WITHOUT ROWID
 """
 """The RIS's demographics of a patient (HL7 ADT) and, once merged, whom into."""
+STORAGE_USAGE = (
+    """
+CREATE TABLE IF NOT EXISTS storage_usage (
+    storage_group TEXT PRIMARY KEY,
+    instances INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID
+""",
+    """
+CREATE TRIGGER IF NOT EXISTS storage_usage_added AFTER INSERT ON instances BEGIN
+    INSERT OR IGNORE INTO storage_usage VALUES (NEW.storage_group, 0, 0);
+    UPDATE storage_usage SET instances = instances + 1, bytes = bytes + NEW.size
+        WHERE storage_group = NEW.storage_group;
+END
+""",
+    """
+CREATE TRIGGER IF NOT EXISTS storage_usage_removed AFTER DELETE ON instances BEGIN
+    UPDATE storage_usage SET instances = instances - 1, bytes = bytes - OLD.size
+        WHERE storage_group = OLD.storage_group;
+END
+""",
+    """
+CREATE TRIGGER IF NOT EXISTS storage_usage_replaced
+AFTER UPDATE OF size, storage_group ON instances BEGIN
+    UPDATE storage_usage SET instances = instances - 1, bytes = bytes - OLD.size
+        WHERE storage_group = OLD.storage_group;
+    INSERT OR IGNORE INTO storage_usage VALUES (NEW.storage_group, 0, 0);
+    UPDATE storage_usage SET instances = instances + 1, bytes = bytes + NEW.size
+        WHERE storage_group = NEW.storage_group;
+END
+""",
+)
+"""Instances and bytes per storage group, kept by triggers in the transaction of every write
+to ``instances`` (stores, re-stores, moves, rejections, deletions), so the status reads a
+handful of rows instead of summing every instance."""
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE instances ADD COLUMN original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''",),
     # Nodes registered before access control keep doing everything, from their host.
@@ -39,6 +74,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: ("ALTER TABLE nodes ADD COLUMN tls_certificates TEXT NOT NULL DEFAULT '[]'",),
     # Patient updates and merges from the RIS (none before).
     4: (PATIENT_UPDATES,),
+    # The storage groups' aggregate, summed once from the instances already stored.
+    5: (
+        *STORAGE_USAGE,
+        "INSERT OR REPLACE INTO storage_usage"
+        " SELECT storage_group, count(*), coalesce(sum(size), 0) FROM instances"
+        " GROUP BY storage_group",
+    ),
 }
 """The statements of the step from each schema version to the next, run in one transaction."""
 
@@ -173,6 +215,8 @@ CREATE TABLE IF NOT EXISTS credentials (
     PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
 """
+
+SCHEMA += "".join(f"{statement.strip()};\n" for statement in STORAGE_USAGE)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ from micropacs.ports import (
     PendingNotice,
     Query,
     StepReferences,
+    StorageUsage,
 )
 
 T = TypeVar("T")
@@ -242,6 +243,19 @@ class SqliteCatalog:
             return CatalogCounts(patients, studies, series, instances)
 
         return await self._read(count)
+
+    async def storage_usage(self) -> list[StorageUsage]:
+        """Instances and bytes per storage group: the rows the schema's triggers keep
+        (:data:`._sqlite_catalog_schema.STORAGE_USAGE`), not a sum over the instances."""
+
+        def read(conn: sqlite3.Connection) -> list[StorageUsage]:
+            rows = conn.execute(
+                "SELECT storage_group, instances, bytes FROM storage_usage"
+                " WHERE instances > 0 ORDER BY storage_group"
+            ).fetchall()
+            return [StorageUsage(str(group), int(n), int(size)) for group, n, size in rows]
+
+        return await self._read(read)
 
     async def remove_instances(
         self,

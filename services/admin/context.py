@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -16,6 +16,7 @@ from micropacs.read_barrier import ReadBarrier
 from services.admin.jobs import SendJobs
 from services.admin.metrics import AdminMetrics
 from services.admin.sending import Sender
+from services.admin.status import StatusReader
 
 
 @dataclass(frozen=True)
@@ -45,3 +46,5 @@ class AdminContext:
     """Where every action is recorded (None: not recorded)."""
     barrier: ReadBarrier | None = None
     """Where reads of what the index writes wait (None: the catalog as it is)."""
+    status: StatusReader = field(default_factory=StatusReader)
+    """Gathers the system status for the API and the Status page alike."""

@@ -1079,12 +1079,13 @@ def test_sqlite_migrates_a_version_1_catalog(catalog_url: str, run: Runner) -> N
     assert run(migrated.counts()).instances == 2
     assert run(migrated.nodes()) == [OLD_NODE]
     run(migrated.close())
-    assert _schema_version(path) == SCHEMA_VERSION == 5
+    assert _schema_version(path) == SCHEMA_VERSION
 
 
 def test_sqlite_migrates_a_version_2_catalog_keeping_its_nodes(
     catalog_url: str, run: Runner
 ) -> None:
+    from micropacs.adapters._sqlite_catalog_schema import SCHEMA_VERSION
     from micropacs.adapters.factory import open_catalog
 
     path = _old_catalog(catalog_url, run, 2)
@@ -1095,7 +1096,7 @@ def test_sqlite_migrates_a_version_2_catalog_keeping_its_nodes(
     restricted = replace(OLD_NODE, store=False, allowed_from=("10.0.1.0/24",))
     run(migrated.put_node(restricted))
     run(migrated.close())
-    assert _schema_version(path) == 5
+    assert _schema_version(path) == SCHEMA_VERSION
 
     again = run(open_catalog(catalog_url))  # opening a migrated catalog changes nothing
     assert run(again.nodes()) == [restricted]
@@ -1108,6 +1109,7 @@ def test_sqlite_migrates_a_version_3_catalog_binding_no_certificates(
     import sqlite3
     from contextlib import closing
 
+    from micropacs.adapters._sqlite_catalog_schema import SCHEMA_VERSION
     from micropacs.adapters.factory import open_catalog
 
     path = _old_catalog(catalog_url, run, 2)
@@ -1127,7 +1129,7 @@ def test_sqlite_migrates_a_version_3_catalog_binding_no_certificates(
     run(migrated.put_node(bound))
     assert run(migrated.nodes()) == [bound]
     run(migrated.close())
-    assert _schema_version(path) == 5
+    assert _schema_version(path) == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(
