@@ -13,12 +13,14 @@ from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.dimse.scu import Associations
 from micropacs.http import Check
-from micropacs.ports import BlobStore, Catalog, EventBus
+from micropacs.ports import BlobStore, Catalog, EventBus, Worklist
 from micropacs.routing.rules import RuleSet, load_rules
 from micropacs.service import BackgroundTask, HandlerBinding
 from services.router.api import RouterApi
+from services.router.ian import Notifications, notifications_from_settings
 from services.router.metrics import RouterMetrics
 from services.router.nodes import NodeCache
+from services.router.retention_task import RetentionTask, retention_from_settings
 from services.router.routing import Router
 from services.router.sending import Dispatcher
 
@@ -26,13 +28,15 @@ from services.router.sending import Dispatcher
 @dataclass
 class RouterApp:
     """The router: the consumer that fills the queues, the senders that empty them, and
-    the queues' HTTP routes."""
+    the queues' HTTP routes; the Instance Availability Notifications when some node gets them."""
 
     rules: RuleSet
     router: Router
     dispatcher: Dispatcher
     api: RouterApi
     checks: Mapping[str, Check]
+    ian: Notifications | None = None
+    retention: RetentionTask | None = None
 
     def add_contexts(self, ae: AE) -> None:
         """None: the router answers no DICOM (it opens associations)."""
@@ -46,8 +50,10 @@ class RouterApp:
         return self.api.routes()
 
     def background(self) -> list[BackgroundTask]:
-        """The consumer and the senders."""
-        return [self.router.run, self.dispatcher.run]
+        """The consumer and the senders, and the notifications' consumers and timer."""
+        ian = self.ian.background() if self.ian is not None else []
+        retention = [self.retention.run] if self.retention is not None else []
+        return [self.router.run, self.dispatcher.run, *ian, *retention]
 
 
 def build(
@@ -57,10 +63,12 @@ def build(
     blobs: BlobStore,
     registry: CollectorRegistry,
     rules: RuleSet | None = None,
+    worklist: Worklist | None = None,
 ) -> RouterApp:
     """The router over the given adapters, with ``rules`` or those of the rules file
     (``MICROPACS_ROUTER__RULES_FILE``; none: nothing new is forwarded). An invalid file
-    raises :class:`~micropacs.errors.InvalidSettings` here, at start."""
+    raises :class:`~micropacs.errors.InvalidSettings` here, at start. With ``worklist``, a
+    completed MPPS is read there for its notification (``MICROPACS_IAN__DESTINATIONS``)."""
     own = settings.router
     if rules is None:
         rules = load_rules(own.rules_file) if own.rules_file is not None else RuleSet()
@@ -81,4 +89,6 @@ def build(
         dispatcher=dispatcher,
         api=RouterApi(catalog, dispatcher),
         checks={"event_bus": bus.check, "catalog": catalog.check, "blob_store": blobs.check},
+        ian=notifications_from_settings(settings, bus, catalog, worklist, registry),
+        retention=retention_from_settings(settings, catalog, blobs, bus, registry),
     )

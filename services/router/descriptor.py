@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 from micropacs.config import Settings
 from micropacs.service import Adapters, Port, ServiceApp, ServiceDescriptor
 from services.router.app import build
+from services.router.retention_command import retention_command
 
 
 def _build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) -> ServiceApp:
@@ -16,13 +17,15 @@ def _build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) 
         adapters.require_catalog(),
         adapters.require_blobs(),
         registry,
+        worklist=adapters.require_worklist(),
     )
 
 
 SERVICE = ServiceDescriptor(
     name="router",
     summary="Forwards stored instances by the routing rules, through a durable queue per"
-    " destination (C-STORE SCU)",
-    needs=frozenset({Port.EVENT_BUS, Port.CATALOG, Port.BLOB_STORE}),
+    " destination (C-STORE SCU), and notifies the RIS of available instances (IAN SCU)",
+    needs=frozenset({Port.EVENT_BUS, Port.CATALOG, Port.BLOB_STORE, Port.WORKLIST}),
     build=_build,
+    commands=(retention_command,),
 )

@@ -56,6 +56,7 @@ from micropacs.events import (
     decode_workflow_event,
 )
 from micropacs.ports import Catalog, EventBus, Node, PendingNotice, Record, StepReferences, Worklist
+from micropacs.service import BackgroundTask
 from services.router.ian_content import notification, study_content
 from services.router.ian_scu import Notifier, Outcome
 
@@ -65,8 +66,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 200
 """Events noted per commit, and notices claimed per look."""
-STATS_INTERVAL = 10.0
-"""Seconds between two readings of the pending notices for the gauge."""
 REFERENCED_IMAGE_SEQUENCE = tag_of("ReferencedImageSequence")
 REFERENCED_NON_IMAGE_SEQUENCE = tag_of("ReferencedNonImageCompositeSOPInstanceSequence")
 REFERENCED_SOP_INSTANCE_UID = tag_of("ReferencedSOPInstanceUID")
@@ -178,12 +177,11 @@ class Notifications:
         self._clock = clock
         self._wake = asyncio.Event()
         self._senders: dict[str, asyncio.Task[None]] = {}
-        self._stats_read = -STATS_INTERVAL
 
-    def background(self) -> list[Callable[[asyncio.Event], Awaitable[None]]]:
+    def background(self) -> list[BackgroundTask]:
         """The tasks to run for the life of the process: two consumers and the timer (the
         MPPS consumer only with a worklist store to read the steps from)."""
-        tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = [self.run_instances]
+        tasks: list[BackgroundTask] = [self.run_instances]
         if self._worklist is not None:
             tasks.append(self.run_steps)
         tasks.append(self.run_timer)
@@ -454,10 +452,7 @@ class Notifications:
         return float(base * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not a secret
 
     async def _read_stats(self) -> None:
-        now = time.monotonic()
-        if now - self._stats_read < STATS_INTERVAL:
-            return
-        self._stats_read = now
+        # Each look (one grouped count of a small table): the gauge is never stale.
         backlog = await self._catalog.notice_backlog()
         for destination in {*self._destinations, *backlog}:
             self._metrics.pending.labels(destination=destination).set(backlog.get(destination, 0))
