@@ -163,6 +163,10 @@ class InstanceRecord:
     """The whole dataset as DICOM JSON without bulk data (PS3.18 F.2)."""
     original_transfer_syntax_uid: str = ""
     """The syntax the object arrived in, when it was compressed at rest ("" otherwise)."""
+    sha256: str = ""
+    """The SHA-256 of the object's bytes as put in the BlobStore (64 lowercase hex digits),
+    taken at store time (:mod:`micropacs.checksums`); "" for objects stored before it was
+    recorded. Storage Commitment (PS3.4 J) commits an instance only while it still matches."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,8 @@ class InstanceLocation:
     """The patient's attributes as the catalog answers them (Patient module, PS3.3
     C.7.1.1), when an update or merge from the RIS changed the patient; {} when the
     stored object's own are current. Retrieval writes them into the outgoing header."""
+    sha256: str = field(default="", compare=False)
+    """The object's SHA-256 recorded at store time (``InstanceRecord.sha256``), "" if none."""
 
 
 @dataclass(frozen=True)

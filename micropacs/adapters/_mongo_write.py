@@ -220,6 +220,7 @@ async def upsert(db: AsyncDatabase[Document], records: Sequence[InstanceRecord])
             "object_key": record.object_key,
             "transfer_syntax": record.transfer_syntax_uid,
             "original_transfer_syntax": record.original_transfer_syntax_uid,
+            "sha256": record.sha256,
             "size": record.size,
             "storage_group": record.storage_group,
             "received_at": record.received_at,

@@ -11,7 +11,7 @@ from micropacs.dicom.json_model import DicomJson, text_of
 from micropacs.dicom.levels import Level
 from micropacs.dicom.matching import NUMERIC_VRS, normal_date, normal_pn
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 """Stored in ``PRAGMA user_version``; older catalogs are migrated, newer ones refused."""
 PATIENT_UPDATES = """
 CREATE TABLE IF NOT EXISTS patient_updates (
@@ -24,6 +24,33 @@ CREATE TABLE IF NOT EXISTS patient_updates (
 ) WITHOUT ROWID
 """
 """The RIS's demographics of a patient (HL7 ADT) and, once merged, whom into."""
+REJECTIONS = (
+    """
+CREATE TABLE IF NOT EXISTS rejections (
+    sop_instance_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    note_uid TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    rejected_at TEXT NOT NULL,
+    sop_class_uid TEXT,
+    object_key TEXT,
+    transfer_syntax_uid TEXT,
+    size INTEGER,
+    received_at TEXT,
+    patient_id TEXT,
+    issuer TEXT
+) WITHOUT ROWID
+""",
+    "CREATE INDEX IF NOT EXISTS rejections_held ON rejections (rejected_at)"
+    " WHERE object_key IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS rejections_study ON rejections (study_uid, series_uid)"
+    " WHERE object_key IS NOT NULL",
+)
+"""IOCM rejections by SOP Instance UID (:mod:`._sqlite_catalog_rejections`), and the held
+rejected instances by rejection time (their deletion) and by study (a removal).
+``object_key`` is NULL while the instance is not held (not stored yet, or deleted);
+``series_uid`` and ``study_uid`` are the note's until the instance is held, then its own."""
 STORAGE_USAGE = (
     """
 CREATE TABLE IF NOT EXISTS storage_usage (
@@ -81,6 +108,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " SELECT storage_group, count(*), coalesce(sum(size), 0) FROM instances"
         " GROUP BY storage_group",
     ),
+    # Checksums recorded at store time; instances indexed before have none ("").
+    6: ("ALTER TABLE instances ADD COLUMN sha256 TEXT NOT NULL DEFAULT ''",),
+    # IOCM rejections (none before).
+    7: REJECTIONS,
 }
 """The statements of the step from each schema version to the next, run in one transaction."""
 
@@ -163,7 +194,8 @@ CREATE TABLE IF NOT EXISTS instances (
     storage_group TEXT NOT NULL,
     received_at TEXT NOT NULL,
     attrs BLOB NOT NULL,
-    original_transfer_syntax_uid TEXT NOT NULL DEFAULT ''
+    original_transfer_syntax_uid TEXT NOT NULL DEFAULT '',
+    sha256 TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances (series_uid, instance_number);
 CREATE INDEX IF NOT EXISTS instances_study ON instances (study_uid, sop_class_uid);
@@ -214,7 +246,7 @@ CREATE TABLE IF NOT EXISTS credentials (
     created_at TEXT NOT NULL,
     PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
-"""
+""" + "".join(f"{statement.strip()};\n" for statement in REJECTIONS)
 
 SCHEMA += "".join(f"{statement.strip()};\n" for statement in STORAGE_USAGE)
 

@@ -313,6 +313,7 @@ class Batch:
                 record.received_at,
                 zlib.compress(dumps(item.by_level[Level.IMAGE]).encode(), 1),
                 record.original_transfer_syntax_uid,
+                record.sha256,
                 record.sop_instance_uid,
             )
             old = existing.get(record.sop_instance_uid)
@@ -332,15 +333,15 @@ class Batch:
         self.conn.executemany(
             "INSERT INTO instances (series_uid, study_uid, sop_class_uid, instance_number,"
             " object_key, transfer_syntax_uid, size, storage_group, received_at, attrs,"
-            " original_transfer_syntax_uid, sop_instance_uid)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " original_transfer_syntax_uid, sha256, sop_instance_uid)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             inserts,
         )
         self.conn.executemany(
             "UPDATE instances SET series_uid = ?, study_uid = ?, sop_class_uid = ?,"
             " instance_number = ?, object_key = ?, transfer_syntax_uid = ?, size = ?,"
-            " storage_group = ?, received_at = ?, attrs = ?, original_transfer_syntax_uid = ?"
-            " WHERE sop_instance_uid = ?",
+            " storage_group = ?, received_at = ?, attrs = ?, original_transfer_syntax_uid = ?,"
+            " sha256 = ? WHERE sop_instance_uid = ?",
             updates,
         )
 

@@ -518,6 +518,7 @@ class MongoCatalog:
                 transfer_syntax_uid=d["transfer_syntax"],
                 size=int(d.get("size", 0)),
                 patient=changed.get(d["patient_key"], {}),
+                sha256=str(d.get("sha256", "")),
             )
             for d in docs
         ]

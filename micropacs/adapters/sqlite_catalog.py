@@ -204,7 +204,7 @@ class SqliteCatalog:
             "SELECT i.sop_instance_uid, i.sop_class_uid, i.series_uid, i.study_uid,"
             " i.object_key, i.transfer_syntax_uid, i.size, p.patient_id, p.issuer,"
             " CASE WHEN EXISTS (SELECT 1 FROM patient_updates u WHERE"
-            " u.patient_id = p.patient_id AND u.issuer = p.issuer) THEN p.attrs END"
+            " u.patient_id = p.patient_id AND u.issuer = p.issuer) THEN p.attrs END, i.sha256"
             " FROM instances i JOIN studies s ON s.study_uid = i.study_uid"
             f" JOIN patients p ON p.pk = s.patient_pk WHERE {' AND '.join(where)}"
             " ORDER BY i.study_uid, i.series_uid, i.instance_number, i.sop_instance_uid"
@@ -222,6 +222,7 @@ class SqliteCatalog:
                 patient=with_identity(patient_only(json.loads(row[9])), row[7], row[8])
                 if row[9]
                 else {},
+                sha256=row[10],
             )
             for row in rows
         ]

@@ -20,6 +20,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from micropacs.bridge import LoopBridge
 from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
 from micropacs.dimse.audit import note_study
+from micropacs.dimse.received_digest import received_sha256
 from micropacs.errors import MicropacsError, Status, dimse_status
 from services.ingest.store_service import Received, StoreService, discard
 
@@ -95,6 +96,7 @@ def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) ->
         called_ae=event.assoc.acceptor.ae_title,
         sop_class_uid=str(request.AffectedSOPClassUID or ""),
         sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+        sha256=received_sha256(event),  # hashed as it was received: nothing reads it again
     )
     started = time.perf_counter()
     try:

@@ -5,6 +5,12 @@ with one call, :meth:`StoreService.store`. It validates the UIDs, puts the
 bytes as received into the BlobStore, publishes ``instance.stored`` and only
 then reports success. Any failure raises a :mod:`micropacs.errors` error and
 nothing is acknowledged; either way no temporary file is left behind.
+
+The event carries the SHA-256 of the bytes put in the BlobStore (Storage
+Commitment checks it, PS3.4 J), taken without reading the file again: the
+receiver hashed it while writing it (``Received.sha256``: C-STORE, STOW-RS), or
+the store's own read of a file it copies is hashed (``micropacs import``). Only
+a copy compressed at rest, or a file no receiver hashed, is read to be hashed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from micropacs.checksums import HashingReader, file_sha256
 from micropacs.dicom import tags
 from micropacs.dicom.header_json import Header, header_of
 from micropacs.dicom.transcode import AT_REST, compress_file
@@ -47,6 +54,8 @@ class Received:
     sop_instance_uid: str = ""
     owned: bool = True
     """Whether the store may move ``path`` (a received temporary file) or must copy it."""
+    sha256: str = ""
+    """The SHA-256 of the file at ``path``, when its receiver hashed it while writing it."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,11 @@ class StoreService:
             if compressed:
                 original, syntax = syntax, str(self._compress_to)
         try:
+            digest = received.sha256
+            if not digest and received.owned:
+                # A compressed copy, or a file no receiver hashed: nothing else reads it
+                # on its way into the store (a rename), so it is read here once.
+                digest = file_sha256(received.path)
             event = InstanceStored(
                 sop_class_uid=uids["class"],
                 sop_instance_uid=uids["instance"],
@@ -162,6 +176,7 @@ class StoreService:
                 received_at=datetime.now(UTC).isoformat(),
                 header=header.json,
                 original_transfer_syntax_uid=original,
+                sha256=digest,
             )
             return Prepared(received=received, event=event, payload=event.to_bytes(), source=source)
         except BaseException:
@@ -184,23 +199,24 @@ class StoreService:
             return received, False
         if received.owned:
             received.path.unlink(missing_ok=True)
-        return replace(received, path=out, owned=True), True
+        return replace(received, path=out, owned=True, sha256=""), True
 
     async def _commit(self, prepared: Prepared, started: float) -> InstanceStored:
         """Make the object durable, then publish its event: only then is it stored."""
-        received, event = prepared.received, prepared.event
+        received, event, payload = prepared.received, prepared.event, prepared.payload
         try:
             blob_started = time.perf_counter()
             if received.owned:
                 await self._blobs.put_file(event.object_key, received.path)
             else:
-                with received.path.open("rb") as source:
-                    await self._blobs.put(event.object_key, source, event.size)
+                digest = await self._put_copy(received.path, event)
+                event = replace(event, sha256=digest)
+                payload = event.to_bytes()
             self._metrics.blob_seconds.observe(time.perf_counter() - blob_started)
             # If publishing fails the object stays in the store un-announced: deleting it
             # could destroy an earlier, acknowledged copy of the same instance.
             publish_started = time.perf_counter()
-            await self._bus.publish(INSTANCE_STORED, event.key, prepared.payload)
+            await self._bus.publish(INSTANCE_STORED, event.key, payload)
             self._metrics.publish_seconds.observe(time.perf_counter() - publish_started)
         except MicropacsError as exc:
             if isinstance(exc, BlobStoreUnavailable | EventBusUnavailable):
@@ -212,6 +228,16 @@ class StoreService:
         self._metrics.stored_bytes.inc(event.size)
         self._metrics.store_seconds.observe(time.perf_counter() - started)
         return event
+
+    async def _put_copy(self, path: Path, event: InstanceStored) -> str:
+        """Copy a file the store may not move into the BlobStore; its SHA-256, hashed as
+        the store read it (or, if the store read it otherwise, as it is on disk)."""
+        with path.open("rb") as source:
+            reader = HashingReader(source)
+            await self._blobs.put(event.object_key, reader, event.size)  # type: ignore[arg-type]
+        if reader.count == event.size:
+            return reader.sha256()
+        return await asyncio.to_thread(file_sha256, path)
 
     def _refused(self, received: Received, exc: MicropacsError) -> None:
         self._metrics.stored.labels(status=f"0x{exc.dimse:04X}").inc()

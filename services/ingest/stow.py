@@ -109,7 +109,9 @@ class Stow:
         if media != "application/dicom":
             part.path.unlink(missing_ok=True)
             return False, {FAILURE_REASON: element("US", Status.CANNOT_UNDERSTAND)}
-        received = Received(path=part.path, calling_ae="DICOMWEB", called_ae=self._called_ae)
+        received = Received(
+            path=part.path, calling_ae="DICOMWEB", called_ae=self._called_ae, sha256=part.sha256
+        )
         try:
             event = await self._store.store(received, study=study)
         except StudyMismatch as exc:

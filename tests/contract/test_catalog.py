@@ -1014,6 +1014,8 @@ def _old_catalog(catalog_url: str, run: Runner, version: int) -> Any:
     with closing(sqlite3.connect(_local_path(catalog_url))) as conn:
         if version < 2:
             conn.execute("ALTER TABLE instances DROP COLUMN original_transfer_syntax_uid")
+        if version < 7:
+            conn.execute("ALTER TABLE instances DROP COLUMN sha256")
         conn.execute("DROP TABLE nodes")
         conn.execute(NODES_OF_SCHEMA_2)
         conn.execute(
