@@ -1,0 +1,174 @@
+"""Forwarding end to end: ``micropacs serve`` with a rules file forwards what storescu
+stores to DCMTK storescp destinations. One destination stopped for a while never holds up
+the other, and gets everything once it is back; a SIGKILL of serve with its queue full
+loses nothing: after the restart every instance arrives."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydicom import dcmread
+
+from tests import dicomdata
+from tests.integration.peers import DCMTK_ENV, free_port, storescu, wait_for_port
+from tests.integration.server import Server, micropacs, start_server
+
+RULES = """
+rules:
+  - name: everything
+    forward:
+      - destination: LIVE
+      - destination: LATE
+        transfer_syntax: explicit-vr-little-endian
+"""
+
+
+@dataclass
+class Storescp:
+    """A DCMTK storescp writing what it receives into ``folder``; started and stopped at will."""
+
+    ae_title: str
+    port: int
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["storescp", "-aet", self.ae_title, "+xa", "-od", str(self.folder), str(self.port)],
+            env=DCMTK_ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def received(self) -> set[str]:
+        """The SOP Instance UIDs of the files it wrote (a file sent twice is written once)."""
+        return {
+            str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+            for path in self.folder.iterdir()
+            if path.is_file() and not path.name.startswith(".")
+        }
+
+
+@pytest.fixture
+def peers(tmp_path: Path) -> Iterator[dict[str, Storescp]]:
+    found = {}
+    for title in ("LIVE", "LATE"):
+        folder = tmp_path / title.lower()
+        folder.mkdir()
+        found[title] = Storescp(title, free_port(), folder)
+    try:
+        yield found
+    finally:
+        for peer in found.values():
+            peer.stop()
+
+
+def router_env(tmp_path: Path, server_env: dict[str, str]) -> dict[str, str]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    return {
+        **server_env,
+        "MICROPACS_ROUTER__RULES_FILE": str(rules),
+        # Quick retries, and no entry given up on however long a destination is away.
+        "MICROPACS_ROUTER__BACKOFF_INITIAL": "0.2",
+        "MICROPACS_ROUTER__BACKOFF_MAX": "1",
+        "MICROPACS_ROUTER__MAX_ATTEMPTS": "10000",
+        "MICROPACS_ROUTER__LEASE": "3",
+        "MICROPACS_ROUTER__STATS_INTERVAL": "0.5",
+    }
+
+
+def register(data_dir: Path, env: dict[str, str], peer: Storescp) -> None:
+    title, port = peer.ae_title, str(peer.port)
+    micropacs("nodes", "add", title, "127.0.0.1", port, data_dir=data_dir, env=env)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not after {timeout}s: {what}")
+        time.sleep(0.1)
+
+
+def queues(server: Server) -> dict[str, dict[str, Any]]:
+    answer = httpx.get(f"{server.http}/router/queues", timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {queue["destination"]: queue for queue in answer.json()}
+
+
+def uids_of(files: list[Path]) -> set[str]:
+    return {str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in files}
+
+
+def test_a_stopped_destination_gets_everything_later_and_holds_up_nobody(
+    tmp_path: Path, server_env: dict[str, str], peers: dict[str, Storescp]
+) -> None:
+    live, late = peers["LIVE"], peers["LATE"]
+    env = router_env(tmp_path, server_env)
+    data_dir = tmp_path / "data"
+    for peer in (live, late):
+        register(data_dir, env, peer)
+    live.start()  # LATE is not running yet
+    server = start_server(data_dir, env=env)
+    try:
+        files = dicomdata.make_ct_series(tmp_path / "ct", 40, rows=64, cols=64)
+        storescu(server, files)
+        sent = uids_of(files)
+        wait_for(lambda: live.received() == sent, "LIVE got every instance while LATE is down")
+        assert late.received() == set()
+
+        def failing() -> bool:
+            queue = queues(server).get("LATE", {})
+            return queue.get("waiting") == len(sent) and queue.get("failing_since") is not None
+
+        wait_for(failing, "LATE's queue holds everything and LATE is failing")
+
+        late.start()
+        wait_for(lambda: late.received() == sent, "LATE got every instance once it was back")
+        wait_for(lambda: queues(server) == {}, "every queue empty")
+        metrics = httpx.get(f"{server.http}/metrics", timeout=10).text
+        assert 'micropacs_router_sent_total{destination="LATE"} 40.0' in metrics
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_of_serve_with_a_full_queue_loses_nothing(
+    tmp_path: Path, server_env: dict[str, str], peers: dict[str, Storescp]
+) -> None:
+    live, late = peers["LIVE"], peers["LATE"]
+    env = router_env(tmp_path, server_env)
+    data_dir = tmp_path / "data"
+    for peer in (live, late):
+        register(data_dir, env, peer)
+    live.start()
+    server = start_server(data_dir, env=env)
+    files = dicomdata.make_ct_series(tmp_path / "ct", 200, rows=64, cols=64)
+    sent = uids_of(files)
+    storescu(server, files)
+    # Killed at once: the router may be reading the events, queueing them or sending LIVE's.
+    server.kill()
+
+    late.start()
+    restarted = start_server(data_dir, env=env)
+    try:
+        wait_for(lambda: live.received() == sent, "LIVE got every instance after the restart")
+        wait_for(lambda: late.received() == sent, "LATE got every instance after the restart")
+        wait_for(lambda: queues(restarted) == {}, "every queue empty")
+    finally:
+        restarted.stop()
