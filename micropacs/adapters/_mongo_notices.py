@@ -90,7 +90,7 @@ async def note_performed_step(
         key = _id(study_uid, destination)
         for attempt in range(_ATTEMPTS):
             doc = await db[COLLECTION].find_one({"_id": key})
-            steps = steps_to_json(merged(steps_of(doc["steps"]) if doc else (), step))
+            steps = steps_to_json(merged(steps_of(doc.get("steps", [])) if doc else (), step))
             changes = {"steps": steps, "has_steps": True, "attempts": 0, "token": new_token()}
             if doc is None:
                 try:

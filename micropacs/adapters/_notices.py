@@ -18,8 +18,12 @@ def new_token() -> str:
 
 def steps_to_json(steps: Sequence[StepReferences]) -> list[dict[str, Any]]:
     """Steps as JSON-ready documents."""
+    # Series as documents, not [uid, sops] pairs: FerretDB stores no nested arrays.
     return [
-        {"uid": s.sop_instance_uid, "series": [[uid, list(sops)] for uid, sops in s.series]}
+        {
+            "uid": s.sop_instance_uid,
+            "series": [{"uid": uid, "sops": list(sops)} for uid, sops in s.series],
+        }
         for s in steps
     ]
 
@@ -31,7 +35,10 @@ def steps_of(documents: Any) -> tuple[StepReferences, ...]:
     return tuple(
         StepReferences(
             str(doc["uid"]),
-            tuple((str(uid), tuple(str(s) for s in sops)) for uid, sops in doc["series"]),
+            tuple(
+                (str(series["uid"]), tuple(str(sop) for sop in series["sops"]))
+                for series in doc["series"]
+            ),
         )
         for doc in documents or ()
     )
