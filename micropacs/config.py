@@ -654,6 +654,24 @@ class AdminSettings(BaseModel):
         return value
 
 
+class IocmSettings(BaseModel):
+    """IHE IOCM rejection notes (docs/iocm.md): when the instances they reject are deleted."""
+
+    delete_rejected_after: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds after its rejection note arrived that a rejected instance is"
+        " deleted from the archive (2592000: 30 days); 0 never deletes one: rejected"
+        " instances stay hidden, and stored, until an operator deletes their study.",
+    )
+    delete_interval: float = Field(
+        600.0, gt=0, description="Seconds between two looks for rejected instances due."
+    )
+    delete_batch: int = Field(
+        500, ge=1, description="Rejected instances asked for deletion per look, at most."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a micropacs process may need; each service reads its part."""
 
@@ -678,6 +696,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
+    iocm: IocmSettings = Field(default_factory=IocmSettings)
     atna: AtnaSettings = Field(default_factory=AtnaSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     read_barrier: ReadBarrierSettings = Field(default_factory=ReadBarrierSettings)

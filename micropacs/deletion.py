@@ -88,11 +88,13 @@ async def request_deletion(
         raise InvalidInput("a deletion needs who asked for it")
     if len(reason) > MAX_REASON:
         raise InvalidInput(f"a deletion's reason is at most {MAX_REASON} characters")
-    located = await catalog.locate(
-        study_uids=[target.study_uid],
-        series_uids=[target.series_uid] if target.series_uid else (),
-        sop_instance_uids=[target.sop_instance_uid] if target.sop_instance_uid else (),
-    )
+    filters = {
+        "study_uids": [target.study_uid],
+        "series_uids": [target.series_uid] if target.series_uid else [],
+        "sop_instance_uids": [target.sop_instance_uid] if target.sop_instance_uid else [],
+    }
+    # Rejected instances (IOCM) are hidden from locate, and deleted all the same.
+    located = [*await catalog.locate(**filters), *await catalog.locate_rejected(**filters)]
     if not located:
         raise NotFound(f"the archive holds no such {target.level}")
     kind = {"study": StudyDeleted, "series": SeriesDeleted, "instance": InstanceDeleted}

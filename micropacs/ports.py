@@ -348,6 +348,37 @@ class AuditQuery:
     offset: int = 0
 
 
+@dataclass(frozen=True, kw_only=True)
+class Rejection:
+    """One instance an IOCM rejection note rejects (:mod:`micropacs.iocm`), recorded by its
+    SOP Instance UID whether or not the catalog holds the instance yet.
+
+    ``reason`` is the note's Document Title code value (DCM 113001, 113037, 113038 or
+    113039); ``rejected_at`` is when the note was received (ISO 8601 in UTC, as
+    :func:`micropacs.iocm.normal_time` writes it), so a note delivered twice records the
+    same rejection.
+    """
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    note_uid: str
+    reason: str
+    rejected_at: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RejectedInstance:
+    """A rejected instance the catalog still holds, hidden, until it is deleted."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    object_key: str
+    reason: str
+    rejected_at: str
+
+
 class ForwardState(StrEnum):
     """Where an entry of the router's queue stands."""
 
@@ -682,7 +713,8 @@ class Catalog(ForwardQueue, NoticeQueue, Protocol):
         The computed attributes and :meth:`counts` follow. Atomic per call as the
         adapter states (docs/operations.md, "Deleting studies"): after a crash the
         target is either wholly answered or not at all, and calling again finishes it.
-        Returns the object keys of the records this call removed.
+        Returns the object keys of the records this call removed. Rejected instances under
+        the target are removed too (their rejections stay recorded).
         """
         ...
 
@@ -751,6 +783,35 @@ class Catalog(ForwardQueue, NoticeQueue, Protocol):
     async def audit(self, query: AuditQuery) -> list[AuditRecord]:
         """The audit records matching ``query``, newest first, its offset and limit applied;
         InvalidInput for a negative limit or offset."""
+        ...
+
+    async def reject_instances(self, rejections: Sequence[Rejection]) -> int:
+        """Record rejections (IOCM, docs/iocm.md) and hide the instances they name.
+
+        From then on no query, :meth:`locate` or :meth:`counts` sees a rejected instance,
+        neither one held now nor one stored later under a rejected SOP Instance UID; the
+        series, study and patient it leaves empty disappear and the computed attributes
+        follow. Idempotent: an instance's first rejection is the one kept. Returns how many
+        instances held until now this call hid.
+        """
+        ...
+
+    async def locate_rejected(
+        self,
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_instance_uids: Sequence[str] = (),
+    ) -> list[InstanceLocation]:
+        """The rejected instances still held under the given entities (every non-empty
+        filter must hold; none given: none), which :meth:`locate` hides: what a deletion
+        removes besides. Their ``patient`` is {}."""
+        ...
+
+    async def rejected_instances(self, rejected_until: str, limit: int) -> list[RejectedInstance]:
+        """Up to ``limit`` rejected instances the catalog still holds, rejected no later than
+        ``rejected_until`` (as :func:`micropacs.iocm.normal_time` writes it), oldest
+        rejection first. A rejected instance leaves this list when :meth:`remove_instances`
+        removes it; its rejection stays recorded."""
         ...
 
     async def check(self) -> None:

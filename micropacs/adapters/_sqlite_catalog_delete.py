@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from micropacs.adapters import _sqlite_catalog_rejections as _rejections
 from micropacs.adapters._received import received_by
 from micropacs.adapters._sqlite_catalog_write import Batch
 
@@ -17,7 +18,7 @@ def remove(
     conn: sqlite3.Connection, study: str, series: str, instance: str, until: str
 ) -> list[str]:
     """Remove the target's instances received by ``until`` in the writer's open
-    transaction; the object keys of those removed."""
+    transaction, the rejected ones too; the object keys of those removed."""
     sql = (
         "SELECT sop_instance_uid, series_uid, study_uid, object_key, received_at"
         " FROM instances WHERE study_uid = ?"
@@ -32,4 +33,4 @@ def remove(
     rows = [row for row in conn.execute(sql, params) if received_by(row[4], until)]
     if rows:
         Batch(conn).remove([(row[0], row[1], row[2]) for row in rows])
-    return [row[3] for row in rows]
+    return [row[3] for row in rows] + _rejections.release(conn, study, series, instance, until)

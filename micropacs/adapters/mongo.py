@@ -34,6 +34,7 @@ from micropacs.adapters import _mongo_delete as _delete
 from micropacs.adapters import _mongo_forwards as _forwards
 from micropacs.adapters import _mongo_notices as _notices
 from micropacs.adapters import _mongo_patients as _patients
+from micropacs.adapters import _mongo_rejections as _rejections
 from micropacs.adapters._mongo_checks import MonitorChecks
 from micropacs.adapters._mongo_keys import backfill_keys
 from micropacs.adapters._mongo_write import (
@@ -65,6 +66,8 @@ from micropacs.ports import (
     Node,
     PendingNotice,
     Query,
+    RejectedInstance,
+    Rejection,
     StepReferences,
     StorageUsage,
 )
@@ -111,6 +114,7 @@ INDEXES = {
     "instances": ["series", "study", "patient_key", "sop_class"],
     "patient_updates": ["merged_into"],
     _audit.COLLECTION: ["time", "kind", "actor", "study_uids"],
+    _rejections.COLLECTION: list(_rejections.INDEXED),
     _forwards.COLLECTION: ["destination", "enqueued_at"],
     _notices.COLLECTION: ["due_at"],
 }
@@ -267,6 +271,9 @@ class MongoCatalog:
         if not records:
             return
         try:
+            records = await _rejections.held_back(self._db, records)
+            if not records:
+                return
             keys = {patient_key(record) for record in records}
             resolved = await _patients.resolve(self._db, keys)
             await upsert(self._db, _patients.file_records(records, resolved))
@@ -281,6 +288,11 @@ class MongoCatalog:
                     await _patients.merge(self._db, key, target)
                 else:
                     await _patients.apply(self._db, key)
+            # A rejection written while this batch was: hidden now (see _mongo_rejections).
+            uids = [record.sop_instance_uid for record in records]
+            late = await _rejections.rejected_among(self._db, uids)
+            if late:
+                await _rejections.hide(self._db, sorted(late))
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 
@@ -292,9 +304,13 @@ class MongoCatalog:
         received_until: str = "",
     ) -> list[str]:
         """Remove a study's (series', instance's) instances received by ``received_until``,
-        hidden from readers until done (:mod:`._mongo_delete`); their object keys."""
+        hidden from readers until done (:mod:`._mongo_delete`), and its rejected ones;
+        their object keys."""
         try:
-            return await _delete.remove(
+            removed = await _delete.remove(
+                self._db, study_uid, series_uid, sop_instance_uid, received_until
+            )
+            return removed + await _rejections.release(
                 self._db, study_uid, series_uid, sop_instance_uid, received_until
             )
         except PyMongoError as exc:
@@ -771,6 +787,38 @@ class MongoCatalog:
     async def _noticing(self, operation: Coroutine[Any, Any, T]) -> T:
         try:
             return await operation
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def reject_instances(self, rejections: Sequence[Rejection]) -> int:
+        """Record rejections, then hide the instances held (:mod:`._mongo_rejections`)."""
+        if not rejections:
+            return 0
+        try:
+            return await _rejections.reject(self._db, rejections)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def locate_rejected(
+        self,
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_instance_uids: Sequence[str] = (),
+    ) -> list[InstanceLocation]:
+        """The held rejected instances under the given entities (none given: none)."""
+        if not (study_uids or series_uids or sop_instance_uids):
+            return []
+        try:
+            return await _rejections.located(self._db, study_uids, series_uids, sop_instance_uids)
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def rejected_instances(self, rejected_until: str, limit: int) -> list[RejectedInstance]:
+        """Held rejected instances rejected by ``rejected_until``, oldest first."""
+        if limit < 0:
+            raise InvalidInput("a limit cannot be negative")
+        try:
+            return await _rejections.held(self._db, rejected_until, limit)
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 

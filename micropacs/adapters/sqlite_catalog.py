@@ -35,12 +35,13 @@ from micropacs.adapters import _sqlite
 from micropacs.adapters import _sqlite_audit as _audit
 from micropacs.adapters import _sqlite_catalog_delete as _delete
 from micropacs.adapters import _sqlite_catalog_patients as _patients
+from micropacs.adapters import _sqlite_catalog_rejections as _rejections
 from micropacs.adapters import _sqlite_forwards as _forwards
 from micropacs.adapters import _sqlite_notices as _notices
 from micropacs.adapters._patients import patient_only, with_identity
 from micropacs.adapters._sqlite_catalog_query import Decoder, next_matches, select_sql
 from micropacs.adapters._sqlite_catalog_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
-from micropacs.adapters._sqlite_catalog_write import Batch, prepare
+from micropacs.adapters._sqlite_catalog_write import Batch, Prepared, prepare
 from micropacs.dicom.json_model import DicomJson
 from micropacs.dicom.matching import Budget, Matcher
 from micropacs.errors import CatalogUnavailable, InvalidInput
@@ -58,6 +59,8 @@ from micropacs.ports import (
     Node,
     PendingNotice,
     Query,
+    RejectedInstance,
+    Rejection,
     StepReferences,
     StorageUsage,
 )
@@ -65,6 +68,13 @@ from micropacs.ports import (
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+
+def _write_unrejected(conn: sqlite3.Connection, prepared: list[Prepared]) -> None:
+    """Write a batch but for its rejected instances, which are kept hidden (IOCM)."""
+    shown = _rejections.held_back(conn, prepared)
+    if shown:
+        Batch(conn).write(shown)
 
 
 def _begin_read(conn: sqlite3.Connection) -> set[str]:
@@ -140,7 +150,7 @@ class SqliteCatalog:
             latest.pop(record.sop_instance_uid, None)
             latest[record.sop_instance_uid] = record
         prepared = await asyncio.to_thread(lambda: [prepare(r) for r in latest.values()])
-        await self._write(lambda conn: Batch(conn).write(prepared), transaction=True)
+        await self._write(lambda conn: _write_unrejected(conn, prepared), transaction=True)
 
     async def query(self, query: Query) -> AsyncIterator[DicomJson]:
         """Entities at ``query.level`` matching its identifier, offset and limit applied."""
@@ -506,6 +516,34 @@ class SqliteCatalog:
     async def notice_backlog(self) -> dict[str, int]:
         """Pending notices per destination."""
         return await self._read(_notices.backlog)
+
+    async def reject_instances(self, rejections: Sequence[Rejection]) -> int:
+        """Record rejections and hide the instances held, in one transaction
+        (:mod:`._sqlite_catalog_rejections`); how many were hidden."""
+        if not rejections:
+            return 0
+        return await self._write(
+            lambda conn: _rejections.reject(conn, rejections), transaction=True
+        )
+
+    async def locate_rejected(
+        self,
+        study_uids: Sequence[str] = (),
+        series_uids: Sequence[str] = (),
+        sop_instance_uids: Sequence[str] = (),
+    ) -> list[InstanceLocation]:
+        """The held rejected instances under the given entities (none given: none)."""
+        if not (study_uids or series_uids or sop_instance_uids):
+            return []
+        return await self._read(
+            lambda conn: _rejections.located(conn, study_uids, series_uids, sop_instance_uids)
+        )
+
+    async def rejected_instances(self, rejected_until: str, limit: int) -> list[RejectedInstance]:
+        """Held rejected instances rejected by ``rejected_until``, oldest first."""
+        if limit < 0:
+            raise InvalidInput("a limit cannot be negative")
+        return await self._read(lambda conn: _rejections.held(conn, rejected_until, limit))
 
     async def check(self) -> None:
         """Read from the catalog; raise CatalogUnavailable if it does not answer."""

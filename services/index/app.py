@@ -21,6 +21,7 @@ from micropacs.service import (
 from services.index.audit import AuditIndexer
 from services.index.indexer import Indexer
 from services.index.metrics import IndexMetrics
+from services.index.rejected import RejectedDeletion
 from services.index.workflow import WorkflowApplier
 
 
@@ -35,6 +36,8 @@ class IndexApp:
     audit: AuditIndexer | None = None
     atna: AtnaExporter | None = None
     """The export to the Audit Record Repository, when one is configured."""
+    rejected: RejectedDeletion | None = None
+    """The deletion of rejected instances (IOCM), when a delay is set."""
 
     def add_contexts(self, ae: AE) -> None:
         """None: the index answers no DICOM."""
@@ -52,7 +55,8 @@ class IndexApp:
         workflow = self.workflow.tasks() if self.workflow is not None else []
         audit = [self.audit.run] if self.audit is not None else []
         atna = [self.atna.run] if self.atna is not None else []
-        return [self.indexer.run, *workflow, *audit, *atna]
+        rejected = [self.rejected.run] if self.rejected is not None else []
+        return [self.indexer.run, *workflow, *audit, *atna, *rejected]
 
 
 def build(
@@ -75,4 +79,12 @@ def build(
         checks["worklist"] = worklist.check
     audit = AuditIndexer(bus, catalog, metrics, settings.index)
     atna = exporter_from_settings(settings, bus, registry)
-    return IndexApp(indexer=indexer, checks=checks, workflow=workflow, audit=audit, atna=atna)
+    rejected = RejectedDeletion(bus, catalog, settings.iocm, registry)
+    return IndexApp(
+        indexer=indexer,
+        checks=checks,
+        workflow=workflow,
+        audit=audit,
+        atna=atna,
+        rejected=rejected if rejected.enabled else None,
+    )

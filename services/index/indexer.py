@@ -26,6 +26,7 @@ from micropacs.ports import BlobStore, Catalog, EventBus, InstanceRecord, Record
 from services.index.consuming import Consuming
 from services.index.deletion import DeletionApplier
 from services.index.metrics import IndexMetrics
+from services.index.rejection import RejectionApplier
 
 
 class Indexer:
@@ -43,6 +44,7 @@ class Indexer:
         self._metrics = metrics
         self._consuming = Consuming(bus, INSTANCE_STORED, metrics, settings)
         self._deletions = DeletionApplier(catalog, blobs, self._consuming, metrics)
+        self._rejections = RejectionApplier(catalog, self._consuming, metrics)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, committing after every written batch."""
@@ -98,3 +100,4 @@ class Indexer:
             lambda: self._catalog.upsert_instances(instances), stop, "catalog write"
         )
         self._metrics.upserts.inc(len(instances))
+        await self._rejections.apply(instances, stop)  # IOCM notes, once they are stored

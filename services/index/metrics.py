@@ -39,6 +39,18 @@ class IndexMetrics:
             "Objects removed from the BlobStore by deletions.",
             registry=registry,
         )
+        self.rejection_notes = Counter(
+            "micropacs_index_rejection_notes_total",
+            "IOCM rejection notes stored, by outcome: applied, or malformed (ignored).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.rejected_instances = Counter(
+            "micropacs_index_rejected_instances_total",
+            "Instances hidden by rejection notes when the note arrived (those stored after"
+            " their rejection are hidden on arrival, not counted here).",
+            registry=registry,
+        )
         self.retries = Counter(
             "micropacs_index_retries_total",
             "Catalog and worklist writes retried after a retryable failure.",
