@@ -8,6 +8,7 @@ Each service reads only the parts it needs. Nothing is read at import: call
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,6 +280,10 @@ class AuthSettings(BaseModel):
         return algorithms
 
 
+GROUP_NAME = r"^[a-z0-9][a-z0-9-]{0,30}$"
+"""A storage group's name: the first segment of its objects' keys."""
+
+
 class StorageSettings(BaseModel):
     """Where objects, events and metadata live, chosen by URL scheme."""
 
@@ -298,8 +303,14 @@ class StorageSettings(BaseModel):
     )
     group: str = Field(
         "default",
-        pattern=r"^[a-z0-9][a-z0-9-]{0,30}$",
+        pattern=GROUP_NAME,
         description="Storage group (FS group) new objects go to (lowercase, digits, '-').",
+    )
+    groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="Storage groups with a store of their own, as JSON: group name to"
+        ' file:///path or s3://host/bucket (e.g. {"archive": "file:///mnt/archive"});'
+        " every other group, the default one included, lives at blob_url (docs/lifecycle.md).",
     )
     fsync: bool = Field(
         True, description="fsync each object before answering Success (survives power loss)."
@@ -309,6 +320,16 @@ class StorageSettings(BaseModel):
         description="Lossless compression at rest of uncompressed images of this storage group"
         " (none: store as received); the original transfer syntax is recorded.",
     )
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not re.fullmatch(GROUP_NAME, name):
+                raise ValueError(f"{name!r} is not a storage group name (lowercase, digits, '-')")
+            if not url.startswith(("file://", "s3://")):
+                raise ValueError(f"the store of group {name!r} is not a file:// or s3:// URL")
+        return value
 
 
 class S3Settings(BaseModel):
@@ -672,6 +693,55 @@ class IocmSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """Retention and tiering of the storage groups (docs/lifecycle.md): the policies, when
+    the router runs them, and how moves are made safe."""
+
+    policies_file: Path | None = Field(
+        None,
+        description="YAML file of the retention and tiering policies; unset: none (nothing"
+        " is moved or deleted). Read at start: an invalid file stops the start.",
+    )
+    scheduled: bool = Field(
+        True,
+        description="Whether the router runs the policies itself (nightly, and when a"
+        " group's free space falls below a policy's threshold); turn it off in all but one"
+        " router replica. micropacs retention run works either way.",
+    )
+    nightly_at: str = Field(
+        "02:00",
+        pattern=r"^$|^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time (HH:MM) of the nightly run of every policy; empty: none.",
+    )
+    check_interval: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between two looks at the groups' free space (and at moved"
+        " objects whose grace period ended).",
+    )
+    grace_period: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds a moved study's old objects are kept after the catalog"
+        " switched to the new ones, so a retrieve that located the old keys still succeeds.",
+    )
+    concurrency: int = Field(4, ge=1, description="Objects copied at once during a move.")
+    verify_checksums: bool = Field(
+        True,
+        description="Read each copy back and compare its SHA-256 with the one recorded at"
+        " store time (where one was) before the catalog switches to it.",
+    )
+    max_studies: int = Field(
+        10_000, ge=1, description="Most studies one policy moves or deletes in one run."
+    )
+    deletion_wait: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a run waits for the index to apply the deletions it asked for"
+        " (then counts the rest as asked, not done).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a micropacs process may need; each service reads its part."""
 
@@ -703,6 +773,7 @@ class Settings(BaseSettings):
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     ian: IanSettings = Field(default_factory=IanSettings)
 
     @property

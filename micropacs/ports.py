@@ -656,7 +656,7 @@ class StorageTiers(Protocol):
         ...
 
 
-class Catalog(ForwardQueue, NoticeQueue, Protocol):
+class Catalog(ForwardQueue, NoticeQueue, StorageTiers, Protocol):
     """Metadata of every stored instance, queryable at every level, plus the node registry,
     the credentials of the HTTP APIs and the router's queues and pending notifications."""
 

@@ -29,7 +29,7 @@ from starlette.middleware import Middleware
 
 from micropacs import metrics_registry, workers
 from micropacs.adapters.factory import (
-    open_blob_store,
+    open_blob_stores,
     open_catalog,
     open_event_bus,
     open_worklist,
@@ -229,8 +229,8 @@ async def _open_adapters(
         needs.add(Port.CATALOG)  # tokens and users live there
     blobs = bus = catalog = None
     if Port.BLOB_STORE in needs:
-        blobs = await open_blob_store(
-            settings.blob_url, fsync=settings.storage.fsync, s3=settings.s3
+        blobs = await open_blob_stores(
+            settings.blob_url, settings.storage.groups, fsync=settings.storage.fsync, s3=settings.s3
         )
         stack.push_async_callback(blobs.close)
     if Port.EVENT_BUS in needs:

@@ -7,6 +7,7 @@ ones.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -90,6 +91,29 @@ async def open_blob_store(url: str, *, fsync: bool, s3: S3Settings | None = None
         await remote.check()
         return remote
     raise _refuse(url, scheme, "BlobStore (file:///path)")
+
+
+async def open_blob_stores(
+    url: str, groups: Mapping[str, str], *, fsync: bool, s3: S3Settings | None = None
+) -> BlobStore:
+    """The BlobStore of every storage group: the store at ``url`` for the default group
+    and every group not in ``groups``, and for each group in ``groups`` the store at its
+    URL (:mod:`micropacs.adapters.grouped`); just the store at ``url`` when ``groups`` is
+    empty. Stores opened before one that fails are closed again."""
+    default = await open_blob_store(url, fsync=fsync, s3=s3)
+    if not groups:
+        return default
+    from micropacs.adapters.grouped import GroupedBlobStore
+
+    own: dict[str, BlobStore] = {}
+    try:
+        for group, group_url in sorted(groups.items()):
+            own[group] = await open_blob_store(group_url, fsync=fsync, s3=s3)
+    except BaseException:
+        for store in (*own.values(), default):
+            await store.close()
+        raise
+    return GroupedBlobStore(default, own)
 
 
 async def open_event_bus(

@@ -29,9 +29,11 @@ from urllib.parse import urlsplit
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from micropacs.adapters import _groups
 from micropacs.adapters import _mongo_audit as _audit
 from micropacs.adapters import _mongo_delete as _delete
 from micropacs.adapters import _mongo_forwards as _forwards
+from micropacs.adapters import _mongo_groups as _groups_mongo
 from micropacs.adapters import _mongo_notices as _notices
 from micropacs.adapters import _mongo_patients as _patients
 from micropacs.adapters import _mongo_rejections as _rejections
@@ -62,6 +64,7 @@ from micropacs.ports import (
     ForwardQueueStats,
     ForwardState,
     InstanceLocation,
+    InstanceMove,
     InstanceRecord,
     Node,
     PendingNotice,
@@ -70,6 +73,8 @@ from micropacs.ports import (
     Rejection,
     StepReferences,
     StorageUsage,
+    StoredInstance,
+    StudyInGroup,
 )
 from micropacs.redact import safe_url
 
@@ -540,8 +545,9 @@ class MongoCatalog:
         ]
 
     async def _shown(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The instance documents whose study and series are not being removed."""
-        projection = {_delete.HIDDEN: 1}
+        """The instance documents whose study and series are not being removed, at their
+        new keys where their study's move switched (:mod:`._mongo_groups`)."""
+        projection = {_delete.HIDDEN: 1, _groups_mongo.MOVING: 1}
         try:
             studies = await by_id(self._db, "studies", {d["study"] for d in docs}, projection)
             series = await by_id(self._db, "series", {d["series"] for d in docs}, projection)
@@ -550,7 +556,11 @@ class MongoCatalog:
         hidden = {
             uid for found in (studies, series) for uid, d in found.items() if d.get(_delete.HIDDEN)
         }
-        return [d for d in docs if d["study"] not in hidden and d["series"] not in hidden]
+        return [
+            _groups_mongo.switched(d, studies.get(d["study"]))
+            for d in docs
+            if d["study"] not in hidden and d["series"] not in hidden
+        ]
 
     async def _changed_patients(self, keys: set[str]) -> dict[str, DicomJson]:
         """The attributes of those of these patients the RIS changed (InstanceLocation)."""
@@ -821,6 +831,51 @@ class MongoCatalog:
             return await _rejections.held(self._db, rejected_until, limit)
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
+
+    async def studies_in_group(
+        self,
+        storage_group: str,
+        received_before: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[StudyInGroup]:
+        """A page of a group's studies, least recently received first, once the moves a
+        crash left half written are finished (:mod:`._mongo_groups`)."""
+        _groups.check_limit(limit)
+        try:
+            await _groups_mongo.finish_all(
+                self._db, self._study_instances, self._fields_pushed_down
+            )
+            return await _groups_mongo.studies(
+                self._db, storage_group, received_before, after, limit
+            )
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def stored_instances(self, study_uid: str) -> list[StoredInstance]:
+        """The study's instances with their storage group, key and receive time."""
+        try:
+            docs = await self._shown(await self._study_instances(study_uid))
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+        return _groups_mongo.stored(docs)
+
+    async def move_instances(self, study_uid: str, moves: Sequence[InstanceMove]) -> int:
+        """Switch a study's instances to their new keys at once (:mod:`._mongo_groups`)."""
+        checked = _groups.check_moves(study_uid, moves)
+        if not checked:
+            return 0
+        try:
+            return await _groups_mongo.move(
+                self._db, study_uid, checked, self._study_instances, self._fields_pushed_down
+            )
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _study_instances(self, study_uid: str) -> list[dict[str, Any]]:
+        """The instance documents of one study, as stored (read through its series)."""
+        found = await self._instances_of_series(await self._series_of_studies([study_uid]))
+        return [doc for doc in found.values() if doc.get("study") == study_uid]
 
     async def check(self) -> None:
         """Raise CatalogUnavailable unless the server answers a ping."""

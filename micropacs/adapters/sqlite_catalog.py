@@ -31,9 +31,10 @@ from dataclasses import astuple
 from pathlib import Path
 from typing import Any, TypeVar
 
-from micropacs.adapters import _sqlite
+from micropacs.adapters import _groups, _sqlite
 from micropacs.adapters import _sqlite_audit as _audit
 from micropacs.adapters import _sqlite_catalog_delete as _delete
+from micropacs.adapters import _sqlite_catalog_groups as _groups_sql
 from micropacs.adapters import _sqlite_catalog_patients as _patients
 from micropacs.adapters import _sqlite_catalog_rejections as _rejections
 from micropacs.adapters import _sqlite_forwards as _forwards
@@ -55,6 +56,7 @@ from micropacs.ports import (
     ForwardQueueStats,
     ForwardState,
     InstanceLocation,
+    InstanceMove,
     InstanceRecord,
     Node,
     PendingNotice,
@@ -63,6 +65,8 @@ from micropacs.ports import (
     Rejection,
     StepReferences,
     StorageUsage,
+    StoredInstance,
+    StudyInGroup,
 )
 
 T = TypeVar("T")
@@ -544,6 +548,33 @@ class SqliteCatalog:
         if limit < 0:
             raise InvalidInput("a limit cannot be negative")
         return await self._read(lambda conn: _rejections.held(conn, rejected_until, limit))
+
+    async def studies_in_group(
+        self,
+        storage_group: str,
+        received_before: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[StudyInGroup]:
+        """A page of a group's studies, least recently received first
+        (:mod:`._sqlite_catalog_groups`)."""
+        _groups.check_limit(limit)
+        return await self._read(
+            lambda conn: _groups_sql.studies(conn, storage_group, received_before, after, limit)
+        )
+
+    async def stored_instances(self, study_uid: str) -> list[StoredInstance]:
+        """The study's instances with their storage group, key and receive time."""
+        return await self._read(lambda conn: _groups_sql.stored(conn, study_uid))
+
+    async def move_instances(self, study_uid: str, moves: Sequence[InstanceMove]) -> int:
+        """Switch a study's instances to their new keys in one transaction."""
+        checked = list(_groups.check_moves(study_uid, moves).values())
+        if not checked:
+            return 0
+        return await self._write(
+            lambda conn: _groups_sql.move(conn, study_uid, checked), transaction=True
+        )
 
     async def check(self) -> None:
         """Read from the catalog; raise CatalogUnavailable if it does not answer."""

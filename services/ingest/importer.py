@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
-from micropacs.adapters.factory import open_blob_store, open_event_bus
+from micropacs.adapters.factory import open_blob_stores, open_event_bus
 from micropacs.config import Settings
 from micropacs.errors import MicropacsError, NotDicom
 from services.ingest.app import build
@@ -36,7 +36,9 @@ async def import_directory(settings: Settings, directory: Path) -> ImportSummary
     """Store every file under ``directory`` that is DICOM, with a progress bar."""
     files = await asyncio.to_thread(lambda: sorted(p for p in directory.rglob("*") if p.is_file()))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    blobs = await open_blob_store(settings.blob_url, fsync=settings.storage.fsync, s3=settings.s3)
+    blobs = await open_blob_stores(
+        settings.blob_url, settings.storage.groups, fsync=settings.storage.fsync, s3=settings.s3
+    )
     bus = await open_event_bus(settings.bus_url, settings.kafka)
     service = build(settings, blobs, bus, CollectorRegistry()).store
     summary = ImportSummary()
