@@ -444,8 +444,13 @@ class Retention:
 
     async def _finish(self, entry: journal.MoveEntry) -> int:
         """Remove the entry's objects no record points at, then the entry."""
-        located = await self._catalog.locate(study_uids=[entry.study_uid])
-        referenced = {loc.object_key for loc in located}
+        referenced = {
+            loc.object_key
+            for loc in [
+                *await self._catalog.locate(study_uids=[entry.study_uid]),
+                *await self._catalog.locate_rejected(study_uids=[entry.study_uid]),
+            ]
+        }
         removed = 0
         for old, new in entry.keys:
             for key in (old, new):
