@@ -20,12 +20,16 @@ PENDING = re.compile(r'micropacs_router_ian_pending_notices\{destination="RIS"\}
 
 
 def ian_env(server_env: dict[str, str], quiet: float) -> dict[str, str]:
-    return {
+    env = {
         **server_env,
         "MICROPACS_IAN__DESTINATIONS": '["RIS"]',
         "MICROPACS_IAN__QUIET_PERIOD": str(quiet),
         "MICROPACS_IAN__CHECK_INTERVAL": "0.2",
     }
+    if prefix := server_env.get("MICROPACS_KAFKA__TOPIC_PREFIX"):
+        # A group of its own on a shared Kafka, as the index's (tests.integration.conftest).
+        env["MICROPACS_IAN__GROUP"] = f"ian-{prefix.rstrip('.')}"
+    return env
 
 
 def study(folder: Path, count: int) -> tuple[dicomdata.StudySpec, list[Path]]:
