@@ -130,8 +130,11 @@ def findscu(
     return [dcmread(p) for p in sorted(out.glob("rsp*.dcm"))]
 
 
-def associate(server: Server, contexts: Iterable[Any], **kwargs: Any) -> Any:
+def associate(
+    server: Server, contexts: Iterable[Any], *, dimse_timeout: float = 30, **kwargs: Any
+) -> Any:
     ae = AE(ae_title="PYSCU")
+    ae.dimse_timeout = dimse_timeout
     for cx in contexts:
         if isinstance(cx, tuple):
             ae.add_requested_context(*cx)
@@ -172,6 +175,10 @@ def associate_or_rejection(
     return assoc, received[0] if received else None
 
 
+FIND_TIMEOUT = 120
+"""Seconds a test's C-FIND waits for each response."""
+
+
 def pyfind(
     server: Server, identifier: Dataset, *, patient_root: bool = False
 ) -> tuple[list[Dataset], int]:
@@ -181,12 +188,15 @@ def pyfind(
         if patient_root
         else StudyRootQueryRetrieveInformationModelFind
     )
-    assoc = associate(server, [model])
+    # A workstation's patience, not pynetdicom's 30 s: a loaded CI machine running the
+    # stack's servers beside the test has taken longer than that to answer.
+    assoc = associate(server, [model], dimse_timeout=FIND_TIMEOUT)
     try:
         matches: list[Dataset] = []
         final = -1
         for status, found in assoc.send_c_find(identifier, model):
-            if status is None:
+            # On a timeout or an abort pynetdicom yields an empty status Dataset.
+            if status is None or "Status" not in status:
                 raise AssertionError("C-FIND timed out or aborted")
             if status.Status in (0xFF00, 0xFF01):
                 matches.append(found)
