@@ -172,3 +172,13 @@ def test_sigkill_of_serve_with_a_full_queue_loses_nothing(
         wait_for(lambda: queues(restarted) == {}, "every queue empty")
     finally:
         restarted.stop()
+
+
+def test_a_wrong_rules_file_stops_the_start_and_says_what_to_fix(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {name: ct, forward: [{destination: WS1, transfer_syntax: x}]}\n")
+    with pytest.raises(RuntimeError) as refused:
+        start_server(tmp_path / "data", env={"MICROPACS_ROUTER__RULES_FILE": str(rules)})
+    assert "rule 'ct' (rules[0]): forward[0].transfer_syntax: 'x' is not a syntax" in str(
+        refused.value
+    )
