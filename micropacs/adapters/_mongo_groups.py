@@ -25,6 +25,7 @@ from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from micropacs.adapters._mongo_write import BULK_CHUNK
 from micropacs.ports import InstanceMove, StoredInstance, StudyInGroup
@@ -34,6 +35,9 @@ MOVE = "move"
 """The field of an instance document holding its new place while its study is moved."""
 MOVING = "moving"
 """The field of a study document naming the move being switched (the switch itself)."""
+
+NOT_IMPLEMENTED = 238
+"""The server's error code of an operation it does not implement (FerretDB's ``$max``)."""
 
 InstancesOf = Callable[[str], Awaitable[list[Document]]]
 """The instance documents of a study (read through its series, by ``_id``)."""
@@ -176,23 +180,13 @@ async def studies(
     after: tuple[str, str] | None,
     limit: int,
 ) -> list[StudyInGroup]:
-    """A page of the group's studies, least recently received first: summed by the server
-    (one accumulator per ``$group``: FerretDB answers 0 for any but the first), ordered
-    and cut here."""
-    sums: dict[str, dict[str, Any]] = {}
-    for name, accumulator in (
-        ("last", {"$max": "$received_at"}),
-        ("instances", {"$sum": 1}),
-        ("bytes", {"$sum": "$size"}),
-    ):
-        cursor = await db.instances.aggregate(
-            [
-                {"$match": {"storage_group": storage_group}},
-                {"$group": {"_id": "$study", name: accumulator}},
-            ]
-        )
-        for found in await cursor.to_list(None):
-            sums.setdefault(str(found["_id"]), {})[name] = found[name]
+    """A page of the group's studies, least recently received first, ordered and cut here."""
+    try:
+        sums = await _summed(db, storage_group)
+    except OperationFailure as exc:
+        if exc.code != NOT_IMPLEMENTED:
+            raise
+        sums = await _summed_here(db, storage_group)
     page = []
     for study_uid, found in sums.items():
         last = str(found.get("last", ""))
@@ -211,3 +205,36 @@ async def studies(
         )
     page.sort(key=lambda s: (s.last_received, s.study_instance_uid))
     return page[:limit]
+
+
+async def _summed(db: AsyncDatabase[Document], storage_group: str) -> dict[str, Document]:
+    """Per study of the group: its newest receive time, instances and bytes, summed by the
+    server (one accumulator per ``$group``: FerretDB answers 0 for any but the first)."""
+    sums: dict[str, Document] = {}
+    for name, accumulator in (
+        ("last", {"$max": "$received_at"}),
+        ("instances", {"$sum": 1}),
+        ("bytes", {"$sum": "$size"}),
+    ):
+        cursor = await db.instances.aggregate(
+            [
+                {"$match": {"storage_group": storage_group}},
+                {"$group": {"_id": "$study", name: accumulator}},
+            ]
+        )
+        for found in await cursor.to_list(None):
+            sums.setdefault(str(found["_id"]), {})[name] = found[name]
+    return sums
+
+
+async def _summed_here(db: AsyncDatabase[Document], storage_group: str) -> dict[str, Document]:
+    """The same, summed here from the group's instances (three small fields each): for
+    FerretDB 1, which has no ``$max``."""
+    sums: dict[str, Document] = {}
+    projection = {"study": 1, "size": 1, "received_at": 1}
+    async for doc in db.instances.find({"storage_group": storage_group}, projection):
+        found = sums.setdefault(str(doc["study"]), {"last": "", "instances": 0, "bytes": 0})
+        found["last"] = max(found["last"], str(doc.get("received_at", "")))
+        found["instances"] += 1
+        found["bytes"] += int(doc.get("size", 0))
+    return sums

@@ -249,7 +249,19 @@ class S3BlobStore:
             return
 
     async def iterate(self, prefix: str = "") -> AsyncIterator[str]:
-        """Every key under ``prefix`` in every storage group's bucket."""
+        """Every key under ``prefix`` in every storage group's bucket. A prefix naming its
+        group (``<group>/…``) lists that group's bucket alone, by the rest of the prefix
+        on the server: a study's objects, or a group's journal, without listing the rest."""
+        group, slash, rest = prefix.partition("/")
+        if slash:
+            bucket, _ = self._locate(f"{group}/x")  # the group's bucket, the name checked
+            try:
+                names = await self._run("list objects", partial(self._names, bucket, rest))
+            except NotFound:
+                return  # no bucket: the group holds nothing yet
+            for name in names:
+                yield f"{group}/{name}"
+            return
         buckets: list[Any] = await self._run("list buckets", self._client.list_buckets)
         for bucket in buckets:
             if not bucket.name.startswith(f"{self._bucket}-"):
@@ -261,8 +273,9 @@ class S3BlobStore:
                 if key.startswith(prefix):
                     yield key
 
-    def _names(self, bucket: str) -> list[str]:
-        return [str(o.object_name) for o in self._client.list_objects(bucket, recursive=True)]
+    def _names(self, bucket: str, prefix: str = "") -> list[str]:
+        found = self._client.list_objects(bucket, prefix=prefix or None, recursive=True)
+        return [str(o.object_name) for o in found]
 
     async def check(self) -> None:
         """Raise BlobStoreUnavailable unless the service answers with these credentials."""

@@ -28,7 +28,9 @@ def key(group: str, number: int) -> str:
 def archive_url(blob_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The archive group's own store: another folder, or another bucket."""
     if blob_url.startswith("s3://"):
-        return blob_url + "-arc"
+        # A bucket of its own name: the default store lists the buckets <its bucket>-<group>.
+        base, _, bucket = blob_url.rpartition("/")
+        return f"{base}/arc{bucket.rpartition('-')[2]}"
     return f"file://{tmp_path_factory.mktemp('archive')}"
 
 

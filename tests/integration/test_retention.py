@@ -51,7 +51,9 @@ policies:
 def archive_url(shared_stack: servers.Stack | None, env: dict[str, str], tmp_path: Path) -> str:
     """The archive group's own store: a folder of its own, or a bucket of its own."""
     if shared_stack is not None:
-        return env["MICROPACS_STORAGE__BLOB_URL"] + "-arc"
+        # A bucket of its own name: the default store lists the buckets <its bucket>-<group>.
+        base, _, bucket = env["MICROPACS_STORAGE__BLOB_URL"].rpartition("/")
+        return f"{base}/arc{bucket.rpartition('-')[2]}"
     return f"file://{tmp_path / 'archive'}"
 
 
