@@ -18,7 +18,8 @@ from tests.integration.server import Server, start_server
 
 
 def isolated_env(stack: servers.Stack | None) -> dict[str, str]:
-    """Settings that put one server on its own bucket, topics, index group and database."""
+    """Settings that put one server on its own bucket, topics, index and router groups and
+    database."""
     if stack is None:
         return {}
     name = "t" + uuid.uuid4().hex[:12]
@@ -28,6 +29,7 @@ def isolated_env(stack: servers.Stack | None) -> dict[str, str]:
     # Its own index group too: members of one group rebalance together, whatever topics
     # they read, so servers sharing a group would hold up each other's index at start-up.
     env["MICROPACS_INDEX__GROUP"] = f"index-{name}"
+    env["MICROPACS_ROUTER__GROUP"] = f"router-{name}"
     env["MICROPACS_STORAGE__CATALOG_URL"] += f"-{name}"
     return env
 
