@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from unittest.mock import patch
@@ -260,5 +262,74 @@ policies:
         assert find_matches(server, "STUDY", StudyInstanceUID=study_of(old[0])) == []
         assert len(find_matches(server, "IMAGE", StudyInstanceUID=study_of(new[0]))) == 4
         assert stored(server, two_groups, study_of(old[0])) == []
+    finally:
+        server.stop()
+
+
+def test_a_kill_in_the_middle_of_a_move_leaves_the_study_readable(
+    tmp_path: Path, two_groups: dict[str, str], shared_stack: servers.Stack | None
+) -> None:
+    """``micropacs retention run`` killed with SIGKILL once it copied the study: the test
+    holds the SQLite catalog's write lock (readers go on), so the run cannot switch the
+    catalog before it is killed. The study stays readable at its old keys, the copies
+    are left for a later look, and the next run moves the study."""
+    if shared_stack is not None:
+        pytest.skip("holds the embedded catalog's write lock")
+    env = with_policies(two_groups, tmp_path / "policies.yaml", TIER)
+    server = start_server(tmp_path / "data", env=env)
+    try:
+        files = dicomdata.make_ct_series(tmp_path / "ct", 8, rows=32, cols=32)
+        storescu(server, files)
+        study = study_of(files[0])
+        find_stored(server, "IMAGE", 8, StudyInstanceUID=study)
+        sent = {str(dcmread(f).SOPInstanceUID): dcmread(f).PixelData for f in files}
+        default = Path(settings_of(server, env).blob_url.removeprefix("file://"))
+        archive = Path(archive_url(shared_stack, two_groups, tmp_path).removeprefix("file://"))
+        catalog_file = Path(settings_of(server, env).catalog_url.removeprefix("sqlite://"))
+
+        lock = sqlite3.connect(catalog_file, isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            run = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "micropacs",
+                    "retention",
+                    "run",
+                    "--data-dir",
+                    str(server.data_dir),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=micropacs_env(env),
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while len(list(archive.rglob("*.dcm"))) < 8:
+                    assert run.poll() is None, "the run ended before it copied the study"
+                    assert time.monotonic() < deadline, "the run did not copy the study in 60 s"
+                    time.sleep(0.05)
+            finally:
+                run.kill()
+                run.wait(10)
+            lock.execute("ROLLBACK")
+        finally:
+            lock.close()
+
+        # Killed before the switch: the catalog names every old object, a C-GET reads them.
+        assert {one.storage_group for one in stored(server, env, study)} == {"default"}
+        assert len(list((default / "default" / "moves").iterdir())) == 1
+        received, status = get_study(server, study)
+        assert status == 0x0000
+        assert {str(ds.SOPInstanceUID): ds.PixelData for ds in received} == sent
+
+        again = retention(server, env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "moved 1 studies" in again.stdout
+        assert {one.storage_group for one in stored(server, env, study)} == {"archive"}
+        received, status = get_study(server, study)
+        assert status == 0x0000
+        assert {str(ds.SOPInstanceUID): ds.PixelData for ds in received} == sent
     finally:
         server.stop()
