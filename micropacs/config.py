@@ -443,6 +443,36 @@ class RouterSettings(BaseModel):
     )
 
 
+class CommitmentSettings(BaseModel):
+    """Storage Commitment Push Model SCP (PS3.4 J, docs/storage-commitment.md): the checks
+    and the N-EVENT-REPORTs sent to the requestors' registered addresses."""
+
+    group: str = Field(
+        "commitment", description="Consumer group of the commitment requests on the event bus."
+    )
+    max_references: int = Field(
+        10_000, ge=1, description="Most instances one N-ACTION may name (more: 0x0213)."
+    )
+    concurrency: int = Field(
+        8, ge=1, description="Requests checked and reported at once by one router process."
+    )
+    poll_interval: float = Field(0.2, gt=0, description="Seconds between polls when idle.")
+    timeout: float = Field(
+        30.0, gt=0, description="Connect, association and DIMSE timeout of a report, seconds."
+    )
+    retry_initial: float = Field(
+        5.0, gt=0, description="Seconds before a failed report (or check) is tried again."
+    )
+    retry_max: float = Field(
+        300.0, gt=0, description="Longest wait between two attempts, seconds (doubling up to it)."
+    )
+    max_age: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds after the N-ACTION past which an undelivered report is given up.",
+    )
+
+
 class IanSettings(BaseModel):
     """Instance Availability Notifications (PS3.4 R) to the RIS (docs/notifications.md)."""
 
@@ -773,8 +803,9 @@ class Settings(BaseSettings):
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     ian: IanSettings = Field(default_factory=IanSettings)
+    commitment: CommitmentSettings = Field(default_factory=CommitmentSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @property
     def blob_url(self) -> str:

@@ -460,3 +460,44 @@ class AuditRecorded(AuditRecord):
             )
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"malformed {cls.type} event: {exc}") from exc
+
+
+COMMITMENT = "commitment"
+"""Topic of :class:`CommitmentRequested`, keyed by the request's Transaction UID."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitmentRequested(_Event):
+    """A Storage Commitment N-ACTION was accepted (PS3.4 J.3.2): the request, kept on the
+    bus until its N-EVENT-REPORT is delivered or given up, so a restart still reports.
+
+    ``references`` are the (SOP Class UID, SOP Instance UID) pairs it names, in its order;
+    ``requestor`` is the calling AE title, whose registered address gets the report;
+    ``requested_at`` (ISO 8601, UTC) starts the report's maximum age.
+    """
+
+    type: ClassVar[str] = "commitment.requested"
+
+    transaction_uid: str
+    requestor: str
+    called_ae: str
+    references: tuple[tuple[str, str], ...] = field(repr=False)
+    requested_at: str
+
+    @property
+    def key(self) -> str:
+        return self.transaction_uid
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> CommitmentRequested:
+        """Decode a payload, refusing other types, versions, fields or a bad time."""
+        body = _json_object(payload)
+        if body.pop("type", None) != cls.type or body.pop("version", None) != cls.version:
+            raise InvalidInput(f"not a {cls.type} v{cls.version} event")
+        try:
+            references = tuple((str(c), str(i)) for c, i in body.pop("references"))
+            event = cls(**body, references=references)
+            datetime.fromisoformat(event.requested_at)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"malformed {cls.type} event: {exc}") from exc
+        return event

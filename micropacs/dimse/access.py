@@ -269,3 +269,10 @@ def refused(event: evt.Event, permission: Permission, operation: str) -> bool:
         extra={"operation": operation, "calling_ae": str(event.assoc.requestor.ae_title).strip()},
     )
     return True
+
+
+def registered_node(assoc: Any) -> Node | None:
+    """The registered node an association comes from, by the :class:`NodeAccess` of its AE
+    (``ae.node_access``); None for an unregistered caller or an AE without one."""
+    access = getattr(assoc.ae, "node_access", None)
+    return access.node_of(assoc) if isinstance(access, NodeAccess) else None

@@ -41,6 +41,7 @@ from micropacs.adapters.sqlite_catalog import SqliteCatalog
 from micropacs.bridge import LoopBridge
 from micropacs.config import Settings
 from micropacs.dimse import dispatch, observe
+from micropacs.dimse.access import NodeDirectory
 from micropacs.dimse.ae import build_ae, start_server
 from micropacs.http import build_http_app
 from micropacs.ports import BlobStore, Catalog, EventBus, InstanceLocation, Record, Worklist
@@ -152,7 +153,13 @@ class Running:
                 self.registry,
             )
             self.router: RouterApp = build_router(
-                settings, self.bus, self.catalog, self.blobs, self.registry, rules or RuleSet()
+                settings,
+                self.bus,
+                self.catalog,
+                self.blobs,
+                self.registry,
+                rules or RuleSet(),
+                barrier=self.barrier,
             )
             self.apps: list[ServiceApp] = [
                 self.ingest,
@@ -206,7 +213,9 @@ class Running:
         def known_titles() -> list[str]:
             return [node.ae_title for node in bridge.run(self.catalog.nodes(), timeout=10)]
 
-        ae = build_ae(self.settings.dicom, known_titles)
+        # As the runtime does: the node registry decides who may call and do what.
+        nodes = NodeDirectory(lambda: bridge.run(self.catalog.nodes(), timeout=10))
+        ae = build_ae(self.settings.dicom, known_titles, nodes=nodes)
         self._ae = ae
         owners = operation_owners(SERVICES)
         handlers: list[Any] = observe.handlers(
@@ -380,6 +389,7 @@ def service_settings(data_dir: Path, **storage: Any) -> Settings:
             | storage,
             "index": {"poll_interval": 0.05},
             "router": {"poll_interval": 0.05, "idle_interval": 0.1},
+            "commitment": {"poll_interval": 0.05},
             "worklist": {"hl7_port": 0},
         }
     )
@@ -395,6 +405,7 @@ class StartPacs(Protocol):
         barrier_timeout: float | None = None,
         rules: RuleSet | None = None,
         router: dict[str, Any] | None = None,
+        commitment: dict[str, Any] | None = None,
     ) -> Running: ...
 
 
@@ -407,7 +418,8 @@ def start_pacs(tmp_path: Path) -> Iterator[StartPacs]:
     ``busy_timeout`` makes the SQLite event log and catalog give up on a lock
     held by another connection after that many seconds (default 30);
     ``barrier_timeout`` bounds the read barrier (default 2 s); ``rules`` are the
-    router's and ``router`` overrides its settings (``RouterSettings`` fields).
+    router's and ``router`` overrides its settings (``RouterSettings`` fields),
+    ``commitment`` those of Storage Commitment (``CommitmentSettings`` fields).
     """
     started: list[Running] = []
 
@@ -419,6 +431,7 @@ def start_pacs(tmp_path: Path) -> Iterator[StartPacs]:
         barrier_timeout: float | None = None,
         rules: RuleSet | None = None,
         router: dict[str, Any] | None = None,
+        commitment: dict[str, Any] | None = None,
     ) -> Running:
         data_dir = tmp_path / f"data{len(started)}"
         settings = service_settings(data_dir, compression=compression)
@@ -426,6 +439,8 @@ def start_pacs(tmp_path: Path) -> Iterator[StartPacs]:
             settings.read_barrier.timeout = barrier_timeout
         if router:
             settings.router = settings.router.model_copy(update=router)
+        if commitment:
+            settings.commitment = settings.commitment.model_copy(update=commitment)
         running = Running(settings, index=index, busy_timeout=busy_timeout, rules=rules)
         started.append(running)
         return running
