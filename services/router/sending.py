@@ -141,10 +141,10 @@ class DestinationSender:
                 try:
                     await self._send(entries, executor)
                 except MicropacsError as exc:
-                    # The catalog failed us after the send: the leases run out and the
-                    # entries are sent again (at least once).
+                    # The catalog failed us (reading the registry, or recording the outcome):
+                    # the batch stays leased, and is sent again once its lease ends.
                     log.warning(
-                        "sent entries not recorded; they will be sent again",
+                        "batch not sent or not recorded; it is sent again after its lease",
                         extra={"destination": label, "reason": str(exc)},
                     )
                     await _wait(stop, self._wake, self._settings.idle_interval)
