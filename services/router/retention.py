@@ -189,13 +189,16 @@ class Retention:
         now = self._clock()
         planned: list[Planned] = []
         taken: set[str] = set()
+        freeing: dict[str, int] = {}  # bytes the earlier policies of the run take from a group
         for policy in chosen:
             cutoff = (
                 None if policy.older_than_days is None else _iso(now - policy.older_than_days * DAY)
             )
-            need = await self.short_of_space(policy) if policy.by_free_space else None
-            if need == 0:
-                continue
+            need = None
+            if policy.by_free_space:
+                need = max(0, await self.short_of_space(policy) - freeing.get(policy.group, 0))
+                if need == 0:
+                    continue
             gathered = 0
             count = 0
             after: tuple[str, str] | None = None
@@ -212,6 +215,7 @@ class Retention:
                     taken.add(study.study_instance_uid)
                     planned.append(_planned(policy, study))
                     gathered += study.bytes
+                    freeing[policy.group] = freeing.get(policy.group, 0) + study.bytes
                     count += 1
                     if count >= self._settings.max_studies:
                         break

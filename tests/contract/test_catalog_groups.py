@@ -184,3 +184,51 @@ def test_removing_a_moved_study_returns_its_new_keys(
     removed = run(catalog.remove_instances(study_uid))
     assert sorted(removed) == sorted(archived(r) for r in study)
     assert run(catalog.studies_in_group("archive")) == []
+
+
+def test_mongo_a_move_cut_short_shows_all_old_or_all_new_keys(
+    catalog: Catalog, run: Runner, three_studies: list[list[InstanceRecord]], backend: str
+) -> None:
+    """What a crash leaves of a MongoDB move (``_mongo_groups``): the new places written
+    beside the old ones, with the study's switch or without it."""
+    if backend != "stack":
+        pytest.skip("the MongoDB catalog's own steps")
+    from micropacs.adapters import _mongo_groups as steps
+    from micropacs.adapters.mongo import MongoCatalog
+
+    assert isinstance(catalog, MongoCatalog)
+    db = catalog._db
+    study = three_studies[0]
+    study_uid = study[0].study_instance_uid
+    moves = moves_to_archive(catalog, run, study_uid)
+
+    async def mark(move_id: str) -> None:
+        for one in moves:
+            place = {
+                "id": move_id,
+                "object_key": one.object_key,
+                "storage_group": one.storage_group,
+                "from_key": one.from_key,
+                "received_at": one.received_at,
+            }
+            await db.instances.update_one(
+                {"_id": one.sop_instance_uid}, {"$set": {steps.MOVE: place}}
+            )
+
+    old = sorted(r.object_key for r in study)
+    new = sorted(archived(r) for r in study)
+
+    def keys() -> list[str]:
+        return sorted(loc.object_key for loc in run(catalog.locate(study_uids=[study_uid])))
+
+    run(mark("first"))  # cut short before the switch: every old key
+    assert keys() == old
+    run(mark("second"))
+    run(db.studies.update_one({"_id": study_uid}, {"$set": {steps.MOVING: "second"}}))
+    assert keys() == new  # switched, not yet written into the instances: every new key
+    assert {s.storage_group for s in run(catalog.stored_instances(study_uid))} == {"archive"}
+    # The next look at any group finishes it.
+    assert [s.study_instance_uid for s in run(catalog.studies_in_group("archive"))] == [study_uid]
+    assert run(db.studies.find_one({"_id": study_uid}, {steps.MOVING: 1})) == {"_id": study_uid}
+    assert keys() == new
+    assert run(catalog.move_instances(study_uid, moves)) == 0

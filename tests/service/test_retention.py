@@ -33,6 +33,7 @@ from services.router import retention_journal as journal
 from services.router.retention import DAY, Retention
 from services.router.retention_metrics import RetentionMetrics
 from services.router.retention_policies import parse_policies
+from services.router.retention_task import RetentionTask
 from tests.contract.test_catalog import instance
 from tests.service.conftest import service_settings
 
@@ -382,5 +383,70 @@ def test_a_delete_goes_through_the_deletion_events(in_archive: InArchive, tmp_pa
         assert not any(uid_of(ancient) in key for key in archive.files("archive"))
         assert len(await archive.keys(uid_of(recent))) == 2
         assert len(await archive.keys(uid_of(mixed))) == 2
+
+    in_archive(scenario)
+
+
+ROOM = """
+  - name: room
+    group: default
+    action: move
+    to: archive
+    free_below: 5000
+    quota: 10000
+"""
+
+
+def test_two_policies_on_one_group_share_what_it_lacks(in_archive: InArchive) -> None:
+    """The second policy of a group counts what the first already takes from it."""
+    second = ROOM.replace("name: room", "name: more").replace("to: archive", "to: mr")
+
+    async def scenario(archive: Archive) -> None:
+        studies = [study(n, 100 - n, size=1500) for n in (1, 2, 3)]  # 9,000 of 10,000 bytes
+        await archive.store([r for s in studies for r in s])
+        planned = await archive.retention(f"policies:{ROOM}{second}").plan()
+        assert [(p.policy, p.study_uid) for p in planned] == [
+            ("room", uid_of(studies[0])),
+            ("room", uid_of(studies[1])),
+        ]
+
+    in_archive(scenario)
+
+
+def test_the_routers_task_runs_the_policies_of_a_group_short_of_space(
+    in_archive: InArchive,
+) -> None:
+    async def scenario(archive: Archive) -> None:
+        studies = [study(n, 100 - n, size=1500) for n in (1, 2, 3)]
+        await archive.store([r for s in studies for r in s])
+        retention = archive.retention(f"policies:{TIER}{ROOM}", grace_period=0)
+        own = RetentionSettings(nightly_at="", check_interval=3600)
+        task = RetentionTask(retention, own, clock=lambda: archive.clock[0])
+
+        await task.look()  # TIER is by age alone: only ROOM runs, for what it lacks
+        assert (
+            archive.metric(
+                "micropacs_router_retention_runs_total", trigger="free_space", outcome="ok"
+            )
+            == 1
+        )
+        groups = []
+        for one in studies:
+            stored = await archive.catalog.stored_instances(uid_of(one))
+            groups.append({s.storage_group for s in stored})
+        assert groups == [{"archive"}, {"archive"}, {"default"}]
+        await task.look()  # enough room now: it only finishes moves (none waits)
+        assert (
+            archive.metric(
+                "micropacs_router_retention_runs_total", trigger="free_space", outcome="ok"
+            )
+            == 1
+        )
+
+        # The task itself ends when told to, whatever it was waiting for.
+        stop = asyncio.Event()
+        running = asyncio.create_task(task.run(stop))
+        stop.set()
+        await asyncio.wait_for(running, 30)
 
     in_archive(scenario)
