@@ -110,9 +110,15 @@ def retention_command() -> None:
 )
 @settings_options
 def run_command(dry_run: bool, policy_names: tuple[str, ...], **flags: Any) -> None:
-    """Apply the retention policies now: move or delete the studies they select."""
+    """Apply the retention policies now (move or delete what they select), or list it."""
     settings = settings_from(**flags)
     logs.configure("WARNING")
+    if settings.retention.policies_file is None:
+        click.echo(
+            "no retention policies: MICROPACS_RETENTION__POLICIES_FILE is unset"
+            " (docs/lifecycle.md)",
+            err=True,
+        )
     try:
         report = asyncio.run(run_retention(settings, dry_run=dry_run, policy_names=policy_names))
     except Unavailable as exc:
