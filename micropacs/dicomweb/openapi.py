@@ -510,6 +510,136 @@ def _worklist() -> Document:
     }
 
 
+ROUTER_QUEUES = "/router/queues"
+_DESTINATION = _path(
+    "destination", "The destination's AE title.", {"type": "string", "minLength": 1}
+)
+_ENTRY_IDS = {
+    "type": "array",
+    "items": {"type": "string", "minLength": 1, "maxLength": 64},
+    "maxItems": 10_000,
+}
+_QUEUE = {
+    "type": "object",
+    "required": ["destination", "waiting", "dead"],
+    "properties": {
+        "destination": {"type": "string"},
+        "waiting": {"type": "integer"},
+        "dead": {"type": "integer"},
+        "oldest_waiting_at": {"type": ["string", "null"]},
+        "oldest_waiting_seconds": {"type": "number"},
+        "failing_since": {"type": ["string", "null"]},
+    },
+}
+_ENTRY = {
+    "type": "object",
+    "required": ["id", "state", "sop_instance_uid", "attempts"],
+    "properties": {
+        "id": {"type": "string"},
+        "state": {"enum": ["waiting", "dead"]},
+        "rule": {"type": "string"},
+        "sop_class_uid": {"type": "string"},
+        "sop_instance_uid": {"type": "string"},
+        "series_instance_uid": {"type": "string"},
+        "study_instance_uid": {"type": "string"},
+        "transfer_syntax": {"type": "string"},
+        "size": {"type": "integer"},
+        "enqueued_at": {"type": ["string", "null"]},
+        "attempts": {"type": "integer"},
+        "next_attempt_at": {"type": ["string", "null"]},
+        "last_error": {"type": "string"},
+    },
+}
+
+
+def _json(schema: Document) -> Document:
+    return {"application/json": {"schema": schema}}
+
+
+def _router() -> Document:
+    """The router's queues (docs/routing.md): viewers list, operators retry and cancel."""
+    count = {"type": "object", "additionalProperties": {"type": "integer"}}
+    too_large = _problem("The body is over 1 MiB.")
+    return {
+        ROUTER_QUEUES: {
+            "get": _operation(
+                "Every destination's forwarding queue",
+                {
+                    "200": {
+                        "description": "The queues.",
+                        "content": _json({"type": "array", "items": _QUEUE}),
+                    },
+                    **_errors("503"),
+                },
+            )
+        },
+        f"{ROUTER_QUEUES}/{{destination}}": {
+            "get": _operation(
+                "A page of one destination's queue, oldest first",
+                {
+                    "200": {
+                        "description": "The entries.",
+                        "content": _json({"type": "array", "items": _ENTRY}),
+                    },
+                    **_errors("400", "503"),
+                },
+                parameters=[
+                    _DESTINATION,
+                    _query(
+                        "state",
+                        "waiting, dead or all (the default).",
+                        {"enum": ["waiting", "dead", "all"]},
+                    ),
+                    _query(
+                        "limit",
+                        "At most this many (1,000 at most).",
+                        {"type": "integer", "minimum": 0},
+                    ),
+                    _query("offset", "Skip this many.", {"type": "integer", "minimum": 0}),
+                ],
+            )
+        },
+        f"{ROUTER_QUEUES}/{{destination}}/retry": {
+            "post": _operation(
+                "Make entries (every dead one when none is named) due now; needs the operator role",
+                {
+                    "200": {"description": "How many changed.", "content": _json(count)},
+                    "413": too_large,
+                    **_errors("400", "503"),
+                },
+                parameters=[_DESTINATION],
+                requestBody={
+                    "required": False,
+                    "content": _json({"type": "object", "properties": {"entries": _ENTRY_IDS}}),
+                },
+            )
+        },
+        f"{ROUTER_QUEUES}/{{destination}}/cancel": {
+            "post": _operation(
+                "Remove the named entries, or every one of a state; needs the operator role",
+                {
+                    "200": {"description": "How many were removed.", "content": _json(count)},
+                    "413": too_large,
+                    **_errors("400", "503"),
+                },
+                parameters=[_DESTINATION],
+                requestBody={
+                    "required": True,
+                    "content": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "entries": _ENTRY_IDS,
+                                "state": {"enum": ["waiting", "dead", "all"]},
+                            },
+                        }
+                    ),
+                },
+            )
+        },
+    }
+
+
 def _health() -> Document:
     status = {
         "type": "object",
@@ -577,6 +707,7 @@ def document() -> Document:
     paths.update(_wado_rs())
     paths.update(_wado_uri())
     paths.update(_worklist())
+    paths.update(_router())
     for path in (f"{ROOT}/studies", f"{ROOT}/studies/{{study}}"):
         paths.setdefault(path, {}).update(_stow(path))
     return {
