@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import logging
 import time
@@ -100,18 +101,30 @@ class Outcome:
 
 @dataclass
 class _Partition:
-    """The records of one partition in flight, in offset order, and which are done."""
+    """The records of one partition in flight, in offset order, and which are done.
+
+    A record delivered again (after a rebalance) may come behind later ones: the records
+    stay sorted, and no commit ever goes back below one made before."""
 
     records: list[Record] = field(default_factory=list)
     done: set[int] = field(default_factory=set)
+    committed: int = -1
+
+    def started(self, record: Record) -> None:
+        """Track ``record`` until it is finished."""
+        bisect.insort(self.records, record, key=lambda r: r.offset)
 
     def finished(self, record: Record) -> Record | None:
-        """Mark ``record`` done; the last record of the run now all done from the start."""
+        """Mark ``record`` done; the last record of the run now done from the oldest in
+        flight, when it is past what was committed (else None: nothing to commit)."""
         self.done.add(record.offset)
         last = None
         while self.records and self.records[0].offset in self.done:
             last = self.records.pop(0)
             self.done.discard(last.offset)
+        if last is None or last.offset <= self.committed:
+            return None
+        self.committed = last.offset
         return last
 
 
@@ -157,7 +170,7 @@ class CommitmentReporter:
                     await _acquire_or_stop(slots, stopping)
                     if stop.is_set():
                         return
-                    partitions.setdefault(record.partition, _Partition()).records.append(record)
+                    partitions.setdefault(record.partition, _Partition()).started(record)
                     task = asyncio.create_task(
                         self._one(record, consumer, partitions[record.partition], slots)
                     )

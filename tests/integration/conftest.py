@@ -30,6 +30,7 @@ def isolated_env(stack: servers.Stack | None) -> dict[str, str]:
     # they read, so servers sharing a group would hold up each other's index at start-up.
     env["MICROPACS_INDEX__GROUP"] = f"index-{name}"
     env["MICROPACS_ROUTER__GROUP"] = f"router-{name}"
+    env["MICROPACS_COMMITMENT__GROUP"] = f"commitment-{name}"
     env["MICROPACS_STORAGE__CATALOG_URL"] += f"-{name}"
     return env
 
