@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from micropacs.adapters.files import FileBlobStore
+from micropacs.errors import NotFound
 from micropacs.ports import BlobInfo, BlobStore
 
 
@@ -61,22 +62,33 @@ class GroupedBlobStore:
         await self._store(key).put_file(key, path)
 
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """Stream the object from its group's store (or the default one)."""
-        store = self._store(key)
+        """Stream the object from its group's store (or, missing there, the default one)."""
         fallback = self._fallback(key)
-        if fallback is not None and await store.stat(key) is None:
-            store = fallback
-        async for chunk in store.read(key, chunk_size):
+        started = False
+        try:
+            async for chunk in self._store(key).read(key, chunk_size):
+                started = True
+                yield chunk
+        except NotFound:
+            if started or fallback is None:
+                raise
+        else:
+            return
+        async for chunk in fallback.read(key, chunk_size):
             yield chunk
 
     @asynccontextmanager
     async def local_path(self, key: str) -> AsyncIterator[Path]:
-        """A local file of the object, from its group's store (or the default one)."""
-        store = self._store(key)
+        """A local file of the object, from its group's store (or, missing there, the
+        default one)."""
         fallback = self._fallback(key)
-        if fallback is not None and await store.stat(key) is None:
-            store = fallback
-        async with store.local_path(key) as path:
+        async with AsyncExitStack() as stack:
+            try:
+                path = await stack.enter_async_context(self._store(key).local_path(key))
+            except NotFound:
+                if fallback is None:
+                    raise
+                path = await stack.enter_async_context(fallback.local_path(key))
             yield path
 
     async def stat(self, key: str) -> BlobInfo | None:
