@@ -26,12 +26,14 @@ from starlette.middleware import Middleware
 from micropacs.auth.gate import Gate, authenticator
 from micropacs.auth.local import LocalCredentials
 from micropacs.auth.principal import Role
+from micropacs.events import INSTANCE_STORED, InstanceStored
 from micropacs.http import HttpServer, build_http_app
 from micropacs.ports import ForwardEntry, ForwardState, Node
 from micropacs.routing.rules import RuleSet, parse_rules
 from tests import dicomdata
 from tests.integration.peers import free_port
 from tests.service.conftest import HOST, Running, StartPacs, wait_until
+from tests.service.outages import sqlite_write_lock
 from tests.service.peers import SCU_AE, TIMEOUT, ct_files, sop_instance_of, store
 
 RULES = """
@@ -104,9 +106,14 @@ def register(pacs: Running, title: str, port: int, group: str = "") -> None:
     pacs.loop_call(pacs.catalog.put_node(Node(title, HOST, port, ae_group=group)))
 
 
-def start(start_pacs: StartPacs, rules: str | RuleSet, **router: object) -> Running:
+def start(
+    start_pacs: StartPacs,
+    rules: str | RuleSet,
+    busy_timeout: float | None = None,
+    **router: object,
+) -> Running:
     parsed = parse_rules(rules) if isinstance(rules, str) else rules
-    return start_pacs(rules=parsed, router={**FAST, **router})
+    return start_pacs(rules=parsed, router={**FAST, **router}, busy_timeout=busy_timeout)
 
 
 def uids_of(files: list[Path]) -> set[str]:
@@ -266,3 +273,28 @@ def test_operators_retry_and_cancel_what_viewers_list(
         rest = client.post("/router/queues/DOWN/cancel", json={"state": "dead"}, headers=operator)
         assert rest.json() == {"canceled": 1}
         assert client.get("/router/queues", headers=viewer).json() == []
+
+
+def test_events_stay_uncommitted_until_their_entries_are_queued(
+    start_pacs: StartPacs,
+    destinations: dict[str, Destination],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stopped while the catalog cannot be written, the router leaves the event to be
+    delivered again; restarted, it queues and sends it."""
+    pacs = start(
+        start_pacs, "rules:\n  - {name: all, forward: [{destination: WS1}]}\n", busy_timeout=0.2
+    )
+    register(pacs, "WS1", destinations["WS1"].port)
+    [path] = ct_files(tmp_path / "ct", 1)
+    with sqlite_write_lock(pacs.data_dir / "catalog.db"):
+        assert store(pacs, path) == [0]
+        wait_until(lambda: "queueing failed, retrying" in caplog.text, what="a failed write")
+        pacs.stop_background()
+        [left] = pacs.uncommitted(INSTANCE_STORED, "router")
+        assert InstanceStored.from_bytes(left.value).sop_instance_uid in uids_of([path])
+    assert pacs.loop_call(pacs.catalog.forward_queues()) == []
+    pacs.start_background()
+    wait_until(lambda: destinations["WS1"].count() == 1, what="sent after the restart")
+    assert set(destinations["WS1"].received) == uids_of([path])
