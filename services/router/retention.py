@@ -52,8 +52,11 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 STALE_COPY = DAY
 """Seconds after which a move that never switched counts as one a crash interrupted."""
-PAGE = 200
-"""Studies read from the catalog at once while planning."""
+PAGE = 500
+"""Studies read from the catalog at once while planning a policy by free space, which
+stops as soon as it has enough; one by age alone reads all it may act on at once. Each
+read passes over the group's instances (:meth:`~micropacs.ports.StorageTiers.studies_in_group`),
+so few large pages beat many small ones."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,8 @@ class Retention:
             count = 0
             after: tuple[str, str] | None = None
             while count < self._settings.max_studies:
-                page = await self._catalog.studies_in_group(policy.group, cutoff, after, PAGE)
+                size = PAGE if need is not None else self._settings.max_studies - count
+                page = await self._catalog.studies_in_group(policy.group, cutoff, after, size)
                 if not page:
                     break
                 after = (page[-1].last_received, page[-1].study_instance_uid)
