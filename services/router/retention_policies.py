@@ -157,7 +157,16 @@ def configured_policies(settings: Settings) -> Policies:
     if path is None:
         return Policies()
 
-    def in_s3(group: str) -> bool:
-        return settings.storage.groups.get(group, settings.blob_url).startswith("s3://")
+    def store(group: str) -> str:
+        return settings.storage.groups.get(group, settings.blob_url)
 
-    return load_policies(path, in_s3)
+    policies = load_policies(path, lambda group: store(group).startswith("s3://"))
+    for policy in policies.policies:
+        same = policy.to is not None and store(policy.to) == store(policy.group)
+        if policy.by_free_space and policy.quota is None and same:
+            raise InvalidSettings(
+                f"{path}: policy {policy.name!r}: groups {policy.group!r} and {policy.to!r}"
+                " share one store, so a move frees none of its space: give 'to' a store of"
+                " its own (MICROPACS_STORAGE__GROUPS), or the group a 'quota'"
+            )
+    return policies

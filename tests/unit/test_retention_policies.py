@@ -4,11 +4,13 @@ schedule (services/router/retention_task.py): what is refused at start, and why.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from micropacs.config import RetentionSettings, Settings, StorageSettings
 from micropacs.errors import InvalidSettings
-from services.router.retention_policies import parse_policies
+from services.router.retention_policies import configured_policies, parse_policies
 from services.router.retention_task import next_nightly
 
 
@@ -103,3 +105,17 @@ def test_the_next_nightly_run_is_the_next_time_at_that_local_hour() -> None:
     # At that very minute the run is the next day's.
     assert next_nightly(now + 1800, at) == now + 1800 + 86400
     assert next_nightly(now, "") is None
+
+
+def test_a_move_for_free_space_needs_a_target_on_another_store(tmp_path: Path) -> None:
+    policy = tmp_path / "policies.yaml"
+    policy.write_text(
+        "policies:\n  - {name: room, group: default, action: move, to: archive, free_below: 1GB}\n"
+    )
+    settings = Settings(data_dir=tmp_path, retention=RetentionSettings(policies_file=policy))
+    with pytest.raises(InvalidSettings, match="share one store"):
+        configured_policies(settings)
+    apart = settings.model_copy(
+        update={"storage": StorageSettings(groups={"archive": f"file://{tmp_path / 'archive'}"})}
+    )
+    assert [p.name for p in configured_policies(apart).policies] == ["room"]
