@@ -3,10 +3,10 @@
 Every route sits behind the process's authentication gate (:mod:`micropacs.auth.gate`),
 which answers 401 without valid credentials and lets viewers read and operators
 write; each route states the role it needs (:mod:`services.admin.access`: viewers
-browse, preview and download; operators also send, schedule and verify;
-administrators also manage nodes, delete and manage users and tokens) and answers 403
-to a lower one. Errors are JSON ``{"error": reason}``; the OpenAPI description is at
-``/api/openapi.json``.
+browse, preview, download and list the router's queues; operators also send, schedule,
+verify and retry or cancel queue entries; administrators also manage nodes, delete and
+manage users and tokens) and answers 403 to a lower one. Errors are JSON
+``{"error": reason}``; the OpenAPI description is at ``/api/openapi.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from services.admin import (
     audit_api,
     deletion_api,
     nodes_api,
+    routing_api,
     status_api,
     studies_api,
     users_api,
@@ -72,6 +73,7 @@ def build_api(context: AdminContext) -> FastAPI:
         worklist_api,
         users_api,
         status_api,
+        routing_api,
         audit_api,
     ):
         api.include_router(module.router())

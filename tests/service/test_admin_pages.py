@@ -24,14 +24,25 @@ from micropacs.auth.gate import Gate, authenticator
 from micropacs.auth.principal import Role
 from micropacs.auth.session import shared_sessions
 from micropacs.http import build_http_app
+from micropacs.ports import ForwardState
 from services.admin.web import templating
 from services.admin.web.routes import login_renderer, page_routes
 from tests import dicomdata
 from tests.integration.peers import free_port
 from tests.service.conftest import Running, wait_until
 from tests.service.peers import ct_files, store
+from tests.service.test_admin_routing import entry as queue_entry
 
-PAGES = ("/studies", "/nodes", "/worklist", "/procedures", "/status", "/audit", "/users")
+PAGES = (
+    "/studies",
+    "/nodes",
+    "/routing",
+    "/worklist",
+    "/procedures",
+    "/status",
+    "/audit",
+    "/users",
+)
 ADMIN_ONLY = ("/users",)
 HOSTILE = "<script>alert(1)</script>"
 CZECH = "Dvořák^Antonín"
@@ -407,3 +418,56 @@ def test_a_logged_in_browser_sends_the_session_csrf_token_with_every_form(
 
     pacs.loop_call(walk())
     assert events == ["login-failed", "login", "logout"]
+
+
+def test_the_routing_page_lists_queues_and_entries_are_retried_and_canceled(site: Site) -> None:
+    catalog = site.pacs.catalog
+    dead = queue_entry("d1", "WS_UI", state=ForwardState.DEAD, attempts=10, error=HOSTILE)
+    site.pacs.loop_call(catalog.enqueue_forwards([dead, queue_entry("w1", "WS_UI")]))
+
+    def state_of(entry_id: str) -> ForwardState | None:
+        found = site.pacs.loop_call(catalog.forward_entries("WS_UI", None, 10))
+        return next((e.state for e in found if e.entry_id == entry_id), None)
+
+    listed = site.get("/routing", Role.VIEWER)
+    assert listed.status_code == 200
+    assert 'href="/routing/WS_UI"' in listed.text
+    assert "No rules file is set" in listed.text and "restart the router" in listed.text
+    viewer = site.get("/routing/WS_UI", Role.VIEWER).text
+    assert "1 waiting, 1 dead." in viewer
+    assert HOSTILE not in viewer and "&lt;script&gt;" in viewer
+    assert "Retry" not in viewer and "Cancel" not in viewer
+    operator = site.get("/routing/WS_UI", Role.OPERATOR).text
+    assert "Retry every dead entry" in operator and "Cancel the whole queue" in operator
+    assert 'hx-confirm="Cancel this entry?' in operator
+    assert site.post("/routing/WS_UI/retry", {"entry": "d1"}, Role.VIEWER).status_code == 403
+
+    retried = site.post("/routing/WS_UI/retry", {"entry": "d1"}, Role.OPERATOR)
+    assert retried.status_code == 303 and retried.headers["location"] == "/routing/WS_UI?retried=1"
+    assert state_of("d1") is ForwardState.WAITING
+    assert "1 entries retried" in site.get(retried.headers["location"], Role.OPERATOR).text
+    forged = site.get("/routing/WS_UI?retried=%3Cb%3Eforged", Role.OPERATOR).text
+    assert "forged" not in forged and 'class="notice"' not in forged
+
+    asked = site.post("/routing/WS_UI/cancel", {"entry": "w1"}, Role.OPERATOR)
+    assert asked.status_code == 200 and 'name="confirmed" value="yes"' in asked.text
+    assert state_of("w1") is ForwardState.WAITING  # nothing canceled before the confirmation
+    fragment = site.request(
+        "POST",
+        "/routing/WS_UI/cancel",
+        Role.OPERATOR,
+        headers_extra={"HX-Request": "true"},
+        data={"entry": "w1", "confirmed": "yes"},
+    )
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert "1 entries canceled" in fragment.text and 'id="queue-entries"' in fragment.text
+    assert state_of("w1") is None
+    gone = site.post("/routing/WS_UI/cancel", {"entry": "w1", "confirmed": "yes"}, Role.OPERATOR)
+    assert gone.status_code == 303 and "gone=1" in gone.headers["location"]
+    assert "no longer queued" in site.get(gone.headers["location"], Role.OPERATOR).text
+    vague = site.post("/routing/WS_UI/cancel", {"confirmed": "yes"}, Role.OPERATOR)
+    assert vague.status_code == 400 and "Choose an entry to cancel" in vague.text
+    assert state_of("d1") is ForwardState.WAITING
+    assert site.get("/routing/WS_UI?state=old").status_code == 400
+    everything = site.post("/routing/WS_UI/cancel", {"state": "all", "confirmed": "yes"})
+    assert everything.status_code == 303 and state_of("d1") is None

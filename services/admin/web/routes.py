@@ -16,6 +16,7 @@ from services.admin.context import AdminContext
 from services.admin.web.browse import Browse
 from services.admin.web.manage import Manage
 from services.admin.web.nodes import Nodes
+from services.admin.web.routing import Routing
 from services.admin.web.site import NAV, Site
 from services.admin.web.templating import (
     STATIC,
@@ -42,6 +43,7 @@ def page_routes(context: AdminContext) -> list[BaseRoute]:
         Mount(STATIC_PATH, app=StaticFiles(directory=STATIC), name="static"),
         *Browse(site).routes(),
         *Nodes(site).routes(),
+        *Routing(site).routes(),
         *Worklists(site).routes(),
         *Manage(site).routes(),
     ]

@@ -25,6 +25,7 @@ Handler = Callable[[Any, Request], Awaitable[Response]]
 NAV: list[tuple[str, str]] = [
     ("/studies", "Studies"),
     ("/nodes", "Nodes"),
+    ("/routing", "Routing"),
     ("/worklist", "Worklist"),
     ("/procedures", "Procedures"),
     ("/status", "Status"),
