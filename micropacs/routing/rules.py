@@ -10,9 +10,11 @@ A key left out matches everything; a rule matches when all its keys do.
 
 Its actions: ``forward`` to nodes of the registry by AE title, each optionally in a
 transfer syntax micropacs can write (PS3.5 10, :mod:`micropacs.dicom.transcode`), and
-``coerce`` (set, copy or remove attributes before storing), which is read and checked
-here for the ingest to apply. Every rule that matches adds its destinations; a destination
-named by two matching rules gets the instance once, in the first rule's syntax.
+``coerce`` (set, copy or remove attributes before storing), which the ingest applies
+(:meth:`RuleSet.coercions`, :mod:`micropacs.routing.coercion`) to what it receives, matched
+on the header as received; the router matches the header as stored. Every rule that
+matches adds its destinations; a destination named by two matching rules gets the instance
+once, in the first rule's syntax.
 
 Whatever is wrong with the file is refused at start with
 :class:`~micropacs.errors.InvalidSettings`, naming the rule and what to fix.
@@ -24,7 +26,7 @@ from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -48,6 +50,8 @@ from micropacs.dicom.transcode import ENCODABLE, UNCOMPRESSED
 from micropacs.dicomweb import qido
 from micropacs.errors import InvalidInput, InvalidSettings
 from micropacs.events import InstanceStored
+from micropacs.routing.coercion import BULK_START, dictionary_vr, typed
+from micropacs.routing.coercion import Coercion as Coercion  # where rules are read, too
 
 CALLING_AE = "calling_ae"
 CALLED_AE = "called_ae"
@@ -156,17 +160,6 @@ class Forward:
 
 
 @dataclass(frozen=True)
-class Coercion:
-    """Change one attribute before storing: ``set`` it to ``value``, ``copy`` the value of
-    ``source`` into it, or ``remove`` it. ``tag`` is the attribute changed (8 hex digits)."""
-
-    action: Literal["set", "copy", "remove"]
-    tag: str
-    value: str = ""
-    source: str = ""
-
-
-@dataclass(frozen=True)
 class Rule:
     """One rule: what it matches and what it does."""
 
@@ -193,6 +186,23 @@ class RuleSet:
         """Whether a rule matches on the sender's AE group (then the registry is read)."""
         return any(rule.uses_ae_group for rule in self.rules)
 
+    @property
+    def coerces(self) -> bool:
+        """Whether some rule coerces (else the ingest stores objects as received)."""
+        return any(rule.coercions for rule in self.rules)
+
+    def coercions(
+        self, header: DicomJson, sop_class_uid: str, calling_ae: str, called_ae: str, ae_group: str
+    ) -> list[Coercion]:
+        """What to change in a received object before storing it, in the order of the
+        matching rules and of each rule's list: its ``header`` (DICOM JSON, as received),
+        sent by ``calling_ae`` of ``ae_group`` to ``called_ae``."""
+        coercing = [rule for rule in self.rules if rule.coercions]
+        if not coercing:
+            return []
+        matched = record(header, sop_class_uid, calling_ae, called_ae, ae_group)
+        return [c for rule in coercing if rule.matcher(matched) for c in rule.coercions]
+
     def matching(self, event: InstanceStored, ae_group: str = "") -> list[Rule]:
         """The rules ``event`` matches, its sender being of ``ae_group``."""
         record = record_of(event, ae_group)
@@ -211,13 +221,21 @@ class RuleSet:
 def record_of(event: InstanceStored, ae_group: str) -> Mapping[str, Any]:
     """What rules match against: the header, with the event's own SOP Class and who sent
     the instance to whom."""
+    return record(event.header, event.sop_class_uid, event.calling_ae, event.called_ae, ae_group)
+
+
+def record(
+    header: DicomJson, sop_class_uid: str, calling_ae: str, called_ae: str, ae_group: str
+) -> Mapping[str, Any]:
+    """What rules match against, for the ingest (before any event) and the router alike:
+    ``header`` with the SOP Class and who sent the instance to whom."""
     own: DicomJson = {
-        CALLING_AE: element("AE", event.calling_ae),
-        CALLED_AE: element("AE", event.called_ae),
+        CALLING_AE: element("AE", calling_ae),
+        CALLED_AE: element("AE", called_ae),
         AE_GROUP: element("LO", ae_group) if ae_group else element("LO"),
-        tags.SOP_CLASS_UID: element("UI", event.sop_class_uid),
+        tags.SOP_CLASS_UID: element("UI", sop_class_uid),
     }
-    return ChainMap(own, event.header)
+    return ChainMap(own, header)
 
 
 def load_rules(path: Path) -> RuleSet:
@@ -374,16 +392,28 @@ def _coercion(coerce: _Coerce, where: str) -> Coercion:
     if coerce.copy_ is not None:
         assert coerce.to is not None
         source = _tag(coerce.copy_, f"{where}.copy")
+        if int(source, 16) >= BULK_START:
+            raise InvalidInput(f"{where}.copy: {coerce.copy_} is pixel data or after it")
         return Coercion("copy", _target(coerce.to, f"{where}.to"), source=source)
     assert coerce.set_ is not None and coerce.value is not None
-    return Coercion("set", _target(coerce.set_, f"{where}.set"), value=str(coerce.value))
+    tag = _target(coerce.set_, f"{where}.set")
+    value = str(coerce.value)
+    if not int(tag, 16) >> 16 & 1 and value:  # a private VR depends on the object's creator
+        try:
+            typed(dictionary_vr(int(tag, 16)), value)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}.value: {exc}") from None
+    return Coercion("set", tag, value=value)
 
 
 def _target(name: str, where: str) -> str:
-    """A tag a coercion may change: not the object's identity, no file meta, no sequence."""
+    """A tag a coercion may change: not the object's identity, no file meta, no sequence,
+    nothing from the pixel data on (the ingest copies those bytes as they came)."""
     tag = _tag(name, where)
     if tag in IDENTITY or tag.startswith(("0000", "0002")):
         raise InvalidInput(f"{where}: {name} names the object; it cannot be coerced")
+    if int(tag, 16) >= BULK_START:
+        raise InvalidInput(f"{where}: {name} is pixel data or after it; it cannot be coerced")
     try:
         vr = str(dictionary_VR(int(tag, 16)))
     except KeyError:

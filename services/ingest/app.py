@@ -14,6 +14,7 @@ from micropacs.config import Settings
 from micropacs.dicomweb import multipart
 from micropacs.http import Check
 from micropacs.ports import BlobStore, EventBus
+from micropacs.routing.rules import RuleSet, load_rules
 from micropacs.service import (
     BackgroundTask,
     HandlerBinding,
@@ -51,9 +52,19 @@ class IngestApp:
 
 
 def build(
-    settings: Settings, blobs: BlobStore, bus: EventBus, registry: CollectorRegistry
+    settings: Settings,
+    blobs: BlobStore,
+    bus: EventBus,
+    registry: CollectorRegistry,
+    rules: RuleSet | None = None,
 ) -> IngestApp:
-    """The ingest service over the given adapters."""
+    """The ingest service over the given adapters, coercing what ``rules`` or those of the
+    routing rules file say (``MICROPACS_ROUTER__RULES_FILE``, the router's file: one file
+    says what is changed on the way in and where it goes on). An invalid file raises
+    :class:`~micropacs.errors.InvalidSettings` here, at start."""
+    if rules is None:
+        path = settings.router.rules_file
+        rules = load_rules(path) if path is not None else RuleSet()
     store = StoreService(
         blobs,
         bus,
@@ -62,6 +73,7 @@ def build(
         storage_group=settings.storage.group,
         compression=settings.storage.compression,
         default_issuer=settings.issuer_of_patient_id,
+        rules=rules,
     )
     return IngestApp(
         store=store,

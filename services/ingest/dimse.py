@@ -18,7 +18,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.dimse_primitives import C_STORE
 
 from micropacs.bridge import LoopBridge
-from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
+from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused, registered_node
 from micropacs.dimse.audit import note_study
 from micropacs.dimse.received_digest import received_sha256
 from micropacs.errors import MicropacsError, Status, dimse_status
@@ -97,6 +97,7 @@ def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) ->
         sop_class_uid=str(request.AffectedSOPClassUID or ""),
         sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
         sha256=received_sha256(event),  # hashed as it was received: nothing reads it again
+        ae_group=_ae_group(event),
     )
     started = time.perf_counter()
     try:
@@ -115,6 +116,13 @@ def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) ->
         log.exception("store failed unexpectedly")
         return dimse_status(exc)
     return Status.SUCCESS
+
+
+def _ae_group(event: evt.Event) -> str:
+    """The AE group of the registered node calling (decided once, at its A-ASSOCIATE-RQ,
+    by :mod:`~micropacs.dimse.access`), which the routing rules may match."""
+    node = registered_node(event.assoc)
+    return node.ae_group if node is not None else ""
 
 
 def handlers(service: StoreService, bridge: LoopBridge) -> list[Any]:

@@ -23,6 +23,11 @@ class IngestMetrics:
             ["backend"],
             registry=registry,
         )
+        self.coerced = Counter(
+            "micropacs_ingest_coerced_instances_total",
+            "Received objects a routing rule's coerce changed before they were stored.",
+            registry=registry,
+        )
         self.stored_bytes = Counter(
             "micropacs_ingest_stored_bytes_total", "Bytes of objects stored.", registry=registry
         )

@@ -11,6 +11,12 @@ Commitment checks it, PS3.4 J), taken without reading the file again: the
 receiver hashed it while writing it (``Received.sha256``: C-STORE, STOW-RS), or
 the store's own read of a file it copies is hashed (``micropacs import``). Only
 a copy compressed at rest, or a file no receiver hashed, is read to be hashed.
+
+An object a routing rule coerces (docs/routing.md) is rewritten before anything else
+(:func:`~micropacs.routing.coercion.coerce_file`: its header written again, its pixel data
+copied as bytes, the copy hashed as it is written): what is stored, hashed, described by
+the event and answered Success for is the coerced object. With no rule that coerces,
+nothing of this runs.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from micropacs.errors import (
 )
 from micropacs.events import INSTANCE_STORED, InstanceStored
 from micropacs.ports import BlobStore, EventBus
+from micropacs.routing.coercion import Coercion, coerce_file
+from micropacs.routing.rules import RuleSet
 from services.ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +64,9 @@ class Received:
     """Whether the store may move ``path`` (a received temporary file) or must copy it."""
     sha256: str = ""
     """The SHA-256 of the file at ``path``, when its receiver hashed it while writing it."""
+    ae_group: str = ""
+    """The AE group of the registered node that sent it ("" for another sender), which
+    routing rules may match."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class StoreService:
         storage_group: str,
         compression: str = "none",
         default_issuer: str = "",
+        rules: RuleSet | None = None,
     ) -> None:
         self._blobs = blobs
         self._bus = bus
@@ -96,6 +108,7 @@ class StoreService:
         self._group = storage_group
         self._compress_to = AT_REST.get(compression)
         self._default_issuer = default_issuer
+        self._rules = rules if rules is not None and rules.coerces else None
 
     async def store(self, received: Received, *, study: str | None = None) -> InstanceStored:
         """Store one object; returns its event once blob and event are durable.
@@ -143,6 +156,8 @@ class StoreService:
                     uids["class"],
                     uids["instance"],
                 )
+            if self._rules is not None:
+                received, header = self._coerced(received, header, uids["class"])
         except MicropacsError as exc:
             self._refused(received, exc)
             raise
@@ -182,6 +197,28 @@ class StoreService:
         except BaseException:
             _discard(received)  # the compressed copy this call made
             raise
+
+    def _coerced(
+        self, received: Received, header: Header, sop_class: str
+    ) -> tuple[Received, Header]:
+        """The received object with the matching rules' coercions made, and its header;
+        as it came when no rule coercing matches it."""
+        assert self._rules is not None
+        coercions = self._rules.coercions(
+            header.json, sop_class, received.calling_ae, received.called_ae, received.ae_group
+        )
+        if not coercions:
+            return received, header
+        coerced = _coerce(received, coercions)
+        try:
+            coerced_header = header_of(coerced.path)
+        except BaseException:
+            _discard(coerced)
+            raise
+        if received.owned:
+            received.path.unlink(missing_ok=True)
+        self._metrics.coerced.inc()
+        return coerced, coerced_header
 
     def _compressed(self, received: Received) -> tuple[Received, bool]:
         """The received object compressed at rest, or as it came if it cannot be."""
@@ -254,6 +291,19 @@ def _discard(received: Received) -> None:
     """Remove a temporary file the store was handed, unless the store moved it already."""
     if received.owned:
         received.path.unlink(missing_ok=True)
+
+
+def _coerce(received: Received, coercions: list[Coercion]) -> Received:
+    """A temporary copy of ``received`` with ``coercions`` made, hashed as written."""
+    handle, name = tempfile.mkstemp(prefix="coerced-", suffix=".dcm")
+    os.close(handle)
+    out = Path(name)
+    try:
+        digest = coerce_file(received.path, coercions, out)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return replace(received, path=out, owned=True, sha256=digest)
 
 
 def _uids(header: Header, received: Received) -> dict[str, str]:

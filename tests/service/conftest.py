@@ -85,7 +85,7 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, what: str = ""
 class Running:
     """One in-process micropacs: ingest, qr, index (with its worklist consumers), worklist,
     admin and router over embedded adapters, the reads of qr and worklist behind one read
-    barrier; the router with ``rules`` (none by default).
+    barrier; the ingest and the router with ``rules`` (none by default).
 
     ``loop_call`` runs a coroutine on the service loop (where the adapters
     live) and returns its result.
@@ -131,7 +131,9 @@ class Running:
                 ReadBarrierMetrics(self.registry),
             )
             self._closers.append(self.barrier.close)
-            self.ingest: IngestApp = build_ingest(settings, self.blobs, self.bus, self.registry)
+            self.ingest: IngestApp = build_ingest(
+                settings, self.blobs, self.bus, self.registry, rules or RuleSet()
+            )
             self.qr: QrApp = build_qr(
                 settings, self.catalog, self.blobs, self.registry, self.barrier
             )
@@ -418,7 +420,7 @@ def start_pacs(tmp_path: Path) -> Iterator[StartPacs]:
     ``busy_timeout`` makes the SQLite event log and catalog give up on a lock
     held by another connection after that many seconds (default 30);
     ``barrier_timeout`` bounds the read barrier (default 2 s); ``rules`` are the
-    router's and ``router`` overrides its settings (``RouterSettings`` fields),
+    ingest's and the router's, and ``router`` overrides its settings (``RouterSettings`` fields),
     ``commitment`` those of Storage Commitment (``CommitmentSettings`` fields).
     """
     started: list[Running] = []
