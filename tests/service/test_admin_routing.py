@@ -3,12 +3,16 @@
 Entries are put in the queues through the catalog's own methods; the router's senders are
 not started (``index=False`` leaves every background task stopped), so what a test sees in
 a queue is what the API made of it. Every role's answer is checked, a browser session's
-retry needs its CSRF token, and each retry and cancel is on the audit topic.
+retry needs its CSRF token, and each retry and cancel is on the audit topic. One test runs
+the whole path: entries dead at a destination that was down, retried through the admin API,
+sent by the running router to a DCMTK storescp.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,9 +32,13 @@ from micropacs.auth.principal import Role
 from micropacs.config import AuthSettings
 from micropacs.events import AUDIT, AuditRecorded
 from micropacs.http import build_http_app
-from micropacs.ports import ForwardEntry, ForwardState
-from tests.service.conftest import Running, service_settings
+from micropacs.ports import ForwardEntry, ForwardState, Node
+from micropacs.routing.rules import parse_rules
+from tests.integration.peers import free_port, wait_for_port
+from tests.service.conftest import HOST, Running, StartPacs, service_settings, wait_until
+from tests.service.peers import ct_files, store
 from tests.service.test_admin_sessions import PASSWORD, csrf_token, log_in
+from tests.service.test_router import FAST
 
 RULES = """\
 rules:
@@ -307,3 +315,63 @@ def test_a_sessions_retry_needs_its_csrf_token(api: Api) -> None:
             assert done.status_code == 200 and done.json() == {"retried": 1}
 
     api.pacs.loop_call(walk())
+
+
+def test_an_operators_retry_is_sent_by_the_running_router_to_a_real_storescp(
+    start_pacs: StartPacs, tmp_path: Path
+) -> None:
+    rules = parse_rules("rules:\n  - {name: all, forward: [{destination: DICOMSRV}]}\n")
+    pacs = start_pacs(rules=rules, router={**FAST, "max_attempts": 1})
+    pacs.loop_call(pacs.catalog.put_node(Node("DICOMSRV", HOST, free_port())))  # nobody there
+    files = ct_files(tmp_path / "ct", 2)
+    assert store(pacs, *files) == [0, 0]
+
+    def dead() -> list[ForwardEntry]:
+        return pacs.loop_call(pacs.catalog.forward_entries("DICOMSRV", ForwardState.DEAD, 10))
+
+    wait_until(lambda: len(dead()) == 2, 20, "both entries dead after one attempt")
+    settings = pacs.settings.model_copy(deep=True)
+    settings.auth.backend = "local"
+    gate = Middleware(
+        Gate, authenticate=authenticator(settings, pacs.catalog), metrics_open=False, basic=False
+    )
+    routes = [route for app in pacs.apps for route in app.web_routes()]
+    app = build_http_app(pacs.registry, {}, routes, access=gate)
+    operator, _ = pacs.loop_call(pacs.admin.context.credentials.create_token(Role.OPERATOR))
+
+    async def call(method: str, path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://p") as client:
+            headers = {"Authorization": f"Bearer {operator}"}
+            return await client.request(method, path, headers=headers, json={})
+
+    def queue() -> dict[str, Any]:
+        [only] = pacs.loop_call(call("GET", "/api/routing/queues")).json()
+        return dict(only)
+
+    # The router counts once it has written the outcome: poll until both agree.
+    wait_until(lambda: queue()["dead_lettered"] == 2, 20, "both counted dead-lettered")
+    assert (queue()["dead"], queue()["sent"], queue()["failed"]) == (2, 0, 2)
+
+    received = tmp_path / "received"
+    received.mkdir()
+    port = free_port()
+    process = subprocess.Popen(
+        ["storescp", "-aet", "DICOMSRV", "-od", str(received), str(port)],
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    try:
+        wait_for_port(port, process)
+        pacs.loop_call(pacs.catalog.put_node(Node("DICOMSRV", HOST, port)))
+        retried = pacs.loop_call(call("POST", "/api/routing/queues/DICOMSRV/retry"))
+        assert retried.json() == {"retried": 2}
+        wait_until(lambda: len(list(received.iterdir())) == 2, 20, "both instances received")
+        wait_until(
+            lambda: pacs.loop_call(pacs.catalog.forward_queues()) == [], 20, "the queue empty"
+        )
+    finally:
+        process.terminate()
+        process.wait(10)
+    wait_until(lambda: queue()["sent"] == 2, 20, "both counted sent")
+    after = queue()
+    assert (after["waiting"], after["dead"], after["failed"]) == (0, 0, 2)
