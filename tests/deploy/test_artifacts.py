@@ -264,7 +264,7 @@ def test_compose_file_uses_upstream_images_and_health_gates() -> None:
     images = {s.get("image", "").split(":")[0] for s in services.values()}
     assert {"apache/kafka", "minio/minio", "mongo", "prom/prometheus", "grafana/grafana"} <= images
     assert not any("bitnami" in image for image in images)
-    for name in ("ingest", "index", "qr", "worklist"):
+    for name in ("ingest", "index", "qr", "worklist", "router"):
         gates = services[name]["depends_on"]
         assert all(
             gate["condition"] in ("service_healthy", "service_completed_successfully")
@@ -282,8 +282,8 @@ def test_compose_file_uses_upstream_images_and_health_gates() -> None:
 
 
 COMPOSE = ROOT / "docker-compose.yml"
-SERVICES = ("ingest", "index", "qr")
-"""The services that keep objects (the worklist keeps none)."""
+SERVICES = ("ingest", "index", "qr", "router")
+"""The services that keep, send or move objects (the worklist keeps none)."""
 ROOT_VARIABLES = {
     "MINIO_ROOT_USER",
     "MINIO_ROOT_PASSWORD",
@@ -311,11 +311,17 @@ def test_compose_publishes_every_port_on_loopback_only() -> None:
             assert isinstance(port, dict) or port.count(":") == 2, f"{name}: {port}"
             assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
             published.setdefault(name, []).append(str(port))
-    # DICOM, DICOMweb, HL7, the web UI, Prometheus and Grafana stay reachable from the
-    # machine itself.
-    assert set(published) == {"ingest", "qr", "worklist", "admin", "prometheus", "grafana"}, (
-        published
-    )
+    # DICOM (Storage Commitment with the router), DICOMweb, HL7, the web UI, Prometheus and
+    # Grafana stay reachable from the machine itself.
+    assert set(published) == {
+        "ingest",
+        "qr",
+        "worklist",
+        "admin",
+        "router",
+        "prometheus",
+        "grafana",
+    }, published
     assert "127.0.0.1:2575:2575" in published["worklist"], "the RIS sends HL7 to 2575"
 
 

@@ -19,7 +19,7 @@ from services.worklist.hl7_access import require_hl7_access
 from tests.deploy.test_artifacts import SCENARIOS, render
 
 ROOT = Path(__file__).resolve().parents[2]
-DICOM_SERVICES = ("ingest", "qr", "worklist")
+DICOM_SERVICES = ("ingest", "qr", "worklist", "router")
 
 
 def image_environment() -> dict[str, str]:

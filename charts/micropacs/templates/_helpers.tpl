@@ -85,11 +85,14 @@ loadBalancerSourceRanges:
 {{- end }}
 {{- end -}}
 
-{{/* The Deployment of one service: dict "root" $ "service" "ingest|index|qr|worklist|admin". */}}
+{{/* The Deployment of one service: dict "root" $ "service" "ingest|index|qr|worklist|admin|router",
+     and optionally "component" (the name and label of a second Deployment of the same
+     service) and "single" (one pod, replaced by Recreate: never two at once). */}}
 {{- define "micropacs.deployment" -}}
 {{- $root := .root -}}
 {{- $values := index $root.Values .service -}}
-{{- $name := printf "%s-%s" (include "micropacs.fullname" $root) .service -}}
+{{- $component := .component | default .service -}}
+{{- $name := printf "%s-%s" (include "micropacs.fullname" $root) $component -}}
 {{- /* index and admin answer no DICOM (admin only opens associations, to send and verify). */}}
 {{- $dicom := not (has .service (list "index" "admin")) -}}
 {{- $dicomTls := and $dicom $root.Values.tls.dicom.secretName -}}
@@ -101,24 +104,33 @@ metadata:
   name: {{ $name }}
   labels:
     {{- include "micropacs.labels" $root | nindent 4 }}
-    app.kubernetes.io/component: {{ .service }}
+    app.kubernetes.io/component: {{ $component }}
 spec:
-  {{- if not $values.autoscaling.enabled }}
+  {{- if .single }}
+  replicas: 1
+  {{- else if not $values.autoscaling.enabled }}
   replicas: {{ $values.replicas }}
   {{- end }}
   selector:
     matchLabels:
-      {{- include "micropacs.selector" . | nindent 6 }}
+      {{- include "micropacs.selector" (dict "root" $root "service" $component) | nindent 6 }}
   strategy:
+    {{- if .single }}
+    type: Recreate
+    {{- else }}
     type: RollingUpdate
     rollingUpdate: {maxUnavailable: 0, maxSurge: 1}
+    {{- end }}
   template:
     metadata:
       labels:
         {{- include "micropacs.labels" $root | nindent 8 }}
-        app.kubernetes.io/component: {{ .service }}
+        app.kubernetes.io/component: {{ $component }}
       annotations:
         checksum/config: {{ include (print $root.Template.BasePath "/common/configmap.yaml") $root | sha256sum }}
+        {{- if eq .service "router" }}
+        checksum/router: {{ include (print $root.Template.BasePath "/router/configmap.yaml") $root | sha256sum }}
+        {{- end }}
     spec:
       {{- with $root.Values.imagePullSecrets }}
       imagePullSecrets:
@@ -155,6 +167,9 @@ spec:
             {{- if eq .service "admin" }}
             {{- include "micropacs.adminEnv" $root | nindent 12 }}
             {{- end }}
+            {{- if eq .service "router" }}
+            {{- include "micropacs.routerEnv" (dict "root" $root "scheduled" (eq $component "router-retention")) | nindent 12 }}
+            {{- end }}
             {{- if and (eq .service "qr") $root.Values.admin.enabled $root.Values.admin.sessionKey.existingSecret }}
             {{- /* qr checks the admin's session cookies: the web UI's thumbnails and previews. */}}
             - name: MICROPACS_AUTH__SESSION_KEY
@@ -162,7 +177,7 @@ spec:
                 secretKeyRef: {name: {{ $root.Values.admin.sessionKey.existingSecret }}, key: {{ $root.Values.admin.sessionKey.existingSecretKey | default "sessionKey" }}}
             {{- end }}
             {{- /* Only the services that keep, delete or send objects get the object store's credentials. */}}
-            {{- if has .service (list "ingest" "index" "qr" "admin") }}
+            {{- if has .service (list "ingest" "index" "qr" "admin" "router") }}
             - name: MICROPACS_S3__ACCESS_KEY
               valueFrom:
                 secretKeyRef: {name: {{ include "micropacs.s3Secret" $root }}, key: accessKey}
@@ -220,6 +235,9 @@ spec:
             {{- if $httpTls }}
             - {name: tls-http, mountPath: /etc/micropacs/tls/http, readOnly: true}
             {{- end }}
+            {{- if and (eq .service "router") (include "micropacs.routerFiles" $root) }}
+            - {name: router-files, mountPath: /etc/micropacs/router, readOnly: true}
+            {{- end }}
       volumes:
         - name: data
           emptyDir: {}
@@ -232,6 +250,10 @@ spec:
         {{- if $httpTls }}
         - name: tls-http
           secret: {secretName: {{ $httpTls }}, defaultMode: 0440}
+        {{- end }}
+        {{- if and (eq .service "router") (include "micropacs.routerFiles" $root) }}
+        - name: router-files
+          configMap: {name: {{ include "micropacs.fullname" $root }}-router}
         {{- end }}
       {{- with $root.Values.nodeSelector }}
       nodeSelector:
