@@ -114,6 +114,7 @@ def test_compose_runs_admin_with_its_settings_and_prometheus_scrapes_it() -> Non
         "index",
         "qr",
         "worklist",
+        "router",
     }
     # qr checks the admin's session cookies for the thumbnails.
     qr = services["qr"]["environment"]

@@ -28,6 +28,9 @@
       "index" (include "micropacs.serviceUrl" (dict "root" . "service" "index-http" "port" 8080))
       "qr" (include "micropacs.serviceUrl" (dict "root" . "service" "qr" "port" .Values.qr.service.httpPort))
       "worklist" (include "micropacs.serviceUrl" (dict "root" . "service" "worklist-http" "port" 8080)) -}}
+{{- if .Values.router.enabled }}
+{{- $_ := set $urls "router" (include "micropacs.serviceUrl" (dict "root" . "service" "router-http" "port" 8080)) }}
+{{- end }}
 {{- /* The status page asks each service for its /healthz and /readyz. */ -}}
 - name: MICROPACS_ADMIN__SERVICE_URLS
   value: {{ $urls | toJson | quote }}
