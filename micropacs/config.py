@@ -400,8 +400,9 @@ class RouterSettings(BaseModel):
 
     rules_file: Path | None = Field(
         None,
-        description="YAML file of the routing rules; unset: nothing is forwarded (queued"
-        " entries are still sent). Read at start: an invalid file stops the start.",
+        description="YAML file of the routing rules, read by the router (forward) and the"
+        " ingest (coerce, before storing); unset: nothing is forwarded (queued entries are"
+        " still sent) nor coerced. Read at start: an invalid file stops the start.",
     )
     group: str = Field("router", description="Consumer group name on the event bus.")
     batch_size: int = Field(200, ge=1, description="Events routed per commit.")

@@ -25,6 +25,7 @@ from typing import BinaryIO, Literal
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.dataelem import DataElement
+from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.filewriter import write_dataset
@@ -32,7 +33,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from micropacs.checksums import CHUNK, HashingWriter
-from micropacs.errors import InvalidInput, NotDicom
+from micropacs.errors import InvalidInput, NotDicom, Unavailable
 
 BULK_START = 0x7FE00008
 """Float Pixel Data (7FE0,0008), the first of the pixel data elements: what is at or after
@@ -142,15 +143,26 @@ def _at_bulk(tag: BaseTag, vr: str | None, length: int) -> bool:
 def coerce_file(source: Path, coercions: Sequence[Coercion], out: Path) -> str:
     """Write ``source`` with ``coercions`` made to ``out``; the SHA-256 of ``out``.
 
-    Raises :class:`~micropacs.errors.NotDicom` when ``source`` cannot be read or the
-    changed dataset cannot be written."""
+    Raises :class:`~micropacs.errors.NotDicom` when pydicom cannot read ``source`` or
+    write the changed dataset, :class:`~micropacs.errors.InvalidInput` when a copied value
+    is not one of its new attribute's VR, :class:`~micropacs.errors.Unavailable` (retryable)
+    when the file system fails."""
     try:
         with source.open("rb") as fp, out.open("wb") as raw:
             sink = HashingWriter(raw)
             _coerce(fp, coercions, sink)
             raw.flush()
             return sink.sha256()
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+    except OSError as exc:
+        raise Unavailable(f"the coerced copy cannot be written: {exc.strerror}") from exc
+    except (
+        InvalidDicomError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+    ) as exc:  # pydicom's ways of failing on a dataset it cannot take
         raise NotDicom(f"the coerced object cannot be written: {type(exc).__name__}") from exc
 
 

@@ -13,7 +13,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEnd
 
 from micropacs.dicom.header_json import header_of
 from micropacs.dicom.json_model import to_json
-from micropacs.errors import InvalidSettings
+from micropacs.errors import InvalidInput, InvalidSettings
 from micropacs.routing.coercion import Coercion, apply, coerce_file
 from micropacs.routing.rules import parse_rules
 from tests import dicomdata
@@ -196,3 +196,11 @@ def test_what_a_coercion_cannot_do_is_refused_at_start(text: str, expected: str)
     with pytest.raises(InvalidSettings) as raised:
         parse_rules(text)
     assert expected in str(raised.value)
+
+
+def test_a_copied_value_that_is_no_value_of_its_new_attribute_refuses_the_object(
+    tmp_path: Path,
+) -> None:
+    source = saved(philips_mr(), tmp_path / "in.dcm")
+    with pytest.raises(InvalidInput, match="is not a value of VR US"):
+        coerce_file(source, [Coercion("copy", "00280010", source="00100020")], tmp_path / "o")
