@@ -5,6 +5,7 @@ what no coercion matches is stored as it came."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from micropacs.dicom.tags import SOP_INSTANCE_UID
 from micropacs.events import INSTANCE_STORED, InstanceStored
 from micropacs.ports import Node, Query
 from micropacs.routing.rules import parse_rules
+from services.ingest.importer import import_directory
 from tests import dicomdata
 from tests.service.conftest import HOST, Running, StartPacs
 from tests.service.peers import SCU_AE, associate, ct_files, dataset_body, store, stow
@@ -36,6 +38,10 @@ rules:
     match: {calling_ae: DICOMWEB}
     coerce:
       - {set: IssuerOfPatientID, value: WEB}
+  - name: imported-archive
+    match: {calling_ae: IMPORT}
+    coerce:
+      - {set: IssuerOfPatientID, value: OLD_ARCHIVE}
   - name: forward-only
     forward: [{destination: NOWHERE}]
 """
@@ -147,3 +153,21 @@ def test_a_coerced_object_refused_by_the_event_log_leaves_no_file_behind(
     with associate(pacs, [MRImageStorage]) as assoc:
         assert assoc.send_c_store(path).Status == 0xA700
     assert pacs.leftovers() == []  # neither the received file nor its coerced copy
+
+
+def test_an_import_reads_the_rules_file_and_leaves_the_imported_files_as_they_were(
+    start_pacs: StartPacs, tmp_path: Path
+) -> None:
+    pacs = start(start_pacs)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    router = pacs.settings.router.model_copy(update={"rules_file": rules})
+    settings = pacs.settings.model_copy(update={"router": router})
+    files = ct_files(tmp_path / "old", 2)
+    before = {path: path.read_bytes() for path in files}
+    summary = asyncio.run(import_directory(settings, tmp_path / "old"))
+    assert (summary.stored, summary.failed) == (2, 0)
+    for path, data in before.items():
+        assert path.read_bytes() == data  # copied and coerced, never changed in place
+        _, event = stored(pacs, str(dcmread(path).SOPInstanceUID))
+        assert event.issuer_of_patient_id == "OLD_ARCHIVE"
