@@ -130,6 +130,8 @@ spec:
         checksum/config: {{ include (print $root.Template.BasePath "/common/configmap.yaml") $root | sha256sum }}
         {{- if eq .service "router" }}
         checksum/router: {{ include (print $root.Template.BasePath "/router/configmap.yaml") $root | sha256sum }}
+        {{- else if and (eq .service "ingest") $root.Values.router.enabled $root.Values.router.rules }}
+        checksum/rules: {{ toYaml $root.Values.router.rules | sha256sum }}
         {{- end }}
     spec:
       {{- with $root.Values.imagePullSecrets }}
@@ -169,6 +171,10 @@ spec:
             {{- end }}
             {{- if eq .service "router" }}
             {{- include "micropacs.routerEnv" (dict "root" $root "scheduled" (eq $component "router-retention")) | nindent 12 }}
+            {{- end }}
+            {{- if and (eq .service "ingest") $root.Values.router.enabled $root.Values.router.rules }}
+            {{- /* The rules' coercions are applied by ingest before it stores (docs/routing.md). */}}
+            - {name: MICROPACS_ROUTER__RULES_FILE, value: /etc/micropacs/router/rules.yaml}
             {{- end }}
             {{- if and (eq .service "qr") $root.Values.admin.enabled $root.Values.admin.sessionKey.existingSecret }}
             {{- /* qr checks the admin's session cookies: the web UI's thumbnails and previews. */}}
@@ -235,7 +241,7 @@ spec:
             {{- if $httpTls }}
             - {name: tls-http, mountPath: /etc/micropacs/tls/http, readOnly: true}
             {{- end }}
-            {{- if and (eq .service "router") (include "micropacs.routerFiles" $root) }}
+            {{- if or (and (eq .service "router") (include "micropacs.routerFiles" $root)) (and (eq .service "ingest") $root.Values.router.enabled $root.Values.router.rules) }}
             - {name: router-files, mountPath: /etc/micropacs/router, readOnly: true}
             {{- end }}
       volumes:
@@ -251,7 +257,7 @@ spec:
         - name: tls-http
           secret: {secretName: {{ $httpTls }}, defaultMode: 0440}
         {{- end }}
-        {{- if and (eq .service "router") (include "micropacs.routerFiles" $root) }}
+        {{- if or (and (eq .service "router") (include "micropacs.routerFiles" $root)) (and (eq .service "ingest") $root.Values.router.enabled $root.Values.router.rules) }}
         - name: router-files
           configMap: {name: {{ include "micropacs.fullname" $root }}-router}
         {{- end }}
