@@ -6,7 +6,8 @@ preview with the keyboard and the mouse wheel, add a node pointing at a DCMTK st
 verify it, send the study there (storescp receives every instance), delete the study
 (findscu no longer finds it), and find each of those actions on the audit page. Every
 page's screenshot is saved in the test's folder (``make screenshots`` copies them into
-docs/screenshots/).
+docs/screenshots/). A second visit, of the Routing page, runs ``serve`` with rules forwarding
+to a storescp and to an archive that is down, and retries and cancels the dead entries.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
+from services.admin.web.templating import HTMX
 from tests import dicomdata
 from tests.browser.conftest import Screenshots
 from tests.integration.peers import DCMTK_ENV, findscu, free_port, storescu, wait_for_port
@@ -195,3 +197,76 @@ def test_a_study_found_sent_and_deleted_through_the_browser(
     wait_for(audited, f"the audit page shows {', '.join(wanted)}")
     screenshots.take(page, "audit")
     assert len(files) == INSTANCES
+
+
+ROUTING_RULES = """\
+rules:
+  - name: ct-to-the-workstation
+    match: {modality: CT}
+    forward: [{destination: WORKSTATION}]
+  - name: everything-to-the-archive
+    forward: [{destination: ARCHIVE, transfer_syntax: explicit-vr-little-endian}]
+"""
+
+
+def test_the_routing_page_lists_the_queues_and_retries_and_cancels_dead_entries(
+    storescp: tuple[int, Path],
+    browser_context: BrowserContext,
+    screenshots: Screenshots,
+    tmp_path: Path,
+) -> None:
+    port, received = storescp
+    data, rules = tmp_path / "data", tmp_path / "rules.yaml"
+    rules.write_text(ROUTING_RULES, encoding="utf-8")
+    env = {
+        "MICROPACS_AUTH__BACKEND": "local",
+        "MICROPACS_ROUTER__RULES_FILE": str(rules),
+        "MICROPACS_ROUTER__MAX_ATTEMPTS": "1",
+        "MICROPACS_ROUTER__BACKOFF_INITIAL": "0.05",
+        "MICROPACS_ROUTER__BACKOFF_MAX": "0.2",
+        "MICROPACS_ROUTER__STATS_INTERVAL": "0.2",
+    }
+    data.mkdir()
+    micropacs(
+        "users", "add", USER, "--role", "operator", "--password", PASSWORD, data_dir=data, env=env
+    )
+    micropacs("nodes", "add", "WORKSTATION", "127.0.0.1", str(port), data_dir=data, env=env)
+    # Nobody listens at the archive's port: its entries die after their one attempt.
+    micropacs("nodes", "add", "ARCHIVE", "127.0.0.1", str(free_port()), data_dir=data, env=env)
+    server = start_server(data, env=env)
+    try:
+        stored_study(server, tmp_path / "study")
+        wait_for(lambda: len(list(received.glob("*"))) == INSTANCES, "the workstation got all")
+        page = browser_context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("dialog", lambda dialog: dialog.accept())  # htmx's confirmation, when present
+        page.goto(f"{server.http}/routing")
+        page.get_by_label("User name").fill(USER)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_role("heading", name="Routing")).to_be_visible()
+
+        def all_dead() -> bool:
+            page.goto(f"{server.http}/routing")
+            row = page.get_by_role("row").filter(has_text="ARCHIVE").first.inner_text()
+            return f"\t{INSTANCES}\t" in row and "none" in row
+
+        wait_for(all_dead, "the archive's entries listed dead")
+        expect(page.get_by_role("table", name="Rules")).to_contain_text("everything-to-the-archive")
+        screenshots.take(page, "routing")
+
+        page.get_by_role("link", name="ARCHIVE").first.click()
+        expect(page.get_by_text(f"0 waiting, {INSTANCES} dead.")).to_be_visible()
+        expect(page.locator("#queue-entries")).to_contain_text("unreachable")
+        screenshots.take(page, "routing-queue")
+        page.get_by_role("button", name="Retry", exact=True).first.click()
+        expect(page.get_by_text("1 entries retried")).to_be_visible()
+
+        page.get_by_role("button", name="Cancel the whole queue").click()
+        if not HTMX.is_file():  # without htmx the server asks on a page of its own
+            expect(page.get_by_role("heading", name="Cancel entries of ARCHIVE?")).to_be_visible()
+            page.get_by_role("button", name="Cancel the entries").click()
+        expect(page.get_by_text(f"{INSTANCES} entries canceled")).to_be_visible()
+        expect(page.get_by_text("0 waiting, 0 dead.")).to_be_visible()
+    finally:
+        server.stop()
