@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -99,7 +99,8 @@ class Routing:
         shown = [routing.entry_view(entry) for entry in found[:PAGE_SIZE]]
 
         def link(at: int) -> str:
-            return f"/routing/{destination}?" + urlencode({"state": state, "offset": at})
+            query = urlencode({"state": state, "offset": at})
+            return f"/routing/{quote(destination, safe='')}?{query}"
 
         stats = next(
             (q for q in await catalog.forward_queues() if q.destination == destination), None
@@ -138,7 +139,7 @@ class Routing:
         if request.headers.get("hx-request") == "true":
             values = await self._entries(request, destination, "all", 0, notice=_notice(done))
             return self.site.page(request, "routing_entries.html", **values)
-        return see_other(f"/routing/{destination}?" + urlencode(done))
+        return see_other(f"/routing/{quote(destination, safe='')}?" + urlencode(done))
 
     @guarded
     async def retry(self, request: Request) -> Response:
