@@ -6,7 +6,8 @@ of the oldest waiting one, whether the destination is failing); ``GET
 ``POST …/retry`` makes the given entries (``{"entries": [ids]}``, or every dead one) due
 now, and ``POST …/cancel`` removes the given entries or every one of a ``state``
 (``waiting``, ``dead`` or ``all``). The gate in front of every route lets viewers read and
-operators retry and cancel; the admin API and UI call these.
+operators retry and cancel. The admin's API and Routing page do the same through the
+catalog's queue methods, without the router (docs/admin.md).
 """
 
 from __future__ import annotations
