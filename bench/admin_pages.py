@@ -30,12 +30,18 @@ import httpx
 from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
-from bench.common import free_port, rss_bytes, save, start_serve, stop, summary_ms
-from bench.peak_rss import STUDY_OBJECTS, sampled, store
+from bench.common import (
+    free_port,
+    rss_bytes,
+    save,
+    start_serve,
+    stop,
+    summary_ms,
+    synthetic_stored,
+)
+from bench.peak_rss import STUDY_OBJECTS, large_study, sampled, store
 from micropacs.adapters.factory import open_catalog
 from micropacs.config import IndexSettings
-from micropacs.dicom.json_model import to_json
-from micropacs.events import InstanceStored
 from micropacs.ports import Record
 from services.index.indexer import Indexer
 from services.index.metrics import IndexMetrics
@@ -57,23 +63,7 @@ async def load(catalog_path: Path, studies: int) -> str:
     for i in tqdm(range(studies * INSTANCES_PER_STUDY), unit="inst", desc="index", mininterval=2):
         ds = dicomdata.synthetic_header(i, instances_per_series=INSTANCES_PER_STUDY)
         first_name = first_name or str(ds.PatientName)
-        event = InstanceStored(
-            sop_class_uid=ds.SOPClassUID,
-            sop_instance_uid=ds.SOPInstanceUID,
-            series_instance_uid=ds.SeriesInstanceUID,
-            study_instance_uid=ds.StudyInstanceUID,
-            patient_id=ds.PatientID,
-            issuer_of_patient_id="",
-            object_key=f"x/{i}.dcm",
-            size=0,
-            transfer_syntax_uid="1.2.840.10008.1.2.1",
-            calling_ae="BENCH",
-            called_ae="MICROPACS",
-            site="bench",
-            storage_group="default",
-            received_at=now,
-            header=to_json(ds),
-        )
+        event = synthetic_stored(ds, i, now)
         batch.append(Record("instance.stored", 0, i, event.key, event.to_bytes()))
         if len(batch) == 1000:
             await indexer.process(batch)
@@ -187,16 +177,7 @@ def wait_indexed(base: str, study_uid: str, token: str) -> None:
 def zipping(
     work: Path, base: str, port: int, pid: int, token: str, study_mb: int
 ) -> dict[str, Any]:
-    print(f"generating a {study_mb} MB study of {STUDY_OBJECTS} objects …", flush=True)
-    study = dicomdata.StudySpec()
-    series = dicomdata.SeriesSpec()
-    each = study_mb * 2**20 // STUDY_OBJECTS
-    paths = [
-        dicomdata.make_large_multiframe(
-            work / f"part{n}.dcm", each, study=study, series=series, seed=n
-        )
-        for n in range(STUDY_OBJECTS)
-    ]
+    study, paths = large_study(work, study_mb)
     store(port, paths)
     for path in paths:
         path.unlink()

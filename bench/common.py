@@ -12,6 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydicom import Dataset
+
+from micropacs.dicom.json_model import to_json
+from micropacs.events import InstanceStored
+
 RESULTS = Path(__file__).parent / "results"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # PS3.4 C.6.2
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -147,3 +152,27 @@ def find_association(port: int) -> Any:
     if not assoc.is_established:
         raise RuntimeError(f"no association with micropacs on port {port}")
     return assoc
+
+
+def synthetic_stored(
+    ds: Dataset, i: int, received_at: str, key_prefix: str = "x"
+) -> InstanceStored:
+    """The ``instance.stored`` event of synthetic header ``ds`` (number ``i``), as the
+    benchmarks that fill a catalog write it: no object behind it, a fixed sender."""
+    return InstanceStored(
+        sop_class_uid=ds.SOPClassUID,
+        sop_instance_uid=ds.SOPInstanceUID,
+        series_instance_uid=ds.SeriesInstanceUID,
+        study_instance_uid=ds.StudyInstanceUID,
+        patient_id=ds.PatientID,
+        issuer_of_patient_id="",
+        object_key=f"{key_prefix}/{i}.dcm",
+        size=0,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        calling_ae="BENCH",
+        called_ae="MICROPACS",
+        site="bench",
+        storage_group="default",
+        received_at=received_at,
+        header=to_json(ds),
+    )

@@ -34,11 +34,10 @@ from bench.common import (
     start_serve,
     stop,
     summary_ms,
+    synthetic_stored,
 )
 from micropacs.adapters.factory import open_catalog
 from micropacs.config import IndexSettings
-from micropacs.dicom.json_model import to_json
-from micropacs.events import InstanceStored
 from micropacs.ports import Record
 from services.index.indexer import Indexer
 from services.index.metrics import IndexMetrics
@@ -65,23 +64,7 @@ async def load(catalog_path: Path, instances: int) -> dict[str, Any]:
                 "StudyInstanceUID": ds.StudyInstanceUID,
                 "SeriesInstanceUID": ds.SeriesInstanceUID,
             }
-        event = InstanceStored(
-            sop_class_uid=ds.SOPClassUID,
-            sop_instance_uid=ds.SOPInstanceUID,
-            series_instance_uid=ds.SeriesInstanceUID,
-            study_instance_uid=ds.StudyInstanceUID,
-            patient_id=ds.PatientID,
-            issuer_of_patient_id="",
-            object_key=f"x/{i}.dcm",
-            size=0,
-            transfer_syntax_uid="1.2.840.10008.1.2.1",
-            calling_ae="BENCH",
-            called_ae="MICROPACS",
-            site="bench",
-            storage_group="default",
-            received_at=now,
-            header=to_json(ds),
-        )
+        event = synthetic_stored(ds, i, now)
         batch.append(Record("instance.stored", 0, i, event.key, event.to_bytes()))
         if len(batch) == 1000:
             await indexer.process(batch)

@@ -93,7 +93,8 @@ def receiving(work: Path, size_mb: int) -> dict[str, float]:
     }
 
 
-def serving(work: Path, study_mb: int) -> dict[str, float]:
+def large_study(work: Path, study_mb: int) -> tuple[dicomdata.StudySpec, list[Path]]:
+    """A study of ``study_mb`` MB in :data:`STUDY_OBJECTS` multi-frame files under ``work``."""
     print(f"generating a {study_mb} MB study of {STUDY_OBJECTS} objects …", flush=True)
     study = dicomdata.StudySpec()
     series = dicomdata.SeriesSpec()
@@ -104,6 +105,11 @@ def serving(work: Path, study_mb: int) -> dict[str, float]:
         )
         for n in range(STUDY_OBJECTS)
     ]
+    return study, paths
+
+
+def serving(work: Path, study_mb: int) -> dict[str, float]:
+    study, paths = large_study(work, study_mb)
     data = work / "serve-data"
     data.mkdir()
     port, http_port = free_port(), free_port()

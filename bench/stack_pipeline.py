@@ -36,13 +36,13 @@ from bench.common import (
     start_serve,
     stop,
     summary_ms,
+    synthetic_stored,
     wait_port,
 )
 from bench.store_throughput import micropacs, send, storescp
 from micropacs.adapters.factory import open_event_bus
-from micropacs.dicom.json_model import to_json
 from micropacs.dimse.sockets import set_nodelay
-from micropacs.events import INSTANCE_STORED, InstanceStored
+from micropacs.events import INSTANCE_STORED
 from stack import servers
 from tests import dicomdata
 
@@ -182,23 +182,7 @@ async def publish_backlog(bus_url: str, prefix: str, count: int) -> None:
         pending = []
         for i in range(count):
             ds = dicomdata.synthetic_header(i)
-            event = InstanceStored(
-                sop_class_uid=ds.SOPClassUID,
-                sop_instance_uid=ds.SOPInstanceUID,
-                series_instance_uid=ds.SeriesInstanceUID,
-                study_instance_uid=ds.StudyInstanceUID,
-                patient_id=ds.PatientID,
-                issuer_of_patient_id="",
-                object_key=f"default/{i}.dcm",
-                size=0,
-                transfer_syntax_uid="1.2.840.10008.1.2.1",
-                calling_ae="BENCH",
-                called_ae="MICROPACS",
-                site="bench",
-                storage_group="default",
-                received_at=now,
-                header=to_json(ds),
-            )
+            event = synthetic_stored(ds, i, now, "default")
             pending.append(bus.publish(INSTANCE_STORED, event.key, event.to_bytes()))
             if len(pending) == 500:
                 await asyncio.gather(*pending)
