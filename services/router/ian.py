@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
@@ -57,6 +56,7 @@ from micropacs.events import (
 )
 from micropacs.ports import Catalog, EventBus, Node, PendingNotice, Record, StepReferences, Worklist
 from micropacs.service import BackgroundTask
+from services.router.backoff import backoff
 from services.router.ian_content import notification, study_content
 from services.router.ian_scu import Notifier, Outcome
 
@@ -447,9 +447,7 @@ class Notifications:
     def backoff(self, attempts: int) -> float:
         """Seconds after the ``attempts``-th failure: doubling from ``backoff_initial`` up
         to ``backoff_max``, then between half and all of it (jitter)."""
-        own = self._settings
-        base = min(own.backoff_initial * 2 ** max(attempts - 1, 0), own.backoff_max)
-        return float(base * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not a secret
+        return backoff(self._settings.backoff_initial, self._settings.backoff_max, attempts)
 
     async def _read_stats(self) -> None:
         # Each look (one grouped count of a small table): the gauge is never stale.

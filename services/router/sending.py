@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ from micropacs.ports import (
     InstanceLocation,
     Node,
 )
+from services.router.backoff import backoff
 from services.router.metrics import RouterMetrics
 from services.router.nodes import NodeCache
 
@@ -46,14 +46,6 @@ log = logging.getLogger(__name__)
 STORED = frozenset({Status.SUCCESS, *Status.STORE_WARNINGS})
 """C-STORE statuses under which the destination stored the instance (PS3.4 B.2.3)."""
 GONE = "the object is no longer stored (its study was deleted?)"
-
-
-def backoff(settings: RouterSettings, attempts: int) -> float:
-    """Seconds to wait after the ``attempts``-th failure in a row: doubling from
-    ``backoff_initial`` up to ``backoff_max``, then between half and all of it (jitter, so
-    routers and entries that failed together do not retry together)."""
-    base = min(settings.backoff_initial * 2 ** max(attempts - 1, 0), settings.backoff_max)
-    return float(base * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not a secret
 
 
 async def _wait(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
@@ -234,7 +226,7 @@ class DestinationSender:
             if dead:
                 why = f"{why} ({attempts} attempts)"
             failures.append(
-                ForwardFailure(entry.entry_id, why, now + backoff(self._settings, attempts), dead)
+                ForwardFailure(entry.entry_id, why, now + self._backoff(attempts), dead)
             )
         label = self.destination
         await self._catalog.complete_forwards(stored)
@@ -252,7 +244,7 @@ class DestinationSender:
             self._metrics.failing_since.labels(destination=label).set(0)
             return
         self._failed_batches += 1
-        wait = backoff(self._settings, self._failed_batches)
+        wait = self._backoff(self._failed_batches)
         self._resume_at = now + wait
         if not self.failing_since:
             self.failing_since = now
@@ -265,6 +257,10 @@ class DestinationSender:
                 "wait": round(wait, 1),
             },
         )
+
+    def _backoff(self, attempts: int) -> float:
+        own = self._settings
+        return backoff(own.backoff_initial, own.backoff_max, attempts)
 
 
 class Dispatcher:
