@@ -94,7 +94,9 @@ class Consumer(Protocol):
         ...
 
     async def commit(self, records: Sequence[Record]) -> None:
-        """Mark ``records`` (and everything before them) as processed."""
+        """Mark ``records`` (and everything before them) as processed. Records of a
+        partition that moved to another member of the group meanwhile are not marked (and
+        no error is raised): they are delivered again, to that member."""
         ...
 
     async def lag(self) -> dict[int, int]:

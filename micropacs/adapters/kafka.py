@@ -3,7 +3,11 @@
 Publishing waits for every in-sync replica (``acks=all``) with an idempotent
 producer, keyed by StudyInstanceUID so a study's events stay in order on one
 partition. Consumers join a group, never auto-commit, and commit the offsets
-of a batch only after the caller has written it (ARCHITECTURE.md, rule 2).
+of a batch only after the caller has written it (ARCHITECTURE.md, rule 2). A
+member joining or leaving the group moves partitions between members; a commit
+for a partition that moved meanwhile is dropped, not raised: its new owner
+reads those events again from the last committed offset (at-least-once), where
+raising would stop the service over an ordinary rebalance.
 Topics are created at start-up with the configured partition count; a
 consumer group scales up to that many members. Creating them waits until the
 leader of every new partition answers for it (:data:`TOPIC_TIMEOUT`): the
@@ -28,7 +32,13 @@ from urllib.parse import urlsplit
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 
 from micropacs.adapters._kafka_offsets import GroupProgress, partition_of
 from micropacs.adapters._kafka_security import KafkaSecurity, diagnose
@@ -85,17 +95,32 @@ class KafkaConsumer:
         ]
 
     async def commit(self, records: Sequence[Record]) -> None:
-        """Commit, per partition, the offset after the last of ``records``."""
+        """Commit, per partition this member still owns, the offset after the last of
+        ``records``; the others went to another member in a rebalance, which reads them
+        again."""
         offsets: dict[TopicPartition, int] = {}
         for record in records:
             partition = TopicPartition(record.topic, record.partition)
             offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
-        if not offsets:
+        owned = self._consumer.assignment()
+        kept = {partition: offset for partition, offset in offsets.items() if partition in owned}
+        if len(kept) < len(offsets):
+            self._moved(sorted(p.partition for p in offsets.keys() - kept.keys()), "reassigned")
+        if not kept:
             return
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit(kept)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced between the poll and this commit.
+            self._moved(sorted(p.partition for p in kept), type(exc).__name__)
         except KafkaError as exc:
             raise EventBusUnavailable(f"Kafka commit failed: {exc}") from exc
+
+    def _moved(self, partitions: list[int], reason: str) -> None:
+        log.warning(
+            "commit skipped: the group rebalanced; the partitions' events are delivered again",
+            extra={"topic": self._topic, "partitions": partitions, "reason": reason},
+        )
 
     async def lag(self) -> dict[int, int]:
         """Per owned partition, the high watermark minus the committed offset."""

@@ -10,8 +10,9 @@ import uuid
 import pytest
 
 from micropacs.adapters.factory import open_event_bus
+from micropacs.config import KafkaSettings
 from micropacs.errors import EventBusUnavailable, InvalidInput
-from micropacs.ports import EventBus, Record
+from micropacs.ports import Consumer, EventBus, Offsets, Record
 from tests.contract.conftest import Runner
 
 
@@ -184,6 +185,48 @@ def test_commit_covers_everything_before_the_highest_record(
         return await _drain(event_bus, topic, "index")
 
     assert [r.value for r in run(scenario())] == [b"event 3"]
+
+
+def test_a_commit_after_the_group_rebalanced_fails_nothing_and_loses_nothing(
+    bus_url: str, run: Runner, topic: str
+) -> None:
+    """A member joining takes partitions from one that holds a batch: that member's commit
+    is no error (a service would stop over an ordinary rebalance), and every event still
+    ends up committed by whichever member owns its partition now."""
+    group = f"group-{uuid.uuid4().hex[:8]}"
+
+    async def drain_and_commit(consumer: Consumer) -> None:
+        while batch := await consumer.poll(100, 1.0):
+            await consumer.commit(batch)
+
+    async def scenario() -> tuple[Offsets, Offsets]:
+        bus = await open_event_bus(bus_url, KafkaSettings(partitions=4))
+        try:
+            for number in range(40):
+                await bus.publish(topic, f"1.2.{number}", f"event {number}".encode())
+            first = await bus.consumer(topic, group)
+            held: list[Record] = []
+            while len(held) < 40:
+                held += await first.poll(100, 5.0)
+            second = await bus.consumer(topic, group)
+            taken: list[Record] = []
+            deadline = time.monotonic() + 60
+            while not taken:
+                assert time.monotonic() < deadline, "the new member never got events"
+                taken = await second.poll(100, 1.0)
+            await first.commit(held)  # partitions of it went to the new member meanwhile
+            await second.commit(taken)
+            for member in (first, second):
+                await drain_and_commit(member)
+            await first.close()
+            await second.close()
+            return await bus.committed_offsets(group, [topic]), await bus.end_offsets([topic])
+        finally:
+            await bus.close()
+
+    committed, end = run(scenario())
+
+    assert committed == end
 
 
 def test_groups_are_independent(event_bus: EventBus, run: Runner, topic: str) -> None:

@@ -13,12 +13,23 @@ from pathlib import Path
 
 import pytest
 
+from micropacs.config import Settings
 from stack import servers
 from tests.integration.server import Server, start_server
 
 
+def consumer_group_sections() -> list[str]:
+    """The settings sections with a consumer group of their own (index, router, IAN…)."""
+    sections = []
+    for name, field in Settings.model_fields.items():
+        fields = getattr(field.annotation, "model_fields", {})
+        if "group" in fields and "Consumer group" in (fields["group"].description or ""):
+            sections.append(name)
+    return sections
+
+
 def isolated_env(stack: servers.Stack | None) -> dict[str, str]:
-    """Settings that put one server on its own bucket, topics, index and router groups and
+    """Settings that put one server on its own bucket, topics, consumer groups and
     database."""
     if stack is None:
         return {}
@@ -26,11 +37,11 @@ def isolated_env(stack: servers.Stack | None) -> dict[str, str]:
     env = dict(stack.env)
     env["MICROPACS_STORAGE__BLOB_URL"] += f"-{name}"
     env["MICROPACS_KAFKA__TOPIC_PREFIX"] = f"{name}."
-    # Its own index group too: members of one group rebalance together, whatever topics
-    # they read, so servers sharing a group would hold up each other's index at start-up.
-    env["MICROPACS_INDEX__GROUP"] = f"index-{name}"
-    env["MICROPACS_ROUTER__GROUP"] = f"router-{name}"
-    env["MICROPACS_COMMITMENT__GROUP"] = f"commitment-{name}"
+    # Every consumer group its own too: members of one group rebalance together, whatever
+    # topics they read, so servers sharing a group would hold up each other's consumers
+    # at every start and kill.
+    for section in consumer_group_sections():
+        env[f"MICROPACS_{section.upper()}__GROUP"] = f"{section}-{name}"
     env["MICROPACS_STORAGE__CATALOG_URL"] += f"-{name}"
     return env
 

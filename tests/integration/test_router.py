@@ -160,9 +160,12 @@ def test_sigkill_of_serve_with_a_full_queue_loses_nothing(
     server = start_server(data_dir, env=env)
     files = dicomdata.make_ct_series(tmp_path / "ct", 200, rows=64, cols=64)
     sent = uids_of(files)
-    storescu(server, files)
-    # Killed at once: the router may be reading the events, queueing them or sending LIVE's.
-    server.kill()
+    try:
+        storescu(server, files)
+    finally:
+        # Killed at once: the router may be reading the events, queueing them or sending
+        # LIVE's.
+        server.kill()
 
     late.start()
     restarted = start_server(data_dir, env=env)
