@@ -81,7 +81,8 @@ def handle_echo(event: evt.Event) -> int:
 
 
 def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) -> int:
-    """C-STORE (PS3.4 B.2): Success only once the object and its event are durable;
+    """C-STORE (PS3.4 B.2): Success only once the object and its event are durable (Warning
+    0xB000, Coercion of Data Elements, when a routing rule changed it before it was stored);
     0x0124 Refused: Not Authorized for a node that may not store.
 
     Once the object is read, its study (and patient) goes into the association's audit
@@ -115,7 +116,7 @@ def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) ->
     except Exception as exc:
         log.exception("store failed unexpectedly")
         return dimse_status(exc)
-    return Status.SUCCESS
+    return Status.COERCION_OF_DATA_ELEMENTS if prepared.coerced else Status.SUCCESS
 
 
 def _ae_group(event: evt.Event) -> str:

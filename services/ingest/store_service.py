@@ -15,8 +15,8 @@ a copy compressed at rest, or a file no receiver hashed, is read to be hashed.
 An object a routing rule coerces (docs/routing.md) is rewritten before anything else
 (:func:`~micropacs.routing.coercion.coerce_file`: its header written again, its pixel data
 copied as bytes, the copy hashed as it is written): what is stored, hashed, described by
-the event and answered Success for is the coerced object. With no rule that coerces,
-nothing of this runs.
+the event and answered for is the coerced object, and the answer says so (Warning 0xB000,
+Coercion of Data Elements). With no rule that coerces, nothing of this runs.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ class Prepared:
     payload: bytes
     source: Received
     """The object as handed to the store."""
+    coerced: bool = False
+    """Whether a routing rule changed it: the sender is told (Warning 0xB000, PS3.4 B.2.3)."""
 
 
 def object_key(group: str, study: str, series: str, instance: str) -> str:
@@ -111,7 +113,12 @@ class StoreService:
         self._rules = rules if rules is not None and rules.coerces else None
 
     async def store(self, received: Received, *, study: str | None = None) -> InstanceStored:
-        """Store one object; returns its event once blob and event are durable.
+        """Store one object; returns its event once blob and event are durable (as
+        :meth:`accept`, for a caller with no use for the coercion's warning)."""
+        return (await self.accept(received, study=study)).event
+
+    async def accept(self, received: Received, *, study: str | None = None) -> Prepared:
+        """Store one object; returns what was stored once blob and event are durable.
 
         ``study``, when given, is the StudyInstanceUID the object must belong to
         (a STOW-RS request to a study's URL, PS3.18 10.5.1); another study's object
@@ -124,7 +131,8 @@ class StoreService:
         except BaseException:
             _discard(received)  # also when cancelled while the thread ran
             raise
-        return await self.commit(prepared, started)
+        await self.commit(prepared, started)
+        return prepared
 
     def prepare(self, received: Received, *, study: str | None = None) -> Prepared:
         """The CPU half of :meth:`store`, for a caller already off the event loop (an
@@ -158,6 +166,7 @@ class StoreService:
                 )
             if self._rules is not None:
                 received, header = self._coerced(received, header, uids["class"])
+            coerced = received is not source
         except MicropacsError as exc:
             self._refused(received, exc)
             raise
@@ -193,7 +202,13 @@ class StoreService:
                 original_transfer_syntax_uid=original,
                 sha256=digest,
             )
-            return Prepared(received=received, event=event, payload=event.to_bytes(), source=source)
+            return Prepared(
+                received=received,
+                event=event,
+                payload=event.to_bytes(),
+                source=source,
+                coerced=coerced,
+            )
         except BaseException:
             _discard(received)  # the compressed copy this call made
             raise

@@ -5,7 +5,9 @@ C-STORE, the StoreService's one call: validated (and, for a study's URL,
 checked to belong to it), made durable, announced, and only then listed in
 the ReferencedSOPSequence. A part that fails is listed in the
 FailedSOPSequence with the DIMSE status a C-STORE would have got as its
-FailureReason.
+FailureReason. A part a routing rule coerced is stored and referenced with
+WarningReason 0xB000 (Coercion of Data Elements), and the answer is then
+202 Accepted rather than 200 (PS3.18 10.5.3).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from micropacs.dicom.tags import (
     REFERENCED_SOP_INSTANCE_UID,
     REFERENCED_SOP_SEQUENCE,
     RETRIEVE_URL,
+    WARNING_REASON,
 )
 from micropacs.dicom.uids import is_valid_uid
 from micropacs.dicomweb import multipart
@@ -99,7 +102,8 @@ class Stow:
         }
         if study:
             answer[RETRIEVE_URL] = element("UR", f"{base}/studies/{study}")
-        status = 200 if not failed else 202 if referenced else 409
+        warned = any(WARNING_REASON in item for item in referenced)
+        status = 200 if not failed and not warned else 202 if referenced else 409
         return Response(json.dumps(answer), status_code=status, media_type=DICOM_JSON)
 
     async def _store_part(
@@ -113,13 +117,16 @@ class Stow:
             path=part.path, calling_ae="DICOMWEB", called_ae=self._called_ae, sha256=part.sha256
         )
         try:
-            event = await self._store.store(received, study=study)
+            stored = await self._store.accept(received, study=study)
         except StudyMismatch as exc:
             item = _reference(exc.sop_class_uid, exc.sop_instance_uid)
             return False, {**item, FAILURE_REASON: element("US", exc.dimse)}
         except MicropacsError as exc:
             return False, {FAILURE_REASON: element("US", exc.dimse)}
+        event = stored.event
         item = _reference(event.sop_class_uid, event.sop_instance_uid)
+        if stored.coerced:
+            item[WARNING_REASON] = element("US", Status.COERCION_OF_DATA_ELEMENTS)
         url = (
             f"{base}/studies/{event.study_instance_uid}/series/{event.series_instance_uid}"
             f"/instances/{event.sop_instance_uid}"

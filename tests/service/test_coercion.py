@@ -97,7 +97,8 @@ def test_a_c_store_is_coerced_before_it_is_stored(start_pacs: StartPacs, tmp_pat
         sent = dcmread(path)
         uid = str(sent.SOPInstanceUID)
         with associate(pacs, [(MRImageStorage, [syntax])]) as assoc:
-            assert assoc.send_c_store(path).Status == 0x0000
+            # Stored, and the sender told it was changed (PS3.4 B.2.3).
+            assert assoc.send_c_store(path).Status == 0xB000
         data, event = stored(pacs, uid)
         (tmp_path / "stored.dcm").write_bytes(data)
         kept = dcmread(tmp_path / "stored.dcm")
@@ -136,7 +137,11 @@ def test_stow_rs_is_coerced_too(start_pacs: StartPacs, tmp_path: Path) -> None:
     pacs = start(start_pacs)
     (path,) = ct_files(tmp_path / "ct", 1)
     uid = str(dcmread(path).SOPInstanceUID)
-    assert stow(pacs, [path]).status_code == 200
+    answer = stow(pacs, [path])
+    assert answer.status_code == 202  # stored, with a warning (PS3.18 10.5.3)
+    (item,) = answer.json()["00081199"]["Value"]
+    assert item["00081196"] == {"vr": "US", "Value": [0xB000]}  # Coercion of Data Elements
+    assert "00081198" not in answer.json() or not answer.json()["00081198"].get("Value")
     data, event = stored(pacs, uid)
     assert event.issuer_of_patient_id == "WEB"
     assert catalogued(pacs, uid)[ISSUER] == {"vr": "LO", "Value": ["WEB"]}
