@@ -380,7 +380,8 @@ async def _serve(port: int, folder: Path, use_store_service: bool) -> None:
     from pynetdicom import AllStoragePresentationContexts
     from pynetdicom.presentation import build_context
 
-    from services.ingest.dimse import VERIFICATION, preferred_syntaxes
+    from micropacs.dimse.verification import VERIFICATION
+    from services.ingest.dimse import preferred_syntaxes
 
     syntaxes = preferred_syntaxes()
     supported = [build_context(VERIFICATION, syntaxes)] + [

@@ -17,7 +17,8 @@ from pynetdicom.dimse_primitives import C_STORE
 
 from micropacs.dimse import wakeups
 from micropacs.dimse.sockets import NODELAY
-from services.ingest.dimse import VERIFICATION, preferred_syntaxes
+from micropacs.dimse.verification import VERIFICATION
+from services.ingest.dimse import preferred_syntaxes
 
 
 def main() -> None:

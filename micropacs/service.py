@@ -175,7 +175,8 @@ class OperationOwners:
 def operation_owners(services: Sequence[ServiceDescriptor]) -> OperationOwners:
     """The service answering each DIMSE operation and SOP class: for dispatch and metric
     labels. Two services answering one operation for the same SOP classes is a mistake
-    of their descriptors, refused here."""
+    of their descriptors, refused here. C-ECHO, which the listener itself answers
+    (:mod:`micropacs.dimse.verification`), counts for the first service on it."""
     default: dict[str, str] = {}
     claimed: dict[tuple[str, str], str] = {}
     for service in services:
@@ -185,6 +186,9 @@ def operation_owners(services: Sequence[ServiceDescriptor]) -> OperationOwners:
                 _claim(default, operation, service.name)
             for sop_class in classes or ():
                 _claim(claimed, (operation, sop_class), service.name)
+    listening = [service.name for service in services if service.dicom]
+    if listening:
+        default.setdefault("C-ECHO", listening[0])
     return OperationOwners(default=default, claimed=claimed)
 
 

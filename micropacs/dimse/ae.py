@@ -37,6 +37,7 @@ from micropacs.dimse import (
     store_messages,
     tls,
     user_identity,
+    verification,
     wakeups,
 )
 from micropacs.dimse.sockets import NODELAY, close_sockets_always
@@ -136,7 +137,9 @@ def build_ae(
     nodes: access.NodeDirectory | None = None,
     identities: user_identity.UserIdentity | None = None,
 ) -> AE:
-    """An AE with our timeouts and PDU size; contexts are added by each service.
+    """An AE with our timeouts and PDU size, accepting Verification (every listener
+    answers C-ECHO, :mod:`~micropacs.dimse.verification`); the other contexts are added by
+    each service.
 
     With ``nodes``, :class:`~micropacs.dimse.access.NodeAccess` decides who may
     call (``known_titles`` is then unused); with ``identities``, the User
@@ -156,6 +159,7 @@ def build_ae(
     ae.connection_timeout = settings.acse_timeout
     ae.dimse_timeout = settings.dimse_timeout
     ae.maximum_associations = settings.max_associations
+    verification.add_context(ae)
     return ae
 
 
@@ -278,6 +282,7 @@ def start_server(
             (evt.EVT_REQUESTED, peers.check),
             *identity,
             *handlers,
+            *verification.bindings(handlers),
             *([] if dispatcher is None else [(evt.EVT_CONN_CLOSE, dispatcher.closed)]),
         ],
         server_class=server_class,

@@ -16,9 +16,9 @@ def _build(settings: Settings, adapters: Adapters, registry: CollectorRegistry) 
 
 SERVICE = ServiceDescriptor(
     name="ingest",
-    summary="C-ECHO, C-STORE and STOW-RS: objects into the BlobStore, events onto the bus",
+    summary="C-STORE and STOW-RS: objects into the BlobStore, events onto the bus",
     needs=frozenset({Port.BLOB_STORE, Port.EVENT_BUS}),
     build=_build,
-    operations=("C-ECHO", "C-STORE"),
+    operations=("C-STORE",),
     commands=(import_command,),
 )

@@ -1,4 +1,5 @@
-"""C-ECHO and C-STORE SCP handlers: translate DIMSE to StoreService and back."""
+"""C-STORE SCP handlers: translate DIMSE to StoreService and back (C-ECHO is answered by
+every listener, :mod:`micropacs.dimse.verification`)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ from services.ingest.store_service import Received, StoreService, discard
 
 log = logging.getLogger(__name__)
 
-
-VERIFICATION = "1.2.840.10008.1.1"
 
 LOSSLESS = {
     "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
@@ -70,14 +69,8 @@ def add_contexts(ae: AE) -> None:
     the same association (PS3.7 D.3.3.4).
     """
     syntaxes = preferred_syntaxes()
-    ae.add_supported_context(VERIFICATION, syntaxes)
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(str(cx.abstract_syntax), syntaxes, scu_role=True, scp_role=True)
-
-
-def handle_echo(event: evt.Event) -> int:
-    """C-ECHO (PS3.7 9.1.5): always Success while the process runs."""
-    return Status.SUCCESS
 
 
 def handle_store(event: evt.Event, service: StoreService, bridge: LoopBridge) -> int:
@@ -129,6 +122,5 @@ def _ae_group(event: evt.Event) -> str:
 def handlers(service: StoreService, bridge: LoopBridge) -> list[Any]:
     """The (event, handler, args) bindings of the ingest service."""
     return [
-        (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [service, bridge]),
     ]

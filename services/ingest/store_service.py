@@ -131,8 +131,8 @@ class StoreService:
         except BaseException:
             _discard(received)  # also when cancelled while the thread ran
             raise
-        await self.commit(prepared, started)
-        return prepared
+        # The stored event: a copy the store made (an import) is hashed as it is written.
+        return replace(prepared, event=await self.commit(prepared, started))
 
     def prepare(self, received: Received, *, study: str | None = None) -> Prepared:
         """The CPU half of :meth:`store`, for a caller already off the event loop (an

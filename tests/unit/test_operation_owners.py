@@ -23,6 +23,16 @@ def test_c_find_goes_to_the_worklist_for_its_model_and_to_qr_for_the_others() ->
     assert owners.owner("N-ACTION", MPPS) is None
 
 
+def test_c_echo_counts_for_the_first_service_on_the_listener() -> None:
+    """The listener answers C-ECHO itself (micropacs.dimse.verification); its metrics name
+    the first DICOM service of the process, and a process without one has none."""
+    by_name = {service.name: service for service in SERVICES}
+    assert operation_owners(SERVICES).owner("C-ECHO", "1.2.840.10008.1.1") == "ingest"
+    assert operation_owners([by_name["router"]]).owner("C-ECHO") == "router"
+    assert operation_owners([by_name["index"], by_name["worklist"]]).owner("C-ECHO") == "worklist"
+    assert operation_owners([by_name["index"], by_name["admin"]]).owner("C-ECHO") is None
+
+
 def test_two_services_claiming_one_operation_and_class_are_refused() -> None:
     def service(name: str) -> ServiceDescriptor:
         return ServiceDescriptor(
