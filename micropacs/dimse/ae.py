@@ -35,6 +35,7 @@ from micropacs.dimse import (
     received_digest,
     retrieve_scp,
     store_messages,
+    store_requests,
     tls,
     user_identity,
     verification,
@@ -65,6 +66,7 @@ def configure_pynetdicom() -> None:
         retrieve_scp.install()
         find_responses.install()
         store_messages.install()  # after find_responses: both wrap send_msg
+        store_requests.install()
         received_digest.install()
         close_sockets_always()
         pdu_limits.install()

@@ -42,6 +42,13 @@ from pynetdicom.fsm import ACTIONS
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from micropacs.dimse.store_requests import (
+    RUN_BYTES,
+    file_runs,
+    request_message,
+    store_request_command,
+)
+
 C_STORE_RSP: Final = 0x8001
 NO_DATA_SET: Final = 0x0101
 
@@ -200,10 +207,6 @@ class StoreResponse:
         yield pdata
 
 
-RUN_BYTES: Final = 1 << 20
-"""Bytes of P-DATA-TF PDUs a C-STORE request hands its reactor at a time."""
-
-
 class PDataRun(P_DATA):
     """Several P-DATA-TF PDUs already encoded, sent by the DUL in one state machine
     pass and one send (PS3.8 9.3.5: each PDU within the peer's Maximum Length)."""
@@ -253,6 +256,15 @@ def _sending(previous: Callable[..., None]) -> Callable[..., None]:
         if type(primitive) is C_STORE and primitive.MessageIDBeingRespondedTo is None:
             if self.assoc.get_handlers(evt.EVT_PDU_SENT):
                 previous(self, primitive, context_id)  # they want every PDU on its own
+                return
+            from_file = getattr(primitive, "_dataset_path", None)
+            command = store_request_command(primitive) if from_file else None
+            if from_file and command is not None:
+                sent = request_message(primitive, context_id)
+                evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": sent})
+                path, offset = from_file
+                for encoded in file_runs(command, path, offset, context_id, self.maximum_pdu_size):
+                    self.dul.send_pdu(PDataRun(encoded))
                 return
             message = C_STORE_RQ()
             message.primitive_to_message(primitive)
