@@ -24,11 +24,11 @@ from micropacs.dimse import find_responses
 from micropacs.dimse.access import NOT_AUTHORIZED, Permission, refused
 from micropacs.dimse.find_responses import JsonIdentifier
 from micropacs.dimse.flow import wait_for_peer
+from micropacs.dimse.opened_ahead import OpenedAhead
 from micropacs.dimse.retrieve_scp import Destination, RetrievePlan
 from micropacs.errors import MicropacsError, Status
 from micropacs.ports import InstanceLocation
 from services.qr.metrics import QrMetrics
-from services.qr.opened_ahead import OpenedAhead
 from services.qr.query_service import QueryService
 from services.qr.retrieve_service import RetrieveService
 
@@ -106,7 +106,7 @@ def handle_find(
 class BridgedSource:
     """The qr service's :class:`InstanceSource`: its RetrieveService, called from the
     association's thread through the loop a batch of ``locations`` ahead
-    (:class:`~services.qr.opened_ahead.OpenedAhead`), counting what each
+    (:class:`~micropacs.dimse.opened_ahead.OpenedAhead`), counting what each
     sub-operation did."""
 
     def __init__(

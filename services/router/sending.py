@@ -26,6 +26,7 @@ from pathlib import Path
 
 from micropacs.bridge import LoopBridge
 from micropacs.config import RouterSettings
+from micropacs.dimse.opened_ahead import OpenedAhead
 from micropacs.dimse.scu import Associations
 from micropacs.errors import MicropacsError, NotFound, Status
 from micropacs.ports import (
@@ -175,14 +176,18 @@ class DestinationSender:
     ) -> None:
         """Send entries of one target syntax on one association, then record the outcome."""
         loop = asyncio.get_running_loop()
-        bridge = LoopBridge(loop)
+        locations = [location_of(entry) for entry in group]
+        # The files are opened on the loop a batch ahead of the thread that sends them.
+        opened = OpenedAhead(
+            LoopBridge(loop), locations, lambda loc: self._blobs.local_path(loc.object_key)
+        )
         results: list[tuple[int | None, str]] = []
         missing: set[int] = set()
 
         @contextlib.contextmanager
         def open_file(loc: InstanceLocation) -> Iterator[Path]:
             try:
-                with bridge.enter(self._blobs.local_path(loc.object_key)) as path:
+                with opened.open(loc) as path:
                     yield path
             except NotFound:
                 missing.add(len(results))  # the index of the instance being sent
@@ -191,15 +196,13 @@ class DestinationSender:
         def sent(loc: InstanceLocation, status: int | None, error: str) -> None:
             results.append((status, error))
 
-        reason = await loop.run_in_executor(
-            executor,
-            self._associations.store,
-            node,
-            [location_of(entry) for entry in group],
-            open_file,
-            sent,
-            syntax,
-        )
+        def send() -> str:
+            try:
+                return self._associations.store(node, locations, open_file, sent, syntax)
+            finally:
+                opened.close()
+
+        reason = await loop.run_in_executor(executor, send)
         await self._record(group, results, missing, reason)
 
     async def _record(

@@ -1,5 +1,5 @@
 """C-GET (PS3.4 C.4.3) of a study larger than one batch of instances opened ahead
-(services.qr.opened_ahead): every instance sent once and in order, and an
+(micropacs.dimse.opened_ahead): every instance sent once and in order, and an
 instance whose object is gone fails its own sub-operation only (Warning 0xB000
 with the Failed SOP Instance UID List, PS3.4 C.4.3.1.3)."""
 
@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pydicom.uid import CTImageStorage
 from pynetdicom import evt
 
-from services.qr.opened_ahead import BATCH_COUNT
+from micropacs.dimse.opened_ahead import BATCH_COUNT
 from tests.service.conftest import Running
 from tests.service.peers import (
     GET,

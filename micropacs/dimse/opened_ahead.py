@@ -1,8 +1,9 @@
-"""A C-GET's or C-MOVE's instances opened on the service's loop a batch ahead of their sending.
+"""Stored instances opened on the service's loop a batch ahead of their sending over DIMSE.
 
-pynetdicom sends the sub-operations (PS3.4 C.4.2.2, C.4.3.2) one by one from
-the association's thread, and each needs a local file from the async
-RetrieveService. Crossing to the loop twice per instance (open, then release)
+pynetdicom sends C-STOREs one by one from a thread: a C-GET's or C-MOVE's
+sub-operations (PS3.4 C.4.2.2, C.4.3.2) from the association's thread, a
+forwarded queue's entries from its destination's sender. Each needs a local
+file from an async store. Crossing to the loop twice per instance (open, then release)
 costs a loop wake-up and a task each way, and the thread waits for the loop
 between sub-operations. :class:`OpenedAhead` crosses once per batch (at most
 :data:`BATCH_COUNT` instances or :data:`BATCH_BYTES`, at least one instance):
