@@ -105,8 +105,7 @@ def test_a_study_found_sent_and_deleted_through_the_browser(
     screenshots: Screenshots,
     tmp_path: Path,
 ) -> None:
-    if httpx.get(f"{server.http}/login").status_code != 200:
-        pytest.skip("the login page (micropacs.auth browser login) is not mounted yet")
+    assert httpx.get(f"{server.http}/login").status_code == 200, "no login page served"
     study_uid, files = stored_study(server, tmp_path / "study")
     port, received = storescp
     page = browser_context.new_page()
