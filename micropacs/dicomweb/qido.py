@@ -134,7 +134,7 @@ def parse(
     """
     query = QidoQuery(identifier={})
     keys = query.identifier
-    for keyword in DEFAULT_KEYS[level]:
+    for keyword in DEFAULT_KEYS.get(level, ()):  # the admin's patient level: asked keys only
         if keyword != "RetrieveURL":
             keys[_tag(keyword)] = {"vr": _vr(_tag(keyword))}
     for name, value in params:

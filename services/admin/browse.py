@@ -57,6 +57,10 @@ class Page:
     limit: int
     offset: int
 
+    def study_uids(self) -> list[str]:
+        """The Study Instance UIDs the page shows (for its audit record)."""
+        return [str(uid) for each in self.items if (uid := each.get("StudyInstanceUID"))]
+
 
 class Browser:
     """Listings at every level over a :class:`~micropacs.query.QueryService`."""

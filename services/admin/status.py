@@ -3,9 +3,11 @@
 One :class:`StatusReader` per admin process (on its :class:`AdminContext`) gathers, for
 both: this process's backend checks, the catalog's counts, the storage used per
 storage group, how far the index is behind (offsets per topic, from the read barrier),
-the data directory's space, the ingest, query and index rates since the previous look
-(from the process's own metrics registry), and, for separate deployments, each service
-URL of ``MICROPACS_ADMIN__SERVICE_URLS`` asked for its ``/healthz`` and ``/readyz``.
+the data directory's space, the ingest, query and index rates since the previous look,
+and, for separate deployments, each service URL of ``MICROPACS_ADMIN__SERVICE_URLS`` asked
+for its ``/healthz`` and ``/readyz``. The rates are read from this process's own metrics
+registry plus, in a separate deployment, each configured service's ``/metrics``: the
+services' own counters, never a copy kept here.
 
 The storage figures are the catalog's aggregate (:meth:`~micropacs.ports.Catalog.
 storage_usage`), never a listing of the objects; since MongoDB sums them in the
@@ -18,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from micropacs.ports import CatalogCounts, StorageUsage
 
@@ -39,33 +42,60 @@ RATES: Final = {
     "index_upserts": "micropacs_index_upserts_total",
 }
 """Counters whose rates the status shows (summed over their labels)."""
+METRICS_MAX_BYTES: Final = 8 * 1024 * 1024
+"""A service's /metrics longer than this is not read for the rates."""
 
 
-def _total(registry: CollectorRegistry, sample_name: str) -> float:
-    return sum(
-        sample.value
-        for metric in registry.collect()
-        for sample in metric.samples
-        if sample.name == sample_name
-    )
+def totals_of(samples: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """The :data:`RATES` counters' totals among ``(sample name, value)`` pairs."""
+    wanted = {sample: name for name, sample in RATES.items()}
+    totals = dict.fromkeys(RATES, 0.0)
+    for sample, value in samples:
+        name = wanted.get(sample)
+        if name is not None:
+            totals[name] += value
+    return totals
+
+
+def registry_samples(registry: CollectorRegistry) -> Iterator[tuple[str, float]]:
+    """Every sample of a registry of this process."""
+    for metric in registry.collect():
+        for sample in metric.samples:
+            yield sample.name, sample.value
+
+
+def exposition_samples(text: str) -> Iterator[tuple[str, float]]:
+    """Every sample of a service's /metrics answer."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            yield sample.name, sample.value
 
 
 class Rates:
-    """Per-second rates of counters between two looks (the first look has none)."""
+    """Per-second rates of counters between two looks (the first look has none).
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-        self._last: tuple[float, dict[str, float]] | None = None
+    A look whose totals come from other services than the previous one's (one did not
+    answer), or whose total went down (a service restarted), gives no rate rather than an
+    inflated or negative one."""
 
-    def look(self) -> dict[str, float | None]:
-        """Each counter's rate since the previous look, per second."""
+    def __init__(self) -> None:
+        self._last: tuple[float, frozenset[str], dict[str, float]] | None = None
+
+    def look(
+        self, totals: dict[str, float], sources: frozenset[str] = frozenset()
+    ) -> dict[str, float | None]:
+        """Each counter's rate since the previous look, per second; ``sources`` names the
+        services whose counters ``totals`` sums."""
         now = time.monotonic()
-        totals = {name: _total(self._registry, sample) for name, sample in RATES.items()}
-        last, self._last = self._last, (now, totals)
-        if last is None or now <= last[0]:
+        last, self._last = self._last, (now, sources, totals)
+        if last is None or now <= last[0] or last[1] != sources:
             return dict.fromkeys(totals)
         elapsed = now - last[0]
-        return {name: round((totals[name] - last[1][name]) / elapsed, 3) for name in totals}
+        before = last[2]
+        return {
+            name: round((total - before[name]) / elapsed, 3) if total >= before[name] else None
+            for name, total in totals.items()
+        }
 
 
 def _reason(exc: BaseException) -> str:
@@ -81,7 +111,11 @@ async def _checked(check: Callable[[], Awaitable[None]]) -> str:
     return ""
 
 
-async def _remote(client: httpx.AsyncClient, name: str, base: str) -> dict[str, Any]:
+async def _remote(
+    client: httpx.AsyncClient, name: str, base: str
+) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """A service's health and readiness as shown, and its rates' counters (None when its
+    /metrics could not be read)."""
     shown: dict[str, Any] = {"service": name, "url": base}
     for probe in ("healthz", "readyz"):
         try:
@@ -92,7 +126,22 @@ async def _remote(client: httpx.AsyncClient, name: str, base: str) -> dict[str, 
         except (httpx.HTTPError, ValueError) as exc:
             shown[probe] = False
             shown.setdefault("detail", {"error": type(exc).__name__})
-    return shown
+    return shown, await _remote_totals(client, base)
+
+
+async def _remote_totals(client: httpx.AsyncClient, base: str) -> dict[str, float] | None:
+    try:
+        async with client.stream("GET", f"{base.rstrip('/')}/metrics") as answer:
+            if answer.status_code != 200:
+                return None
+            body = bytearray()
+            async for chunk in answer.aiter_bytes():
+                body += chunk
+                if len(body) > METRICS_MAX_BYTES:
+                    return None
+        return totals_of(exposition_samples(body.decode("utf-8", "replace")))
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -188,14 +237,22 @@ class StatusReader:
         except OSError:
             disk = {}
         if self._rates is None:
-            self._rates = Rates(context.registry)
+            self._rates = Rates()
+        totals = totals_of(registry_samples(context.registry))
+        sources: set[str] = set()
         services = None
         urls = context.settings.admin.service_urls
         if urls:
             async with httpx.AsyncClient(timeout=CHECK_TIMEOUT) as client:
-                services = list(
-                    await asyncio.gather(*(_remote(client, n, u) for n, u in sorted(urls.items())))
+                answers = await asyncio.gather(
+                    *(_remote(client, n, u) for n, u in sorted(urls.items()))
                 )
+            services = [shown for shown, _ in answers]
+            for shown, remote in answers:
+                if remote is not None:
+                    sources.add(shown["service"])
+                    for name, value in remote.items():
+                        totals[name] += value
         return SystemStatus(
             failed={name: why for name, why in zip(checks, reasons, strict=True) if why},
             checked=sorted(checks),
@@ -206,7 +263,7 @@ class StatusReader:
             index_behind=index_behind,
             index_error=index_error,
             disk=disk,
-            rates=self._rates.look(),
+            rates=self._rates.look(totals, frozenset(sources)),
             services=services,
         )
 

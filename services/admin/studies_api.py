@@ -111,7 +111,7 @@ def router() -> APIRouter:
     @routes.get("/patients", response_model=PageView)
     async def list_patients(
         request: Request,
-        _: Annotated[Principal, Depends(VIEWER)],
+        who: Annotated[Principal, Depends(VIEWER)],
         patient_name: Text = None,
         patient_id: Text = None,
         birth_date: Date = None,
@@ -122,12 +122,14 @@ def router() -> APIRouter:
         params = _params(
             PatientName=patient_name, PatientID=patient_id, PatientBirthDate=birth_date
         )
-        return _page(await browser(request).patients(params, limit, offset))
+        found = await browser(request).patients(params, limit, offset)
+        await audit(request, who, "query", f"patients searched: {found.total} matches")
+        return _page(found)
 
     @routes.get("/studies", response_model=PageView)
     async def list_studies(
         request: Request,
-        _: Annotated[Principal, Depends(VIEWER)],
+        who: Annotated[Principal, Depends(VIEWER)],
         patient_name: Text = None,
         patient_id: Text = None,
         birth_date: Date = None,
@@ -149,11 +151,19 @@ def router() -> APIRouter:
             StudyDate=dates,
             ModalitiesInStudy=modality,
         )
-        return _page(await browser(request).studies(params, limit, offset))
+        found = await browser(request).studies(params, limit, offset)
+        await audit(
+            request,
+            who,
+            "query",
+            f"studies searched: {found.total} matches",
+            study_uids=found.study_uids(),
+        )
+        return _page(found)
 
     @routes.get("/studies/{study_uid}", response_model=StudyView)
     async def show_study(
-        request: Request, study_uid: str, _: Annotated[Principal, Depends(VIEWER)]
+        request: Request, study_uid: str, who: Annotated[Principal, Depends(VIEWER)]
     ) -> StudyView:
         """A study and its series, each with a thumbnail URL (the qr service's WADO-RS)."""
         checked_uid(study_uid, "study UID")
@@ -161,6 +171,7 @@ def router() -> APIRouter:
         if not found.items:
             raise HTTPException(404, "no such study in the archive")
         series = await browser(request).series(study_uid)
+        await audit(request, who, "retrieve", "study viewed", study_uids=[study_uid])
         base = thumbnail_base(request)
         for each in series:
             each["thumbnail"] = (
@@ -173,7 +184,7 @@ def router() -> APIRouter:
         request: Request,
         study_uid: str,
         series_uid: str,
-        _: Annotated[Principal, Depends(VIEWER)],
+        who: Annotated[Principal, Depends(VIEWER)],
     ) -> list[dict[str, Any]]:
         """The instances of a series, by instance number."""
         checked_uid(study_uid, "study UID")
@@ -181,6 +192,7 @@ def router() -> APIRouter:
         found = await browser(request).instances(study_uid, series_uid)
         if not found:
             raise HTTPException(404, "no such series in the archive")
+        await audit(request, who, "query", "a series' instances listed", study_uids=[study_uid])
         return found
 
     @routes.get("/studies/{study_uid}/archive", response_class=StreamingResponse)

@@ -1,12 +1,15 @@
 """``micropacs run admin`` in a process of its own beside the archive, as compose and the
 chart run it: the same stores, the same session key. A user logs in on the admin, its Study
 page links the thumbnails at the archive's DICOMweb and allows that origin for images, and
-the archive takes the browser's session for them (for reads only)."""
+the archive takes the browser's session for them (for reads only). Its status shows the
+archive's health and its ingest rate, read from the archive's own /metrics."""
 
 from __future__ import annotations
 
 import html
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +46,11 @@ def archive_and_admin(
         }
     archive = start_server(tmp_path / "archive", env=env)
     try:
-        admin_env = {**env, "MICROPACS_ADMIN__DICOMWEB_URL": f"{archive.http}/dicom-web"}
+        admin_env = {
+            **env,
+            "MICROPACS_ADMIN__DICOMWEB_URL": f"{archive.http}/dicom-web",
+            "MICROPACS_ADMIN__SERVICE_URLS": json.dumps({"archive": archive.http}),
+        }
         admin = start_server(tmp_path / "admin", env=admin_env, command=("run", "admin"))
         try:
             yield archive, admin
@@ -65,13 +72,17 @@ def test_the_admin_alone_shares_the_browser_session_with_the_archive(
         "tokens", "add", "--role", "operator", data_dir=archive.data_dir, env=archive.env
     ).stdout.strip()
     content_type, body = multipart_body([path.read_bytes()])
-    stored = httpx.post(
-        f"{archive.http}/dicom-web/studies",
-        content=body,
-        headers={"authorization": f"Bearer {operator}", "content-type": content_type},
-        timeout=30,
-    )
-    assert stored.status_code == 200, stored.text
+
+    def stow(content_type: str, content: bytes) -> None:
+        stored = httpx.post(
+            f"{archive.http}/dicom-web/studies",
+            content=content,
+            headers={"authorization": f"Bearer {operator}", "content-type": content_type},
+            timeout=30,
+        )
+        assert stored.status_code == 200, stored.text
+
+    stow(content_type, body)
     micropacs(
         "users", "add", "tech", "--role", "viewer", "--password", PASSWORD,
         data_dir=admin.data_dir, env=admin.env,
@@ -83,6 +94,15 @@ def test_the_admin_alone_shares_the_browser_session_with_the_archive(
         assert token is not None
         login = {"username": "tech", "password": PASSWORD, "csrf_token": token[1]}
         assert browser.post("/login", data=login).status_code == 303
+        first = browser.get("/api/status").json()
+        assert [(s["service"], s["healthz"], s["readyz"]) for s in first["services"]] == [
+            ("archive", True, True)
+        ]
+        assert first["rates_per_second"]["ingest_instances"] is None, "one look gives no rate"
+        time.sleep(0.5)
+        stow(*multipart_body([p.read_bytes() for p in dicomdata.make_study(tmp_path / "more", 3)]))
+        rates = browser.get("/api/status").json()["rates_per_second"]
+        assert rates["ingest_instances"] > 0, rates
         page = browser.get(f"/studies/{study_uid}")
         assert page.status_code == 200, page.text
         images = next(

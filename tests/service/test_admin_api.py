@@ -6,16 +6,20 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import time
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from pydicom import dcmread
 from starlette.middleware import Middleware
 
 from micropacs.auth.gate import Gate, authenticator
 from micropacs.auth.principal import Role
+from micropacs.events import AUDIT, AuditRecorded
 from micropacs.http import HttpServer, build_http_app
 from tests import dicomdata
 from tests.integration.peers import free_port, wait_for_port
@@ -224,8 +228,6 @@ def test_search_and_worklist(served: tuple[Running, str], tmp_path: Path) -> Non
     newer = dicomdata.StudySpec(patient_name="Doe^Jane", patient_id="D2", study_date="20240601")
     files = [*ct_files(tmp_path / "a", 1, study=older), *ct_files(tmp_path / "b", 1, study=newer)]
     assert store(pacs, *files) == [0, 0]
-    from pydicom import dcmread
-
     pacs.wait_indexed([str(dcmread(f).SOPInstanceUID) for f in files])
     operator = token(pacs, Role.OPERATOR)
     with httpx.Client(base_url=base, headers=operator) as client:
@@ -271,3 +273,55 @@ def test_search_and_worklist(served: tuple[Running, str], tmp_path: Path) -> Non
         assert client.post(f"/api/scheduled-steps/{item_id}/cancel").status_code == 409
         assert client.post("/api/scheduled-steps/nope/cancel").status_code == 404
         assert client.get("/api/performed-steps").json() == []
+
+
+def audit_records(pacs: Running, kinds: set[str], count: int) -> list[AuditRecorded]:
+    """The first ``count`` records of those kinds on the audit topic (a group of its own)."""
+
+    async def read() -> list[AuditRecorded]:
+        consumer = await pacs.bus.consumer(AUDIT, f"reader-{uuid.uuid4().hex}")
+        found: list[AuditRecorded] = []
+        deadline = time.monotonic() + 10
+        try:
+            while len(found) < count and time.monotonic() < deadline:
+                for record in await consumer.poll(100, 0.2):
+                    event = AuditRecorded.from_bytes(record.value)
+                    if event.kind in kinds:
+                        found.append(event)
+        finally:
+            await consumer.close()
+        return found
+
+    return pacs.loop_call(read())
+
+
+def test_reads_of_patient_data_are_audited(served: tuple[Running, str], tmp_path: Path) -> None:
+    pacs, base = served
+    files = ct_files(tmp_path / "ct", 2)
+    assert store(pacs, *files) == [0, 0]
+    first = dcmread(files[0])
+    study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+    pacs.wait_indexed([str(dcmread(f).SOPInstanceUID) for f in files])
+    viewer = token(pacs, Role.VIEWER)
+    with httpx.Client(base_url=base, headers=viewer) as client:
+        patients = client.get("/api/patients").json()
+        assert [each["PatientID"] for each in patients["items"]] == [first.PatientID]
+        assert client.get("/api/studies", params={"patient_id": "nobody"}).json()["total"] == 0
+        assert client.get("/api/studies").json()["total"] == 1
+        assert client.get(f"/api/studies/{study_uid}").status_code == 200
+        listed = client.get(f"/api/studies/{study_uid}/series/{series_uid}/instances")
+        assert listed.status_code == 200
+        # A refused or missing study is no read of patient data.
+        assert client.get("/api/studies/1.2.3.999").status_code == 404
+    records = audit_records(pacs, {"query", "retrieve"}, 6)
+    shown = [(r.kind, r.detail, r.study_uids) for r in records]
+    assert shown[:5] == [
+        ("query", "patients searched: 1 matches", ()),
+        ("query", "studies searched: 0 matches", ()),
+        ("query", "studies searched: 1 matches", (study_uid,)),
+        ("retrieve", "study viewed", (study_uid,)),
+        ("query", "a series' instances listed", (study_uid,)),
+    ], shown
+    assert len(records) == 5, "the missing study is not recorded"
+    assert {(r.actor, r.role) for r in records} == {(records[0].actor, "viewer")}
+    assert all(r.source == "127.0.0.1" for r in records)

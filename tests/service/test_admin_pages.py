@@ -31,6 +31,7 @@ from tests import dicomdata
 from tests.integration.peers import free_port
 from tests.service.conftest import Running, wait_until
 from tests.service.peers import ct_files, store
+from tests.service.test_admin_api import audit_records
 from tests.service.test_admin_routing import entry as queue_entry
 
 PAGES = (
@@ -152,6 +153,21 @@ def test_a_czech_name_is_found_and_shown_as_stored(site: Site, tmp_path: Path) -
     page = site.get(f"/studies/{study_uid}")
     assert "CT hrudníku" in page.text
     assert re.search(r"/dicom-web/studies/[\d.]+/series/[\d.]+/thumbnail", page.text)
+
+
+def test_searches_views_and_previews_are_audited(site: Site, tmp_path: Path) -> None:
+    study_uid = stored_study(site.pacs, tmp_path / "audited", CZECH, "audited")
+    assert site.get("/studies?name=Dvo%C5%99*", Role.VIEWER).status_code == 200
+    page = site.get(f"/studies/{study_uid}", Role.VIEWER)
+    series = re.search(rf"/studies/{re.escape(study_uid)}/series/([\d.]+)\"", page.text)
+    assert series is not None, page.text
+    assert site.get(f"/studies/{study_uid}/series/{series[1]}", Role.VIEWER).status_code == 200
+    records = audit_records(site.pacs, {"query", "retrieve"}, 3)
+    assert [(r.kind, r.detail, r.study_uids, r.role) for r in records] == [
+        ("query", "studies searched: 1 matches", (study_uid,), "viewer"),
+        ("retrieve", "study viewed", (study_uid,), "viewer"),
+        ("retrieve", "series previewed", (study_uid,), "viewer"),
+    ]
 
 
 def test_hostile_text_from_the_archive_is_escaped(site: Site, tmp_path: Path) -> None:

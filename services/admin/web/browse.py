@@ -60,6 +60,12 @@ class Browse:
         except ValueError:
             offset = 0
         found = await self.browser.studies(filters.params(), PAGE_SIZE, offset)
+        await self.site.record(
+            request,
+            "query",
+            f"studies searched: {found.total} matches",
+            study_uids=tuple(found.study_uids()),
+        )
         shown = [StudyRow.of(each) for each in found.items]
         page = {
             "first": offset + 1 if shown else 0,
@@ -99,6 +105,7 @@ class Browse:
     async def study(self, request: Request) -> Response:
         study_uid = checked_uid(request.path_params["study"], "Study Instance UID")
         study = await self.one_study(study_uid)
+        await self.site.record(request, "retrieve", "study viewed", study_uids=(study_uid,))
         nodes = await self.site.context.catalog.nodes() if may(request, Role.OPERATOR) else []
         return self.site.page(
             request,
@@ -128,6 +135,7 @@ class Browse:
         ]
         if not listed:
             raise NotFound("no such series in the archive (deleted, or not stored yet)")
+        await self.site.record(request, "retrieve", "series previewed", study_uids=(study_uid,))
         series = SeriesRow.of(listed[0], study_uid, self.dicomweb)
         base = f"{self.dicomweb}/studies/{study_uid}/series/{series_uid}/instances"
         frames = [
