@@ -325,3 +325,46 @@ def test_reads_of_patient_data_are_audited(served: tuple[Running, str], tmp_path
     assert len(records) == 5, "the missing study is not recorded"
     assert {(r.actor, r.role) for r in records} == {(records[0].actor, "viewer")}
     assert all(r.source == "127.0.0.1" for r in records)
+
+
+def test_a_series_and_an_instance_are_deleted_through_the_api(
+    served: tuple[Running, str], tmp_path: Path
+) -> None:
+    pacs, base = served
+    files = ct_files(tmp_path / "ct", 3)
+    assert store(pacs, *files) == [0, 0, 0]
+    headers = [dcmread(f) for f in files]
+    uids = [str(h.SOPInstanceUID) for h in headers]
+    study, series = str(headers[0].StudyInstanceUID), str(headers[0].SeriesInstanceUID)
+    pacs.wait_indexed(uids)
+    instance_path = f"/api/studies/{study}/series/{series}/instances/{uids[0]}"
+    with httpx.Client(base_url=base, headers=token(pacs, Role.OPERATOR)) as operator:
+        assert operator.delete(instance_path).status_code == 403
+    admin = token(pacs, Role.ADMINISTRATOR)
+    with httpx.Client(base_url=base, headers=admin) as client:
+        bad = client.delete(f"/api/studies/{study}/series/{series}/instances/not-a-uid")
+        assert bad.status_code in (400, 422) and bad.json()["error"]
+        one = client.delete(instance_path, params={"reason": "wrong side"})
+        assert one.status_code == 202 and one.json()["instances"] == 1
+
+        def listed() -> list[str]:
+            answer = client.get(f"/api/studies/{study}/series/{series}/instances")
+            if answer.status_code == 404:
+                return []
+            return [str(each["SOPInstanceUID"]) for each in answer.json()]
+
+        wait_until(lambda: listed() == uids[1:], 15, "the instance gone from the series")
+        rest = client.delete(f"/api/studies/{study}/series/{series}")
+        assert rest.status_code == 202 and rest.json()["instances"] == 2
+        wait_until(
+            lambda: client.get(f"/api/studies/{study}").status_code == 404,
+            15,
+            "the study gone with its only series",
+        )
+        assert client.delete(f"/api/studies/{study}/series/{series}").status_code == 404
+    assert pacs.located(uids) == []
+    records = audit_records(pacs, {"study-deleted"}, 2)
+    assert [(r.detail.split(" ")[0], r.study_uids) for r in records] == [
+        ("instance", (study,)),
+        ("series", (study,)),
+    ]
