@@ -363,6 +363,7 @@ def test_an_operators_retry_is_sent_by_the_running_router_to_a_real_storescp(
     try:
         wait_for_port(port, process)
         pacs.loop_call(pacs.catalog.put_node(Node("DICOMSRV", HOST, port)))
+        time.sleep(2 * FAST["nodes_refresh"])  # no reading of the old address is kept
         retried = pacs.loop_call(call("POST", "/api/routing/queues/DICOMSRV/retry"))
         assert retried.json() == {"retried": 2}
         wait_until(lambda: len(list(received.iterdir())) == 2, 20, "both instances received")

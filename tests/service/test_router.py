@@ -5,6 +5,7 @@ back off and end dead, and the queues' routes list, retry and cancel behind the 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,14 @@ def destinations() -> Iterator[dict[str, Destination]]:
 
 def register(pacs: Running, title: str, port: int, group: str = "") -> None:
     pacs.loop_call(pacs.catalog.put_node(Node(title, HOST, port, ae_group=group)))
+
+
+def move_node(pacs: Running, title: str, port: int) -> None:
+    """Register ``title`` at a new address and wait until no router can still hold the
+    old one: a reading of the registry is kept ``nodes_refresh`` seconds, so after twice
+    that every reading is either expired or taken after the change."""
+    register(pacs, title, port)
+    time.sleep(2 * FAST["nodes_refresh"])
 
 
 def start(
@@ -252,14 +261,14 @@ def test_operators_retry_and_cancel_what_viewers_list(
         assert client.post("/router/queues/DOWN/cancel", headers=viewer).status_code == 403
 
         # The node comes back at a new address; the operator retries every dead entry.
-        register(pacs, "DOWN", destinations["WS1"].port)
+        move_node(pacs, "DOWN", destinations["WS1"].port)
         retried = client.post("/router/queues/DOWN/retry", headers=operator)
         assert retried.status_code == 200 and retried.json() == {"retried": 3}
         wait_until(lambda: destinations["WS1"].count() == 3, what="sent after the retry")
         assert set(destinations["WS1"].received) == uids_of(first)
 
         # Down again: the next ones die, and the operator cancels them.
-        register(pacs, "DOWN", free_port())
+        move_node(pacs, "DOWN", free_port())
         second = ct_files(tmp_path / "second", 2)
         assert store(pacs, *second) == [0, 0]
         wait_until(lambda: dead_count() == 2, what="dead again")
