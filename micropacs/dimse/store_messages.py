@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any, Final
 
@@ -42,6 +42,7 @@ from pynetdicom.fsm import ACTIONS
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from micropacs.dimse.socket_writes import send_pieces
 from micropacs.dimse.store_requests import (
     RUN_BYTES,
     file_runs,
@@ -209,11 +210,17 @@ class StoreResponse:
 
 class PDataRun(P_DATA):
     """Several P-DATA-TF PDUs already encoded, sent by the DUL in one state machine
-    pass and one send (PS3.8 9.3.5: each PDU within the peer's Maximum Length)."""
+    pass and one send (PS3.8 9.3.5: each PDU within the peer's Maximum Length), as the
+    pieces they were built from (:func:`~micropacs.dimse.socket_writes.send_pieces`)."""
 
-    def __init__(self, encoded: bytes) -> None:
+    def __init__(self, pieces: Sequence[bytes | memoryview]) -> None:
         super().__init__()
-        self.encoded = encoded
+        self.pieces = pieces
+
+    @property
+    def encoded(self) -> bytes:
+        """The PDUs as one byte string."""
+        return b"".join(self.pieces)
 
 
 def p_data_tf(pdvs: list[tuple[int, bytes]]) -> bytes:
@@ -231,10 +238,10 @@ def runs(pdatas: Iterator[P_DATA], limit: int = RUN_BYTES) -> Iterator[PDataRun]
         pending.append(pdu)
         size += len(pdu)
         if size >= limit:
-            yield PDataRun(b"".join(pending))
+            yield PDataRun(pending)
             pending, size = [], 0
     if pending:
-        yield PDataRun(b"".join(pending))
+        yield PDataRun(pending)
 
 
 def send_p_data(dul: Any) -> str:
@@ -243,7 +250,7 @@ def send_p_data(dul: Any) -> str:
     primitive = dul.to_provider_queue.get(False)
     if isinstance(primitive, PDataRun):
         if dul.socket is not None:
-            dul.socket.send(memoryview(primitive.encoded))
+            send_pieces(dul.socket, primitive.pieces)
         return "Sta6"
     dul._send(P_DATA_TF(primitive))
     return "Sta6"
@@ -263,8 +270,8 @@ def _sending(previous: Callable[..., None]) -> Callable[..., None]:
                 sent = request_message(primitive, context_id)
                 evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": sent})
                 path, offset = from_file
-                for encoded in file_runs(command, path, offset, context_id, self.maximum_pdu_size):
-                    self.dul.send_pdu(PDataRun(encoded))
+                for pieces in file_runs(command, path, offset, context_id, self.maximum_pdu_size):
+                    self.dul.send_pdu(PDataRun(pieces))
                 return
             message = C_STORE_RQ()
             message.primitive_to_message(primitive)

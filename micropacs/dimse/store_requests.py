@@ -168,7 +168,7 @@ def store_request_command(primitive: C_STORE) -> bytes | None:
     return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
 
 
-def _pdv(context_id: int, control: int, fragment: bytes | memoryview) -> list[Any]:
+def _pdv(context_id: int, control: int, fragment: bytes | memoryview) -> list[bytes | memoryview]:
     """A P-DATA-TF PDU of one PDV: its header, the PDV's item length, context ID and
     message control header (PS3.8 9.3.5, E.2), then the fragment itself."""
     size = len(fragment)
@@ -177,11 +177,13 @@ def _pdv(context_id: int, control: int, fragment: bytes | memoryview) -> list[An
 
 def file_runs(
     command: bytes, path: Path, offset: int, context_id: int, max_pdu: int
-) -> Iterator[bytes]:
+) -> Iterator[list[bytes | memoryview]]:
     """The P-DATA-TF PDUs of a C-STORE-RQ (``command``, then the data set of the file
     at ``path`` from ``offset``), each within the peer's Maximum Length ``max_pdu``
     and fragmented as pynetdicom does (0, no limit: fragments of :data:`RUN_BYTES`),
-    joined in runs of about :data:`RUN_BYTES`: memory is one run, whatever the file."""
+    in runs of about :data:`RUN_BYTES`: memory is one run, whatever the file. A run is
+    the list of its pieces (PDU headers and views of the file's bytes), never joined,
+    so that it goes to the socket in one gathering write without a copy."""
     size = max_pdu - 6 if max_pdu > 6 else RUN_BYTES
     pieces = [command[i : i + size] for i in range(0, len(command), size)]
     parts: list[Any] = []
@@ -197,13 +199,13 @@ def file_runs(
                 # Nothing (more) to read: an empty data set, or a file cut short while
                 # sent; the message still ends, with an empty last fragment.
                 parts += _pdv(context_id, 0x02, b"")
-                yield b"".join(parts)
+                yield parts
                 return
             left -= len(block)
             for start in range(0, len(block), size):
                 last = left <= 0 and start + size >= len(block)
                 parts += _pdv(context_id, 0x02 if last else 0x00, block[start : start + size])
-            yield b"".join(parts)
+            yield parts
             parts = []
             if left <= 0:
                 return

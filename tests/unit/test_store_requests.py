@@ -106,7 +106,7 @@ def test_the_pdus_of_a_file_are_pynetdicoms(tmp_path: Path, max_pdu: int, data_b
     primitive._dataset_path = (path, offset)
     command = store_requests.store_request_command(primitive)
     assert command is not None
-    runs = list(store_requests.file_runs(command, path, offset, 7, max_pdu))
+    runs = [b"".join(run) for run in store_requests.file_runs(command, path, offset, 7, max_pdu)]
     assert b"".join(runs) == pynetdicom_pdus(primitive, max_pdu)
     assert all(len(run) <= 1.05 * store_requests.RUN_BYTES + max_pdu for run in runs)
 
@@ -114,7 +114,7 @@ def test_the_pdus_of_a_file_are_pynetdicoms(tmp_path: Path, max_pdu: int, data_b
 def test_without_a_maximum_length_the_data_set_goes_in_bounded_fragments(tmp_path: Path) -> None:
     path = tmp_path / "object.dcm"
     path.write_bytes(b"\0" * 3_000_000)
-    runs = list(store_requests.file_runs(b"\1" * 10, path, 0, 1, 0))
+    runs = [b"".join(run) for run in store_requests.file_runs(b"\1" * 10, path, 0, 1, 0)]
     assert len(runs) == 3
     assert max(len(run) for run in runs) <= store_requests.RUN_BYTES + 64
 
