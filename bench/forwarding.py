@@ -4,7 +4,8 @@ A DCMTK storescp is the destination. First storescu sends the 1,000 CT 512×512 
 directly (one association): the direct rate. Then ``micropacs serve`` with a rules file that
 forwards everything to it (registered as a node) receives the same files while the
 destination is down, so they wait in its queue; once storescp is started the router drains
-the queue: the forwarding rate is (files - 1) over the time from the first file's arrival
+the queue once serve has queued every entry and indexed every instance (so that the drain
+is measured alone): the forwarding rate is (files - 1) over the time from the first file's arrival
 to the last's (their modification times, as storescp finished writing them: nothing else
 runs beside the router and storescp while it drains, as nothing runs beside storescu and
 storescp for the direct rate), the ratio is that over the direct rate. Last, 200
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from pynetdicom import AE, evt
 
 from bench.common import (
     DCMTK_ENV,
+    cpu_seconds,
     free_port,
     percentile,
     rss_bytes,
@@ -137,22 +140,53 @@ def drained(files: list[Path], work: Path, env: dict[str, str]) -> dict[str, Any
     data.mkdir()
     dest_port = free_port()
     cli(data, env, "nodes", "add", "DEST", "127.0.0.1", str(dest_port))
-    port = free_port()
-    server = start_serve(data, port, free_port(), env=env)
+    port, http_port = free_port(), free_port()
+    server = start_serve(data, port, http_port, env=env)
     try:
         send(port, "MICROPACS", files, 1)  # the destination is down: all of it queues
+        # The drain alone: every entry queued and the index caught up before it starts.
+        settle(http_port, len(files))
         folder = work / "drained"
         folder.mkdir()
         idle_rss = rss_bytes(server.pid)
+        cpu_before = cpu_seconds(server.pid)
         scp = storescp(dest_port, folder)
         try:
             times = written(folder, len(files))
+            cpu = cpu_seconds(server.pid) - cpu_before
         finally:
             stop(scp)
         rate = (len(times) - 1) / (times[-1] - times[0])
-        return {"images_per_s": round(rate, 1), "serve_rss_mb": round(idle_rss / 2**20, 1)}
+        return {
+            "images_per_s": round(rate, 1),
+            "serve_cpu_ms_per_image": round(cpu * 1000 / len(files), 2),
+            "serve_rss_mb": round(idle_rss / 2**20, 1),
+        }
     finally:
         stop(server)
+
+
+def counter(metrics: str, name: str) -> float:
+    """The sum of a counter's samples in a /metrics answer."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(name) and line[len(name)] in " {"
+    )
+
+
+def settle(http_port: int, count: int, timeout: float = 300) -> None:
+    """Until serve's router has queued ``count`` entries and its index applied as many."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as got:
+            metrics = got.read().decode()
+        queued = counter(metrics, "micropacs_router_queued_total")
+        indexed = counter(metrics, "micropacs_index_upserts_total")
+        if queued >= count and indexed >= count:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"serve did not queue and index {count} instances in {timeout:.0f} s")
 
 
 def latency(work: Path, env: dict[str, str], count: int, pace: float) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from micropacs.dicom.transcode import choose_syntax, to_syntax
 from micropacs.dimse.sockets import NODELAY
+from micropacs.dimse.store_scu import send_stored_file
 from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
 from micropacs.ports import InstanceLocation
 from micropacs.tls import ClientTls
@@ -131,9 +132,9 @@ def send_instance(
             f"(stored as {loc.transfer_syntax_uid})"
         )
     if target == loc.transfer_syntax_uid:
-        status_ds = assoc.send_c_store(path, **kwargs)
-    else:
-        status_ds = assoc.send_c_store(to_syntax(path, UID(target)), **kwargs)
+        status = send_stored_file(assoc, path, msg_id, originator)
+        return int(Status.UNABLE_TO_PROCESS) if status is None else status
+    status_ds = assoc.send_c_store(to_syntax(path, UID(target)), **kwargs)
     return int(getattr(status_ds, "Status", Status.UNABLE_TO_PROCESS))
 
 

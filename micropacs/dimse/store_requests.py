@@ -30,6 +30,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Final
@@ -133,11 +134,24 @@ def _even(value: str, pad: bytes) -> bytes | None:
     return raw + pad if len(raw) % 2 else raw
 
 
-def store_request_command(primitive: C_STORE) -> bytes | None:
+@dataclass(frozen=True)
+class StoreRequest:
+    """A C-STORE-RQ's command fields by their pynetdicom primitive's names, for a request
+    sent without a primitive (:mod:`micropacs.dimse.store_scu`)."""
+
+    AffectedSOPClassUID: str
+    AffectedSOPInstanceUID: str
+    MessageID: int
+    Priority: int = 2
+    MoveOriginatorApplicationEntityTitle: str | None = None
+    MoveOriginatorMessageID: int | None = None
+
+
+def store_request_command(primitive: C_STORE | StoreRequest) -> bytes | None:
     """The command set of a C-STORE-RQ of a file, as pynetdicom encodes it (Implicit VR
     Little Endian, PS3.7 9.3.1.1, E.1), or None when pynetdicom should."""
     if (
-        type(primitive) is not C_STORE
+        type(primitive) not in (C_STORE, StoreRequest)
         or primitive.MessageID is None
         or primitive.AffectedSOPClassUID is None
         or primitive.AffectedSOPInstanceUID is None
@@ -211,7 +225,7 @@ def file_runs(
                 return
 
 
-def request_message(primitive: C_STORE, context_id: int) -> SimpleNamespace:
+def request_message(primitive: C_STORE | StoreRequest, context_id: int) -> SimpleNamespace:
     """What ``EVT_DIMSE_SENT`` handlers read of a C-STORE-RQ sent from bytes."""
     return SimpleNamespace(
         message_name="C_STORE_RQ",

@@ -16,7 +16,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.dsutils import split_dataset as pynetdicom_split_dataset
 from pynetdicom.pdu import P_DATA_TF
 
-from micropacs.dimse import store_requests
+from micropacs.dimse import store_requests, store_scu
 from tests import dicomdata
 
 uids = st.lists(st.integers(0, 10**12), min_size=2, max_size=8).map(
@@ -82,6 +82,12 @@ def test_a_store_request_is_pynetdicoms(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert store_requests.store_request_command(primitive) == pynetdicom_command(primitive)
+        # The same request by its values alone, as the C-STORE SCU sends a stored file.
+        title = store_scu.originator_title(originator) if originator is not None else None
+        values = store_requests.StoreRequest(
+            sop_class, instance, message_id, priority, title, originator_id
+        )
+        assert store_requests.store_request_command(values) == pynetdicom_command(primitive)
 
 
 def test_a_request_without_its_uids_is_left_to_pynetdicom() -> None:
