@@ -632,6 +632,14 @@ def _router() -> Document:
                                 "entries": _ENTRY_IDS,
                                 "state": {"enum": ["waiting", "dead", "all"]},
                             },
+                            # Nothing is assumed: a body must name entries or a state.
+                            "anyOf": [
+                                {"required": ["state"]},
+                                {
+                                    "required": ["entries"],
+                                    "properties": {"entries": {"minItems": 1}},
+                                },
+                            ],
                         }
                     ),
                 },

@@ -36,6 +36,7 @@ from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from micropacs.dicom.transcode import choose_syntax, to_syntax
+from micropacs.dimse.retrieve_responses import RetrieveResponse, retrieve_response_command
 from micropacs.dimse.sockets import NODELAY
 from micropacs.dimse.store_scu import send_stored_file
 from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
@@ -197,6 +198,13 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
             rsp.Identifier = BytesIO(encoded or b"")
         else:
             rsp.Identifier = None
+            command = retrieve_response_command(rsp)
+            if command is not None:
+                message = RetrieveResponse(rsp, command, cx_id)
+                evt.trigger(self.assoc, evt.EVT_DIMSE_SENT, {"message": message})
+                for pdata in message.encode_msg(cx_id, self.dimse.maximum_pdu_size):
+                    self.dimse.dul.send_pdu(pdata)
+                return
         self.dimse.send_msg(rsp, cx_id)
 
     def _retrieve(self, req: Any, context: Any, rsp_type: Any, event: Any, is_move: bool) -> None:
