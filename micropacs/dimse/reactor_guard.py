@@ -47,10 +47,13 @@ import queue
 from pathlib import Path
 from typing import Any, Final
 
+from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.pdu_primitives import P_DATA
+
+from micropacs.dimse.received_store_responses import received_message, store_response_of
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,13 @@ def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
     that replaces the message's data set file (a second command set) gets the replaced
     file deleted."""
     for context_id, value in primitive.presentation_data_value_list:
+        if self.message is None:
+            response = store_response_of(value, context_id)
+            if response is not None:
+                received = received_message(response, context_id)
+                evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": received})
+                self.msg_queue.put((context_id, response))
+                return  # a whole message: pynetdicom ignores what else the P-DATA holds
         single = P_DATA()
         single.presentation_data_value_list = [[context_id, value]]  # type: ignore[list-item]
         before: Path | None = getattr(self.message, "_data_set_path", None)

@@ -76,7 +76,7 @@ def test_an_identifier_or_an_error_comment_is_left_to_pynetdicom() -> None:
     commented = C_MOVE()
     commented.MessageIDBeingRespondedTo = 1
     commented.Status = 0xC000
-    commented.ErrorComment = "no"
+    setattr(commented, "ErrorComment", "no")  # noqa: B010 - typed None in pynetdicom
     assert retrieve_response_command(commented) is None
     unanswered = C_GET()
     unanswered.Status = 0
