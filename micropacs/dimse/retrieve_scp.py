@@ -38,7 +38,7 @@ from pynetdicom.sop_class import uid_to_service_class
 from micropacs.dicom.transcode import choose_syntax, to_syntax
 from micropacs.dimse.retrieve_responses import RetrieveResponse, retrieve_response_command
 from micropacs.dimse.sockets import NODELAY
-from micropacs.dimse.store_scu import send_stored_file
+from micropacs.dimse.store_scu import send_stored_file, usable
 from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
 from micropacs.ports import InstanceLocation
 from micropacs.tls import ClientTls
@@ -137,21 +137,6 @@ def send_instance(
         return int(Status.UNABLE_TO_PROCESS) if status is None else status
     status_ds = assoc.send_c_store(to_syntax(path, UID(target)), **kwargs)
     return int(getattr(status_ds, "Status", Status.UNABLE_TO_PROCESS))
-
-
-def _usable(assoc: Any) -> bool:
-    """Whether a C-STORE may be sent on ``assoc``: established, and no A-ABORT waiting.
-
-    An A-ABORT the peer sent in place of a C-STORE response is queued by the time
-    that sub-operation returns, but the association's reactor may not have seen it
-    yet; a C-STORE sent then would wait for an answer that never comes.
-    """
-    return bool(
-        assoc.is_established
-        and not assoc.is_aborted
-        and assoc.dul.is_alive()
-        and not assoc.acse.is_aborted()
-    )
 
 
 class _Progress:
@@ -308,7 +293,7 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
                 return
             if not self.assoc.is_established:
                 return  # the requestor went away: nobody to answer
-            if not _usable(store_assoc):
+            if not usable(store_assoc):
                 # The destination went away: what was not sent failed (PS3.4 C.4.2.1.5).
                 for lost in plan.instances[index:]:
                     progress.record(lost.sop_instance_uid, Status.OUT_OF_RESOURCES)

@@ -27,6 +27,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from micropacs.config import DicomSettings
 from micropacs.dimse.retrieve_scp import send_instance
 from micropacs.dimse.sockets import NODELAY
+from micropacs.dimse.store_scu import paused, usable
 from micropacs.errors import MicropacsError
 from micropacs.ports import InstanceLocation, Node
 from micropacs.tls import ClientTls
@@ -139,9 +140,9 @@ class Associations:
                     contexts.append(build_context(loc.sop_class_uid, [UID(s) for s in syntaxes]))
         done = 0
         try:
-            with self._associated(node, contexts) as assoc:
+            with self._associated(node, contexts) as assoc, paused(assoc):
                 for number, loc in enumerate(instances, start=1):
-                    if not assoc.is_established:
+                    if not usable(assoc):
                         raise AssociationFailed("the association ended")
                     try:
                         with open_file(loc) as path:

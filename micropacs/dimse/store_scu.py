@@ -14,8 +14,10 @@ Status read off the response primitive. Anything unusual goes to ``send_c_store`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,10 @@ def send_stored_file(
     assoc: Any, path: Path, msg_id: int, originator: tuple[str, int] | None = None
 ) -> int | None:
     """C-STORE the file at ``path`` as stored on ``assoc``; the response's Status, or
-    None when none came (the association is aborted then, as pynetdicom does)."""
+    None when none came (the association is aborted then, as pynetdicom does) or the
+    association had already ended (nothing is sent then)."""
+    if not usable(assoc):
+        return None
     if assoc.get_handlers(evt.EVT_PDU_SENT):
         return _by_pynetdicom(assoc, path, msg_id, originator)
     with Path(path).open("rb") as fp:
@@ -61,34 +66,59 @@ def send_stored_file(
     command = store_request_command(request)
     if command is None:
         return _by_pynetdicom(assoc, path, msg_id, originator)
-    if not assoc.is_established:
-        raise RuntimeError(
-            "The association with a peer SCP must be established before sending a C-STORE request"
-        )
     context = assoc._get_valid_context(
         request.AffectedSOPClassUID, uids["TransferSyntaxUID"], "scu", allow_conversion=False
     )
     context_id = int(context.context_id)
-    # As send_c_store: the association's reactor is paused while we wait for our answer.
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
-    try:
+    # As send_c_store: the association's reactor is paused while we wait for our answer
+    # (unless the caller holds it paused for a run of them, :func:`paused`).
+    with paused(assoc) if assoc._reactor_checkpoint.is_set() else contextlib.nullcontext():
         evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": request_message(request, context_id)})
         dimse = assoc.dimse
         for pieces in file_runs(command, Path(path), offset, context_id, dimse.maximum_pdu_size):
             assoc.dul.send_pdu(PDataRun(pieces))
         _, response = dimse.get_msg(block=True)
-    finally:
-        assoc._reactor_checkpoint.set()
+    if response is not None and response.is_valid_response:
+        return int(response.Status)
+    # Aborting waits for the association's reactor to end: it must not be held paused.
+    assoc._reactor_checkpoint.set()
     if response is None:
         assoc._handle_no_response()
-        return None
-    if not response.is_valid_response:
+    else:
         log.error("invalid C-STORE response from the peer; aborting the association")
         assoc.abort()
-        return None
-    return int(response.Status)
+    return None
+
+
+def usable(assoc: Any) -> bool:
+    """Whether a C-STORE may be sent on ``assoc``: established, and no A-ABORT waiting.
+
+    An A-ABORT the peer sent in place of a C-STORE response is queued by the time that
+    C-STORE returns, but the association's reactor (paused, or not yet scheduled) may not
+    have seen it; a C-STORE sent then would wait for an answer that never comes.
+    """
+    return bool(
+        assoc.is_established
+        and not assoc.is_aborted
+        and assoc.dul.is_alive()
+        and not assoc.acse.is_aborted()
+    )
+
+
+@contextlib.contextmanager
+def paused(assoc: Any) -> Iterator[None]:
+    """The association's reactor paused, as ``send_c_store`` pauses it for each message:
+    held over a run of C-STOREs, the reactor does not wake between two of them (a pass of
+    its loop, and the sender's wait for it to pause again, for every instance sent). An
+    A-ABORT meanwhile still ends the wait for an answer (pynetdicom queues an empty
+    message for it)."""
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        yield
+    finally:
+        assoc._reactor_checkpoint.set()
 
 
 def originator_title(title: str) -> str | None:
