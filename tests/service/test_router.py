@@ -29,10 +29,12 @@ from micropacs.auth.local import LocalCredentials
 from micropacs.auth.principal import Role
 from micropacs.events import INSTANCE_STORED, InstanceStored
 from micropacs.http import HttpServer, build_http_app
+from micropacs.iocm import KEY_OBJECT_SELECTION
 from micropacs.ports import ForwardEntry, ForwardState, Node
 from micropacs.routing.rules import RuleSet, parse_rules
 from tests import dicomdata
 from tests.integration.peers import free_port
+from tests.iocmdata import rejection_kos
 from tests.service.conftest import HOST, Running, StartPacs, wait_until
 from tests.service.outages import sqlite_write_lock
 from tests.service.peers import SCU_AE, TIMEOUT, ct_files, sop_instance_of, store
@@ -88,7 +90,7 @@ def destinations() -> Iterator[dict[str, Destination]]:
         destination = found[title] = Destination(title)
         ae = AE(ae_title=title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
-        for sop_class in (CTImageStorage, MRImageStorage):
+        for sop_class in (CTImageStorage, MRImageStorage, KEY_OBJECT_SELECTION):
             ae.add_supported_context(sop_class, AllTransferSyntaxes)
         server = ae.start_server(
             (HOST, 0), block=False, evt_handlers=[(evt.EVT_C_STORE, destination.on_store)]
@@ -186,6 +188,25 @@ def test_a_refusing_destination_backs_off_dies_and_never_holds_up_another(
         lambda: pacs.metric("micropacs_router_dead_entries", destination="WS1") == 4,
         what="the dead gauge",
     )
+
+
+def test_a_rejection_note_is_forwarded_like_any_instance(
+    start_pacs: StartPacs, destinations: dict[str, Destination], tmp_path: Path
+) -> None:
+    """IOCM: the archives a study went to get the note that rejects part of it, so that
+    they hide those instances too."""
+    pacs = start(start_pacs, "rules:\n  - {name: all, forward: [{destination: WS1}]}\n")
+    ws1 = destinations["WS1"]
+    register(pacs, "WS1", ws1.port)
+    files = ct_files(tmp_path / "ct", 3)
+    assert store(pacs, *files) == [0] * 3
+    wait_until(lambda: ws1.count() == 3, what="the images forwarded")
+    note = rejection_kos(files[:1])
+    note_path = tmp_path / "rejection.dcm"
+    note.save_as(note_path, enforce_file_format=True)
+    assert store(pacs, note_path, sop_class=KEY_OBJECT_SELECTION) == [0]
+    wait_until(lambda: ws1.count() == 4, what="the rejection note forwarded")
+    assert str(note.SOPInstanceUID) in ws1.received
 
 
 def test_an_unregistered_destination_waits_for_its_node(
