@@ -16,6 +16,7 @@ sub-operations failed, 0xA702 when all failed, Cancel 0xFE00 on C-CANCEL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ from pynetdicom.sop_class import uid_to_service_class
 from micropacs.dicom.transcode import choose_syntax, to_syntax
 from micropacs.dimse.retrieve_responses import RetrieveResponse, retrieve_response_command
 from micropacs.dimse.sockets import NODELAY
-from micropacs.dimse.store_scu import send_stored_file, usable
+from micropacs.dimse.store_scu import paused, send_stored_file, usable
 from micropacs.errors import MicropacsError, Status, UnsupportedTransfer
 from micropacs.ports import InstanceLocation
 from micropacs.tls import ClientTls
@@ -285,38 +286,42 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
     ) -> None:
         progress = _Progress(len(plan.instances))
         originator = (self.assoc.requestor.ae_title, int(req.MessageID)) if is_move else None
-        for index, loc in enumerate(plan.instances):
-            if self.is_cancelled(req.MessageID):
-                progress.fill(rsp, final=False)
-                remaining = [i.sop_instance_uid for i in plan.instances[index:]]
-                self._respond(rsp, cx_id, Status.CANCEL, progress.failed_uids + remaining)
-                return
-            if not self.assoc.is_established:
-                return  # the requestor went away: nobody to answer
-            if not usable(store_assoc):
-                # The destination went away: what was not sent failed (PS3.4 C.4.2.1.5).
-                for lost in plan.instances[index:]:
-                    progress.record(lost.sop_instance_uid, Status.OUT_OF_RESOURCES)
-                    plan.source.sent(lost, Status.OUT_OF_RESOURCES)
-                break
-            msg_id = (int(req.MessageID) + index + 1) % 65536 or 1
-            try:
-                with plan.source.open(loc) as path:
-                    status = send_instance(store_assoc, loc, path, msg_id, originator)
-            except MicropacsError as exc:
-                log.warning(
-                    "sub-operation failed",
-                    extra={"reason": str(exc), "sop_class": loc.sop_class_uid},
-                )
-                status = exc.dimse
-            except Exception:
-                log.exception("sub-operation failed", extra={"sop_class": loc.sop_class_uid})
-                status = Status.UNABLE_TO_PROCESS
-            progress.record(loc.sop_instance_uid, status)
-            plan.source.sent(loc, status)
-            if progress.remaining:
-                progress.fill(rsp, final=False)
-                self._respond(rsp, cx_id, Status.PENDING)
+        # A C-MOVE's destination association is ours alone: its reactor stays paused for
+        # the whole run rather than woken between two sub-operations.
+        holding = paused(store_assoc) if is_move else contextlib.nullcontext()
+        with holding:
+            for index, loc in enumerate(plan.instances):
+                if self.is_cancelled(req.MessageID):
+                    progress.fill(rsp, final=False)
+                    remaining = [i.sop_instance_uid for i in plan.instances[index:]]
+                    self._respond(rsp, cx_id, Status.CANCEL, progress.failed_uids + remaining)
+                    return
+                if not self.assoc.is_established:
+                    return  # the requestor went away: nobody to answer
+                if not usable(store_assoc):
+                    # The destination went away: what was not sent failed (PS3.4 C.4.2.1.5).
+                    for lost in plan.instances[index:]:
+                        progress.record(lost.sop_instance_uid, Status.OUT_OF_RESOURCES)
+                        plan.source.sent(lost, Status.OUT_OF_RESOURCES)
+                    break
+                msg_id = (int(req.MessageID) + index + 1) % 65536 or 1
+                try:
+                    with plan.source.open(loc) as path:
+                        status = send_instance(store_assoc, loc, path, msg_id, originator)
+                except MicropacsError as exc:
+                    log.warning(
+                        "sub-operation failed",
+                        extra={"reason": str(exc), "sop_class": loc.sop_class_uid},
+                    )
+                    status = exc.dimse
+                except Exception:
+                    log.exception("sub-operation failed", extra={"sop_class": loc.sop_class_uid})
+                    status = Status.UNABLE_TO_PROCESS
+                progress.record(loc.sop_instance_uid, status)
+                plan.source.sent(loc, status)
+                if progress.remaining:
+                    progress.fill(rsp, final=False)
+                    self._respond(rsp, cx_id, Status.PENDING)
         rsp.NumberOfRemainingSuboperations = None
         progress.fill(rsp, final=True)
         if progress.failed == 0 and progress.warning == 0:
