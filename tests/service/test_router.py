@@ -190,6 +190,23 @@ def test_a_refusing_destination_backs_off_dies_and_never_holds_up_another(
     )
 
 
+def test_without_rules_every_event_is_unmatched_and_nothing_is_queued(
+    start_pacs: StartPacs, tmp_path: Path
+) -> None:
+    pacs = start_pacs(router=FAST)
+    files = ct_files(tmp_path / "ct", 3)
+    assert store(pacs, *files) == [0] * 3
+    wait_until(
+        lambda: pacs.metric("micropacs_router_events_total", outcome="unmatched") == 3,
+        what="the router read the three events",
+    )
+    # Counted before the commit: the events are committed a moment later.
+    wait_until(
+        lambda: pacs.uncommitted(INSTANCE_STORED, "router") == [], what="the events committed"
+    )
+    assert pacs.loop_call(pacs.catalog.forward_queues()) == []
+
+
 def test_a_rejection_note_is_forwarded_like_any_instance(
     start_pacs: StartPacs, destinations: dict[str, Destination], tmp_path: Path
 ) -> None:
