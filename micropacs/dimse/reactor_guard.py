@@ -53,7 +53,8 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.fsm import TRANSITION_TABLE, StateMachine
 from pynetdicom.pdu_primitives import P_DATA
 
-from micropacs.dimse.received_store_responses import received_message, store_response_of
+from micropacs.dimse.received_store_responses import store_response_of
+from micropacs.dimse.store_messages import StoreResponse
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
         if self.message is None:
             response = store_response_of(value, context_id)
             if response is not None:
-                received = received_message(response, context_id)
+                received = StoreResponse(response, value[1:], context_id)
                 evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": received})
                 self.msg_queue.put((context_id, response))
                 return  # a whole message: pynetdicom ignores what else the P-DATA holds

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import re
 import struct
-from types import SimpleNamespace
 from typing import Final
 
 from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 
+from micropacs.dimse.command_sets import LAST_COMMAND_FRAGMENT, NO_DATA_SET
+
 C_STORE_RSP: Final = 0x8001
-NO_DATA_SET: Final = 0x0101
-LAST_COMMAND_FRAGMENT: Final = 0x03
 KNOWN: Final = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000})
 """The elements of a plain C-STORE-RSP (its group length included)."""
 _UID: Final = re.compile(rb"[0-9]+(\.[0-9]+)*")
@@ -32,7 +31,7 @@ _UID: Final = re.compile(rb"[0-9]+(\.[0-9]+)*")
 def store_response_of(value: bytes, context_id: int) -> C_STORE | None:
     """The C_STORE response primitive of one presentation data value (its message
     control header, then the whole command set), or None when pynetdicom should read it."""
-    if len(value) < 9 or value[0] != LAST_COMMAND_FRAGMENT:
+    if len(value) < 9 or value[:1] != LAST_COMMAND_FRAGMENT:
         return None
     fields: dict[int, bytes] = {}
     offset, end = 1, len(value)
@@ -66,23 +65,6 @@ def store_response_of(value: bytes, context_id: int) -> C_STORE | None:
     primitive._dataset_path = None
     primitive._dataset_file = None
     return primitive
-
-
-def received_message(primitive: C_STORE, context_id: int) -> SimpleNamespace:
-    """What ``EVT_DIMSE_RECV`` handlers read of a C-STORE-RSP read from its bytes."""
-    return SimpleNamespace(
-        message_name="C_STORE_RSP",
-        context_id=context_id,
-        command_set=SimpleNamespace(
-            AffectedSOPClassUID=primitive.AffectedSOPClassUID,
-            CommandField=C_STORE_RSP,
-            MessageIDBeingRespondedTo=primitive.MessageIDBeingRespondedTo,
-            CommandDataSetType=NO_DATA_SET,
-            Status=primitive.Status,
-            AffectedSOPInstanceUID=primitive.AffectedSOPInstanceUID,
-        ),
-        data_set=None,
-    )
 
 
 def _us(raw: bytes | None) -> int | None:

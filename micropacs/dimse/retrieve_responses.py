@@ -22,7 +22,8 @@ from typing import Any, Final
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.pdu_primitives import P_DATA
 
-NO_DATA_SET: Final = 0x0101
+from micropacs.dimse.command_sets import NO_DATA_SET, command_set, even_ascii, whole_command
+
 COMMAND_FIELDS: Final = {C_GET: (0x8010, "C_GET_RSP"), C_MOVE: (0x8021, "C_MOVE_RSP")}
 COUNTS: Final = (
     (0x1020, "NumberOfRemainingSuboperations"),
@@ -47,11 +48,10 @@ def retrieve_response_command(primitive: Any) -> bytes | None:
         return None
     elements: list[tuple[int, bytes]] = []
     if primitive.AffectedSOPClassUID is not None:
-        raw = str(primitive.AffectedSOPClassUID)
-        if not raw or not raw.isascii():
+        sop_class = even_ascii(str(primitive.AffectedSOPClassUID), b"\0")
+        if sop_class is None:
             return None
-        encoded = raw.encode("ascii")
-        elements.append((0x0002, encoded + b"\0" if len(encoded) % 2 else encoded))
+        elements.append((0x0002, sop_class))
     elements += [
         (0x0100, struct.pack("<H", field[0])),
         (0x0120, struct.pack("<H", int(primitive.MessageIDBeingRespondedTo))),
@@ -62,8 +62,7 @@ def retrieve_response_command(primitive: Any) -> bytes | None:
         count = getattr(primitive, keyword)
         if count is not None:
             elements.append((tag, struct.pack("<H", int(count))))
-    body = b"".join(struct.pack("<HHI", 0x0000, tag, len(v)) + v for tag, v in elements)
-    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+    return command_set(elements)
 
 
 class RetrieveResponse:
@@ -85,7 +84,5 @@ class RetrieveResponse:
         self._command = command
 
     def encode_msg(self, context_id: int, max_pdu_length: int) -> Iterator[P_DATA]:
-        """One P-DATA with the whole command set, as its last fragment (PS3.8 E.2)."""
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, b"\x03" + self._command))
-        yield pdata
+        """One P-DATA with the whole command set (PS3.8 E.2)."""
+        return whole_command(context_id, self._command)

@@ -42,6 +42,7 @@ from pynetdicom.fsm import ACTIONS
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from micropacs.dimse.command_sets import NO_DATA_SET, command_set, even_ascii, whole_command
 from micropacs.dimse.socket_writes import send_pieces
 from micropacs.dimse.store_requests import (
     RUN_BYTES,
@@ -51,18 +52,9 @@ from micropacs.dimse.store_requests import (
 )
 
 C_STORE_RSP: Final = 0x8001
-NO_DATA_SET: Final = 0x0101
 
 _installed = threading.Lock()
 _done = False
-
-
-def _even(value: str, pad: bytes) -> bytes | None:
-    """``value`` as ASCII padded to even length, or None if empty or not ASCII."""
-    if not value or not value.isascii():
-        return None
-    raw = value.encode("ascii")
-    return raw + pad if len(raw) % 2 else raw
 
 
 class FileMeta:
@@ -87,11 +79,11 @@ def file_meta_bytes(meta: FileMeta) -> bytes | None:
     """The File Meta Information pydicom writes for ``meta`` with pynetdicom's
     implementation UID and version, or None when it must write it itself."""
     values = [
-        _even(str(meta.sop_class_uid), b"\0"),
-        _even(str(meta.sop_instance_uid), b"\0"),
-        _even(str(meta.transfer_syntax), b"\0"),
-        _even(PYNETDICOM_IMPLEMENTATION_UID, b"\0"),
-        _even(PYNETDICOM_IMPLEMENTATION_VERSION, b" "),
+        even_ascii(str(meta.sop_class_uid), b"\0"),
+        even_ascii(str(meta.sop_instance_uid), b"\0"),
+        even_ascii(str(meta.transfer_syntax), b"\0"),
+        even_ascii(PYNETDICOM_IMPLEMENTATION_UID, b"\0"),
+        even_ascii(PYNETDICOM_IMPLEMENTATION_VERSION, b" "),
     ]
     if any(value is None for value in values):
         return None
@@ -162,7 +154,7 @@ def store_response_command(primitive: C_STORE) -> bytes | None:
         return None
     elements: list[tuple[int, bytes]] = []
     if primitive.AffectedSOPClassUID is not None:
-        sop_class = _even(str(primitive.AffectedSOPClassUID), b"\0")
+        sop_class = even_ascii(str(primitive.AffectedSOPClassUID), b"\0")
         if sop_class is None:
             return None
         elements.append((0x0002, sop_class))
@@ -173,12 +165,11 @@ def store_response_command(primitive: C_STORE) -> bytes | None:
         (0x0900, struct.pack("<H", int(primitive.Status))),
     ]
     if primitive.AffectedSOPInstanceUID is not None:
-        instance = _even(str(primitive.AffectedSOPInstanceUID), b"\0")
+        instance = even_ascii(str(primitive.AffectedSOPInstanceUID), b"\0")
         if instance is None:
             return None
         elements.append((0x1000, instance))
-    body = b"".join(struct.pack("<HHI", 0x0000, tag, len(v)) + v for tag, v in elements)
-    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+    return command_set(elements)
 
 
 class StoreResponse:
@@ -201,11 +192,8 @@ class StoreResponse:
         self._command = command
 
     def encode_msg(self, context_id: int, max_pdu_length: int) -> Iterator[P_DATA]:
-        """One P-DATA with the whole command set (PS3.8 9.3.5): shorter than any
-        Maximum Length a peer may set (PS3.8 D.1: at least 4,096 bytes less 6)."""
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, b"\x03" + self._command))
-        yield pdata
+        """One P-DATA with the whole command set (PS3.8 9.3.5)."""
+        return whole_command(context_id, self._command)
 
 
 class PDataRun(P_DATA):

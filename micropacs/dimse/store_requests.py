@@ -40,6 +40,8 @@ from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import split_dataset as pynetdicom_split_dataset
 
+from micropacs.dimse.command_sets import command_set, even_ascii
+
 C_STORE_RQ: Final = 0x0001
 DATA_SET_PRESENT: Final = 0x0001
 META_READ: Final = 4096
@@ -127,13 +129,6 @@ class FileMetaUids:
             raise AttributeError(keyword) from None
 
 
-def _even(value: str, pad: bytes) -> bytes | None:
-    if not value.isascii():
-        return None
-    raw = value.encode("ascii")
-    return raw + pad if len(raw) % 2 else raw
-
-
 @dataclass(frozen=True)
 class StoreRequest:
     """A C-STORE-RQ's command fields by their pynetdicom primitive's names, for a request
@@ -158,8 +153,8 @@ def store_request_command(primitive: C_STORE | StoreRequest) -> bytes | None:
         or primitive.Priority is None
     ):
         return None
-    sop_class = _even(str(primitive.AffectedSOPClassUID), b"\0")
-    instance = _even(str(primitive.AffectedSOPInstanceUID), b"\0")
+    sop_class = even_ascii(str(primitive.AffectedSOPClassUID), b"\0")
+    instance = even_ascii(str(primitive.AffectedSOPInstanceUID), b"\0")
     if not sop_class or not instance:
         return None
     elements = [
@@ -172,14 +167,13 @@ def store_request_command(primitive: C_STORE | StoreRequest) -> bytes | None:
     ]
     originator = primitive.MoveOriginatorApplicationEntityTitle
     if originator is not None:
-        title = _even(str(originator), b" ")
+        title = even_ascii(str(originator), b" ")
         if title is None:
             return None
         elements.append((0x1030, title))
     if primitive.MoveOriginatorMessageID is not None:
         elements.append((0x1031, struct.pack("<H", int(primitive.MoveOriginatorMessageID))))
-    body = b"".join(struct.pack("<HHI", 0x0000, tag, len(v)) + v for tag, v in elements)
-    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+    return command_set(elements)
 
 
 def _pdv(context_id: int, control: int, fragment: bytes | memoryview) -> list[bytes | memoryview]:

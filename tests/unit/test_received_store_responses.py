@@ -13,8 +13,8 @@ from pynetdicom.dimse_messages import DIMSEMessage
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
-from micropacs.dimse.received_store_responses import received_message, store_response_of
-from micropacs.dimse.store_messages import store_response_command
+from micropacs.dimse.received_store_responses import store_response_of
+from micropacs.dimse.store_messages import StoreResponse, store_response_command
 
 uids = st.lists(st.integers(0, 10**12), min_size=2, max_size=8).map(
     lambda parts: ".".join(map(str, parts))[:64].rstrip(".")
@@ -68,7 +68,7 @@ def test_a_response_is_the_primitive_pynetdicom_decodes(
     ):
         assert getattr(ours, keyword) == getattr(theirs, keyword), keyword
     assert ours.is_valid_response and ours._context_id == theirs._context_id == 5
-    shown = received_message(ours, 5)
+    shown = StoreResponse(ours, value[1:], 5)  # what EVT_DIMSE_RECV handlers read
     assert (shown.message_name, shown.command_set.Status) == ("C_STORE_RSP", status)
 
 
