@@ -111,6 +111,16 @@ def register(data_dir: Path, env: dict[str, str], peer: Storescp) -> None:
     micropacs("nodes", "add", title, "127.0.0.1", port, data_dir=data_dir, env=env)
 
 
+def serve_to(
+    data_dir: Path, env: dict[str, str], peers: dict[str, Storescp]
+) -> tuple[Path, Server]:
+    """``micropacs serve`` with both destinations registered, LIVE started, LATE not."""
+    for peer in peers.values():
+        register(data_dir, env, peer)
+    peers["LIVE"].start()
+    return data_dir, start_server(data_dir, env=env)
+
+
 def wait_for(condition: Any, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -134,11 +144,7 @@ def test_a_stopped_destination_gets_everything_later_and_holds_up_nobody(
 ) -> None:
     live, late = peers["LIVE"], peers["LATE"]
     env = router_env(tmp_path, server_env)
-    data_dir = tmp_path / "data"
-    for peer in (live, late):
-        register(data_dir, env, peer)
-    live.start()  # LATE is not running yet
-    server = start_server(data_dir, env=env)
+    _, server = serve_to(tmp_path / "data", env, peers)  # LATE is not running yet
     try:
         files = dicomdata.make_ct_series(tmp_path / "ct", 40, rows=64, cols=64)
         storescu(server, files)
@@ -167,11 +173,7 @@ def test_sigkill_of_serve_with_a_full_queue_loses_nothing(
 ) -> None:
     live, late = peers["LIVE"], peers["LATE"]
     env = router_env(tmp_path, server_env)
-    data_dir = tmp_path / "data"
-    for peer in (live, late):
-        register(data_dir, env, peer)
-    live.start()
-    server = start_server(data_dir, env=env)
+    data_dir, server = serve_to(tmp_path / "data", env, peers)
     files = dicomdata.make_ct_series(tmp_path / "ct", 200, rows=64, cols=64)
     sent = uids_of(files)
     try:
@@ -198,14 +200,10 @@ def test_sigkill_of_serve_in_the_middle_of_a_drain_sends_the_rest_once_restarted
     """Killed while its router is sending a queue: every instance arrives after the
     restart, and none more than twice (a batch in flight, not acknowledged, is sent again:
     at least once)."""
-    live, late = peers["LIVE"], peers["LATE"]
+    late = peers["LATE"]
     late.unique = True
     env = {**router_env(tmp_path, server_env), "MICROPACS_ROUTER__SEND_BATCH": "20"}
-    data_dir = tmp_path / "data"
-    for peer in (live, late):
-        register(data_dir, env, peer)
-    live.start()
-    server = start_server(data_dir, env=env)
+    data_dir, server = serve_to(tmp_path / "data", env, peers)
     files = dicomdata.make_ct_series(tmp_path / "ct", 300, rows=256, cols=256)
     sent = uids_of(files)
     try:
